@@ -1,0 +1,11 @@
+"""ResNet Lab's model library: usable without Gradio (only ``resnet.ui`` imports it)."""
+from .images import BadImage, open_image
+from .model import ARCHS, STAGES, BasicBlock, Bottleneck, ResNet, build_model
+from .predict import classify
+from .summary import layer_table
+from .weights import (WeightsArchMismatch, WeightsCorrupt, WeightsHashMismatch, WeightsNotFound, WeightsOffline,
+                      WeightsUnavailable, load_pretrained)
+
+__all__ = ["ARCHS", "STAGES", "BasicBlock", "Bottleneck", "ResNet", "build_model", "layer_table", "load_pretrained",
+           "classify", "open_image", "BadImage", "WeightsUnavailable", "WeightsNotFound", "WeightsOffline",
+           "WeightsHashMismatch", "WeightsCorrupt", "WeightsArchMismatch"]

@@ -1,0 +1,127 @@
+"""Command line: ``python -m resnet table | classify | weights | finetune``."""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+from .model import ARCHS
+
+
+def cmd_table(args) -> int:
+    from .summary import format_table, layer_table, totals
+    table = layer_table(args.arch, args.image_size, stride_in_1x1=args.stride_in_1x1)
+    if args.json:
+        print(json.dumps({"arch": args.arch, "image_size": args.image_size, "stride_in_1x1": args.stride_in_1x1,
+                          "rows": table, "totals": totals(table)}, indent=2))
+    else:
+        print(format_table(args.arch, table))
+    return 0
+
+
+def cmd_classify(args) -> int:
+    from .images import BadImage
+    from .model import build_model
+    from .predict import classify
+    from .weights import WeightsUnavailable, load_pretrained
+    try:
+        model, note = load_pretrained(args.arch, path=args.weights), None
+    except WeightsUnavailable as e:
+        if args.weights:
+            raise
+        model, note = build_model(args.arch).eval(), f"warning: {e} Using random weights: predictions are meaningless."
+        print(note, file=sys.stderr)
+    try:
+        top = classify(model, args.image, args.top_k)
+    except BadImage as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    if args.json:
+        print(json.dumps({"arch": args.arch, "pretrained": note is None,
+                          "top": [{"label": l, "probability": p} for l, p in top]}, indent=2))
+    else:
+        for label, p in top:
+            print(f"{p:7.2%}  {label}")
+    return 0
+
+
+def cmd_weights(args) -> int:
+    from .weights import cached, download, find_weights
+    if args.action == "list":
+        for row in cached():
+            where = f"{row['path']} ({row['size_mb']} MB)" if row["path"] else "not cached"
+            print(f"{row['arch']:<18} {where}")
+        return 0
+    for arch in args.archs or ["resnet18"]:
+        path = find_weights(arch, download_ok=False) if _has(arch) else download(arch, progress=True)
+        print(f"{arch}: {path}")
+    return 0
+
+
+def _has(arch: str) -> bool:
+    from .weights import candidates
+    return any(p.is_file() for p in candidates(arch))
+
+
+def cmd_finetune(args) -> int:
+    from .finetune import run_cli
+    return run_cli(args)
+
+
+def add_finetune_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--dataset", default="synthetic", help="synthetic | hymenoptera | PATH (.zip or folder)")
+    p.add_argument("--arch", default="resnet18", choices=list(ARCHS))
+    p.add_argument("--strategies", default="all,last,head", help="comma list of all,last,head,replace,scratch")
+    p.add_argument("--epochs", type=int, default=5)
+    p.add_argument("--image-size", type=int, default=128)
+    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--lr", type=float, default=None, help="learning rate (default: per strategy)")
+    p.add_argument("--weights", default=None, help="a pretrained checkpoint file")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--json", default=None, metavar="OUT", help="write the per-strategy summary here")
+    p.add_argument("--save-dir", default=None, help="export each fine-tuned model here")
+
+
+def parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(prog="python -m resnet", description="ResNet Lab from the command line.")
+    sub = ap.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("table", help="the layer table of one depth")
+    p.add_argument("arch", choices=list(ARCHS))
+    p.add_argument("--image-size", type=int, default=224)
+    p.add_argument("--stride-in-1x1", action="store_true", help="the paper's original bottleneck (v1)")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_table)
+
+    p = sub.add_parser("classify", help="ImageNet top-k for one image")
+    p.add_argument("image")
+    p.add_argument("--arch", default="resnet18", choices=list(ARCHS))
+    p.add_argument("--weights", default=None)
+    p.add_argument("--top-k", type=int, default=5)
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_classify)
+
+    p = sub.add_parser("weights", help="fetch or list pretrained weights")
+    p.add_argument("action", choices=["fetch", "list"])
+    p.add_argument("archs", nargs="*", metavar="ARCH", help=f"one or more of: {', '.join(ARCHS)}")
+    p.set_defaults(func=cmd_weights)
+
+    p = sub.add_parser("finetune", help="compare transfer strategies on a small dataset")
+    add_finetune_args(p)
+    p.set_defaults(func=cmd_finetune)
+    return ap
+
+
+def main(argv=None) -> int:
+    from .weights import WeightsUnavailable
+    args = parser().parse_args(argv)
+    if getattr(args, "archs", None):
+        bad = [a for a in args.archs if a not in ARCHS]
+        if bad:
+            print(f"error: unknown architecture {bad[0]!r}; choose from {', '.join(ARCHS)}", file=sys.stderr)
+            return 2
+    try:
+        return args.func(args)
+    except (WeightsUnavailable, ValueError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2

@@ -1,0 +1,66 @@
+"""Reading user images safely: size limits before decoding, EXIF orientation, any mode to RGB."""
+from __future__ import annotations
+
+import io
+import os
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+MAX_PIXELS = int(os.environ.get("RESNET_MAX_IMAGE_PIXELS", 40_000_000))  # ~ a 7700×5200 photo
+
+
+class BadImage(ValueError):
+    """The input is not an image we can read; the message says why in one sentence."""
+
+
+def open_image(source, *, max_pixels: int | None = None) -> Image.Image:
+    """Open a path, bytes, file object or PIL image as an RGB image, refusing huge ones before decoding."""
+    limit = max_pixels or MAX_PIXELS
+    if isinstance(source, Image.Image):
+        img = source
+    else:
+        if isinstance(source, (bytes, bytearray)):
+            source = io.BytesIO(source)
+        elif isinstance(source, (str, os.PathLike)):
+            p = Path(source)
+            if not p.is_file():
+                raise BadImage(f"No image file at {p.name}.")
+            if p.stat().st_size == 0:
+                raise BadImage("The file is empty (0 bytes).")
+        try:
+            img = Image.open(source)  # reads the header only
+        except UnidentifiedImageError:
+            raise BadImage("This file is not an image format we can read (use JPEG, PNG, GIF, BMP or WebP).") from None
+        except Image.DecompressionBombError:
+            raise BadImage(f"The image is too large to decode safely (limit {limit:,} pixels).") from None
+        except OSError as e:
+            raise BadImage(f"The image could not be read ({e}).") from None
+    w, h = img.size
+    if w * h > limit:
+        raise BadImage(f"The image is {w}×{h} = {w * h:,} pixels, over the limit of {limit:,}; "
+                       "please upload a smaller picture.")
+    try:
+        img.seek(0)  # animated GIF/WebP: the first frame
+        img.load()
+        img = ImageOps.exif_transpose(img)
+        return to_rgb(img)
+    except (OSError, SyntaxError, ValueError) as e:
+        raise BadImage(f"The image is damaged or truncated and could not be decoded ({e}).") from None
+
+
+def to_rgb(img: Image.Image) -> Image.Image:
+    """Any PIL mode to 8-bit RGB: transparency onto white, 16-bit and float rescaled to 0–255."""
+    if img.mode in ("I", "I;16", "I;16B", "I;16L", "I;16N", "F"):
+        a = np.asarray(img, dtype=np.float64)
+        lo, hi = (0.0, 65535.0) if img.mode.startswith("I;16") else (float(a.min()), float(a.max()))
+        a = np.clip((a - lo) / max(hi - lo, 1e-12) * 255.0, 0, 255).astype(np.uint8)
+        img = Image.fromarray(a, mode="L")
+    if img.mode == "P" and "transparency" in img.info:
+        img = img.convert("RGBA")
+    if img.mode in ("RGBA", "LA", "PA", "RGBa", "La"):
+        rgba = img.convert("RGBA")
+        bg = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        return Image.alpha_composite(bg, rgba).convert("RGB")
+    return img.convert("RGB") if img.mode != "RGB" else img

@@ -1,0 +1,176 @@
+"""ResNet, ResNeXt and Wide ResNet, written from the papers, state_dict-compatible with torchvision.
+
+The four stages are the paper's conv2_x … conv5_x; the attribute names (``layer1`` … ``layer4``)
+follow torchvision so that its checkpoints load strictly.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+STAGES = ("conv2_x", "conv3_x", "conv4_x", "conv5_x")
+STAGE_WIDTHS = (64, 128, 256, 512)
+
+
+def conv3x3(cin: int, cout: int, stride: int = 1, groups: int = 1) -> nn.Conv2d:
+    # No bias: the BatchNorm that follows has its own shift (β), a bias would be cancelled.
+    return nn.Conv2d(cin, cout, 3, stride=stride, padding=1, groups=groups, bias=False)
+
+
+def conv1x1(cin: int, cout: int, stride: int = 1) -> nn.Conv2d:
+    return nn.Conv2d(cin, cout, 1, stride=stride, bias=False)
+
+
+class BasicBlock(nn.Module):
+    """[3×3, C; 3×3, C]: the block of ResNet-18/34."""
+
+    expansion = 1
+
+    def __init__(self, inplanes: int, planes: int, stride: int = 1, downsample: nn.Module | None = None,
+                 groups: int = 1, base_width: int = 64, stride_in_1x1: bool = False, residual: bool = True):
+        super().__init__()
+        if groups != 1 or base_width != 64:
+            raise ValueError("BasicBlock supports only groups=1 and base_width=64")
+        self.conv1 = conv3x3(inplanes, planes, stride)
+        self.bn1 = nn.BatchNorm2d(planes)
+        self.relu = nn.ReLU(inplace=True)
+        self.conv2 = conv3x3(planes, planes)
+        self.bn2 = nn.BatchNorm2d(planes)
+        self.downsample = downsample
+        self.residual = residual
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = self.relu(self.bn1(self.conv1(x)))
+        out = self.bn2(self.conv2(out))
+        if self.residual:
+            out += x if self.downsample is None else self.downsample(x)
+        return self.relu(out)
+
+
+class Bottleneck(nn.Module):
+    """[1×1, width; 3×3, width (grouped for ResNeXt); 1×1, 4C]: the block of ResNet-50/101/152.
+
+    ``stride_in_1x1=True`` is the paper's original placement of the stride (v1); the default puts it
+    in the 3×3 conv (v1.5, torchvision's weights), which costs more but is more accurate.
+    """
+
+    expansion = 4
+
+    def __init__(self, inplanes: int, planes: int, stride: int = 1, downsample: nn.Module | None = None,
+                 groups: int = 1, base_width: int = 64, stride_in_1x1: bool = False, residual: bool = True):
+        super().__init__()
+        width = int(planes * (base_width / 64.0)) * groups
+        s1, s3 = (stride, 1) if stride_in_1x1 else (1, stride)
+        self.conv1 = conv1x1(inplanes, width, s1)
+        self.bn1 = nn.BatchNorm2d(width)
+        self.conv2 = conv3x3(width, width, s3, groups)
+        self.bn2 = nn.BatchNorm2d(width)
+        self.conv3 = conv1x1(width, planes * self.expansion)
+        self.bn3 = nn.BatchNorm2d(planes * self.expansion)
+        self.relu = nn.ReLU(inplace=True)
+        self.downsample = downsample
+        self.residual = residual
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = self.relu(self.bn1(self.conv1(x)))
+        out = self.relu(self.bn2(self.conv2(out)))
+        out = self.bn3(self.conv3(out))
+        if self.residual:
+            out += x if self.downsample is None else self.downsample(x)
+        return self.relu(out)
+
+
+@dataclass(frozen=True)
+class ArchSpec:
+    """One column of the paper's Table 1 (plus ResNeXt's cardinality and width)."""
+
+    block: type
+    layers: tuple[int, int, int, int]
+    groups: int = 1
+    width_per_group: int = 64
+    paper_gmacs: float | None = None  # the note's FLOPs row (stride in the 1×1, v1)
+    title: str = ""
+
+
+ARCHS: dict[str, ArchSpec] = {
+    "resnet18": ArchSpec(BasicBlock, (2, 2, 2, 2), paper_gmacs=1.8, title="ResNet-18"),
+    "resnet34": ArchSpec(BasicBlock, (3, 4, 6, 3), paper_gmacs=3.6, title="ResNet-34"),
+    "resnet50": ArchSpec(Bottleneck, (3, 4, 6, 3), paper_gmacs=3.8, title="ResNet-50"),
+    "resnet101": ArchSpec(Bottleneck, (3, 4, 23, 3), paper_gmacs=7.6, title="ResNet-101"),
+    "resnet152": ArchSpec(Bottleneck, (3, 8, 36, 3), paper_gmacs=11.3, title="ResNet-152"),
+    "resnext50_32x4d": ArchSpec(Bottleneck, (3, 4, 6, 3), groups=32, width_per_group=4,
+                                title="ResNeXt-50 32×4d"),
+    "resnext101_32x8d": ArchSpec(Bottleneck, (3, 4, 23, 3), groups=32, width_per_group=8,
+                                 title="ResNeXt-101 32×8d"),
+    "wide_resnet50_2": ArchSpec(Bottleneck, (3, 4, 6, 3), width_per_group=128, title="Wide ResNet-50-2"),
+}
+
+
+class ResNet(nn.Module):
+    """conv1 → max pool → conv2_x … conv5_x → global average pool → fc."""
+
+    def __init__(self, block: type, layers, num_classes: int = 1000, *, groups: int = 1,
+                 width_per_group: int = 64, stride_in_1x1: bool = False, zero_init_residual: bool = False,
+                 residual: bool = True):
+        super().__init__()
+        self.inplanes = 64
+        self.conv1 = nn.Conv2d(3, 64, 7, stride=2, padding=3, bias=False)
+        self.bn1 = nn.BatchNorm2d(64)
+        self.relu = nn.ReLU(inplace=True)
+        self.maxpool = nn.MaxPool2d(3, stride=2, padding=1)
+        opts = dict(groups=groups, base_width=width_per_group, stride_in_1x1=stride_in_1x1, residual=residual)
+        for i, (planes, n) in enumerate(zip(STAGE_WIDTHS, layers)):
+            setattr(self, f"layer{i + 1}", self._make_stage(block, planes, n, 1 if i == 0 else 2, opts))
+        self.avgpool = nn.AdaptiveAvgPool2d((1, 1))
+        self.fc = nn.Linear(512 * block.expansion, num_classes)
+
+        for m in self.modules():
+            if isinstance(m, nn.Conv2d):
+                nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+            elif isinstance(m, nn.BatchNorm2d):
+                nn.init.ones_(m.weight)
+                nn.init.zeros_(m.bias)
+        if zero_init_residual:
+            # Each residual branch starts as zero, so every block starts as the identity.
+            for m in self.modules():
+                if isinstance(m, Bottleneck):
+                    nn.init.zeros_(m.bn3.weight)
+                elif isinstance(m, BasicBlock):
+                    nn.init.zeros_(m.bn2.weight)
+
+    def _make_stage(self, block: type, planes: int, blocks: int, stride: int, opts: dict) -> nn.Sequential:
+        downsample = None
+        if stride != 1 or self.inplanes != planes * block.expansion:
+            # Projection shortcut (the note's dashed line): a 1×1 conv matches the new shape.
+            downsample = nn.Sequential(conv1x1(self.inplanes, planes * block.expansion, stride),
+                                       nn.BatchNorm2d(planes * block.expansion))
+        layers = [block(self.inplanes, planes, stride, downsample, **opts)]
+        self.inplanes = planes * block.expansion
+        layers += [block(self.inplanes, planes, **opts) for _ in range(1, blocks)]
+        return nn.Sequential(*layers)
+
+    def stages(self) -> list[tuple[str, nn.Module]]:
+        """The paper's stage names paired with their modules."""
+        return [(name, getattr(self, f"layer{i + 1}")) for i, name in enumerate(STAGES)]
+
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.maxpool(self.relu(self.bn1(self.conv1(x))))
+        return self.layer4(self.layer3(self.layer2(self.layer1(x))))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.avgpool(self.forward_features(x))
+        return self.fc(torch.flatten(x, 1))
+
+
+def build_model(arch: str, num_classes: int = 1000, *, stride_in_1x1: bool = False,
+                zero_init_residual: bool = False, residual: bool = True) -> ResNet:
+    """Build ``arch`` (a key of ``ARCHS``) with random weights; ``residual=False`` drops every shortcut."""
+    if arch not in ARCHS:
+        raise ValueError(f"unknown architecture {arch!r}; choose one of: {', '.join(ARCHS)}")
+    spec = ARCHS[arch]
+    model = ResNet(spec.block, spec.layers, num_classes, groups=spec.groups, width_per_group=spec.width_per_group,
+                   stride_in_1x1=stride_in_1x1, zero_init_residual=zero_init_residual, residual=residual)
+    model.arch = arch
+    return model

@@ -1,0 +1,73 @@
+"""The note's layer table, measured on the real model: output sizes, blocks, parameters, multiply-adds."""
+from __future__ import annotations
+
+import torch
+from torch import nn
+from torch.utils.flop_counter import FlopCounterMode
+
+from .model import ARCHS, STAGE_WIDTHS, STAGES, BasicBlock, build_model
+
+
+def block_text(arch: str, stage: int, *, stride_in_1x1: bool = False) -> str:
+    """The bracket of the paper's table, e.g. ``[1×1, 64; 3×3, 64; 1×1, 256] × 3``."""
+    spec = ARCHS[arch]
+    c = STAGE_WIDTHS[stage]
+    n = spec.layers[stage]
+    if spec.block is BasicBlock:
+        return f"[3×3, {c}; 3×3, {c}] × {n}"
+    width = int(c * spec.width_per_group / 64) * spec.groups
+    grouped = f", C={spec.groups}" if spec.groups > 1 else ""
+    return f"[1×1, {width}; 3×3, {width}{grouped}; 1×1, {c * 4}] × {n}"
+
+
+def _rows(model: nn.Module, arch: str, stride_in_1x1: bool):
+    """(name, modules, block text) per row; the modules run in sequence on the previous row's output."""
+    yield "conv1", [model.conv1, model.bn1, model.relu], "7×7, 64, stride 2"
+    yield "pool", [model.maxpool], "3×3 max pool, stride 2"
+    for i, (name, stage) in enumerate(model.stages()):
+        yield name, [stage], block_text(arch, i, stride_in_1x1=stride_in_1x1)
+    yield "fc", [model.avgpool, nn.Flatten(1), model.fc], f"average pool, {model.fc.out_features}-d fc, softmax"
+
+
+@torch.inference_mode()
+def layer_table(arch: str, image_size: int = 224, *, stride_in_1x1: bool = False) -> list[dict]:
+    """One dict per row (conv1, pool, conv2_x … conv5_x, fc): name, output_size, block, params, macs.
+
+    Sizes come from running the model on an ``image_size`` input; multiply-adds from torch's FLOP
+    counter (which counts 2 FLOPs per multiply-add) over that row's modules alone.
+    """
+    if not isinstance(image_size, int) or image_size < 32:
+        raise ValueError("image_size must be an integer of at least 32 (five stride-2 steps need it)")
+    model = build_model(arch, stride_in_1x1=stride_in_1x1).eval()
+    x = torch.zeros(1, 3, image_size, image_size)
+    table = []
+    for name, modules, text in _rows(model, arch, stride_in_1x1):
+        counter = FlopCounterMode(display=False)
+        with counter:
+            for m in modules:
+                x = m(x)
+        params = sum(p.numel() for m in modules for p in m.parameters())
+        size = (1, 1) if x.dim() == 2 else tuple(x.shape[-2:])
+        table.append({"name": name, "output_size": size, "block": text, "params": params,
+                      "macs": counter.get_total_flops() // 2})
+    return table
+
+
+def totals(table: list[dict]) -> dict:
+    return {"params": sum(r["params"] for r in table), "macs": sum(r["macs"] for r in table)}
+
+
+def format_table(arch: str, table: list[dict]) -> str:
+    """The table as plain text, with totals and the paper's published FLOPs where it has one."""
+    head = f"{'layer':<8} {'output':>9}  {'block':<42} {'params':>12} {'mult-adds':>14}"
+    lines = [f"{ARCHS[arch].title}", head, "-" * len(head)]
+    for r in table:
+        h, w = r["output_size"]
+        lines.append(f"{r['name']:<8} {f'{h}×{w}':>9}  {r['block']:<42} {r['params']:>12,} {r['macs']:>14,}")
+    t = totals(table)
+    lines.append("-" * len(head))
+    lines.append(f"{'total':<8} {'':>9}  {'':<42} {t['params']:>12,} {t['macs']:>14,}")
+    paper = ARCHS[arch].paper_gmacs
+    lines.append(f"= {t['params'] / 1e6:.2f} M parameters, {t['macs'] / 1e9:.2f} G multiply-adds"
+                 + (f" (paper: {paper} G, stride in the 1×1)" if paper else ""))
+    return "\n".join(lines)
