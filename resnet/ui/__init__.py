@@ -1,0 +1,41 @@
+"""The Gradio app: one ``gr.Blocks`` with a tab per idea. Model logic lives in ``resnet``, not here."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import gradio as gr
+
+from .. import device as devices
+from ..i18n import translations
+from ..serving import ModelCache, Settings
+from . import about, architecture, classify, features, finetune, labs
+from .common import Context
+
+ASSETS = Path(__file__).resolve().parent.parent.parent / "assets"
+TABS = (architecture, classify, features, finetune, labs, about)
+
+
+def create_app(settings: Settings | None = None, models: ModelCache | None = None) -> tuple[gr.Blocks, dict]:
+    """The Blocks app and the keyword arguments its ``launch`` needs (i18n, css, limits)."""
+    settings = settings or Settings()
+    models = models or ModelCache(settings.cache_mb, allow_download=settings.allow_download)
+    i18n = gr.I18n(**translations())
+    ctx = Context(settings, models, i18n)
+    with gr.Blocks(title="ResNet Lab") as demo:
+        gr.Markdown(i18n("app.title"), elem_id="title")
+        gr.Markdown(f"`{devices.describe(models.device)}`", elem_id="device-line")
+        with gr.Tabs():
+            for tab in TABS:
+                tab.build(ctx)
+    demo.queue(max_size=settings.max_queue, default_concurrency_limit=settings.quick_concurrency)
+    css_file = ASSETS / "style.css"
+    launch_kwargs = dict(i18n=i18n, max_file_size=f"{settings.max_file_mb}mb",
+                         css=css_file.read_text() if css_file.exists() else None,
+                         theme=gr.themes.Soft(), show_error=True)
+    return demo, launch_kwargs
+
+
+def main() -> None:
+    demo, kwargs = create_app()
+    demo.launch(server_name=os.environ.get("GRADIO_SERVER_NAME"), **kwargs)

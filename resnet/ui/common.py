@@ -1,0 +1,70 @@
+"""What every tab shares: settings, the model cache, the string table, and error handling."""
+from __future__ import annotations
+
+import functools
+import inspect
+import logging
+from dataclasses import dataclass
+
+import gradio as gr
+
+from ..i18n import lang_from_header, t
+from ..serving import ModelCache, Settings
+
+log = logging.getLogger("resnet.ui")
+
+# Exceptions whose message is already a sentence for the user.
+USER_ERRORS = (ValueError, RuntimeError, OSError)
+
+
+@dataclass
+class Context:
+    settings: Settings
+    models: ModelCache
+    i18n: gr.I18n
+
+    def __call__(self, key: str):
+        """A translatable label for static UI text."""
+        return self.i18n(key)
+
+
+def lang(request: gr.Request | None) -> str:
+    """The user's language for server-made text, from the browser's Accept-Language."""
+    headers = getattr(request, "headers", None) or {}
+    return lang_from_header(headers.get("accept-language"))
+
+
+def _as_gr_error(e: Exception) -> gr.Error:
+    if isinstance(e, gr.Error):
+        return e
+    if isinstance(e, USER_ERRORS):
+        return gr.Error(str(e).splitlines()[0][:400] or type(e).__name__, print_exception=False)
+    log.exception("unexpected error")
+    return gr.Error(t("error.unexpected"), print_exception=False)
+
+
+def friendly(fn):
+    """Turn any failure into a one-sentence ``gr.Error``: no stack trace ever reaches the page."""
+    if inspect.isgeneratorfunction(fn):
+        @functools.wraps(fn)
+        def gen(*args, **kwargs):
+            try:
+                yield from fn(*args, **kwargs)
+            except GeneratorExit:
+                raise
+            except Exception as e:
+                raise _as_gr_error(e) from None
+        return gen
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        try:
+            return fn(*args, **kwargs)
+        except Exception as e:
+            raise _as_gr_error(e) from None
+    return wrapper
+
+
+def arch_choices() -> list[tuple[str, str]]:
+    from ..model import ARCHS
+    return [(spec.title, name) for name, spec in ARCHS.items()]
