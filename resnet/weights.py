@@ -2,7 +2,7 @@
 
 Resolution order: an explicit file → ``$RESNET_WEIGHTS_DIR/<file>`` → torch's hub checkpoint cache
 (``<hub>/checkpoints/<file>``, where torchvision itself caches) → download from torchvision's official
-URL with its SHA-256 prefix checked. ``<file>`` is torchvision's file name, e.g. ``resnet18-f37072fd.pth``.
+URL with its SHA-256 prefix checked before the file enters the cache (as torch.hub does). ``<file>`` is torchvision's file name, e.g. ``resnet18-f37072fd.pth``.
 Class names and preprocessing come from torchvision's weights metadata.
 """
 from __future__ import annotations
@@ -183,9 +183,7 @@ def find_weights(arch: str, *, path: str | os.PathLike | None = None, download_o
 
 def load_pretrained(arch: str, *, path: str | os.PathLike | None = None, download: bool = True) -> nn.Module:
     """``arch`` with ImageNet weights, in eval mode. Raises ``WeightsUnavailable`` with what to do."""
-    file = find_weights(arch, path=path, download_ok=download)
-    if not path or HASH_IN_NAME.search(file.name):
-        check_hash(file)
+    file = find_weights(arch, path=path, download_ok=download)  # downloads are hash-checked, as torch.hub does
     model = build_model(arch)
     load_state_dict_checked(model, read_state_dict(file), arch, file.name)
     model.weights_source = str(file)
