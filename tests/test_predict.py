@@ -1,0 +1,102 @@
+"""classify() on real photos in every PIL mode, with a checkpoint this test makes."""
+import io
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+import resnet
+from resnet.images import BadImage, open_image
+from resnet.weights import categories, file_name
+
+MODES = ["1", "L", "LA", "P", "PA-transparency", "RGBA", "CMYK", "I;16", "F", "RGB"]
+
+
+def as_mode(img: Image.Image, mode: str) -> Image.Image:
+    if mode == "PA-transparency":
+        p = img.convert("P")
+        p.info["transparency"] = 0
+        return p
+    if mode == "I;16":
+        a = (np.asarray(img.convert("L"), dtype=np.uint16) * 257)
+        return Image.fromarray(a, mode="I;16")
+    if mode == "F":
+        return img.convert("L").convert("F")
+    return img.convert(mode)
+
+
+@pytest.fixture(scope="module")
+def model(weights_dir):
+    return resnet.load_pretrained("resnet18", path=weights_dir / file_name("resnet18"))
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_every_mode_gives_imagenet_labels(model, photos, mode):
+    names = set(categories())
+    for photo in ("grace_hopper", "cheetah"):
+        img = as_mode(Image.open(photos[photo]), mode)
+        top = resnet.classify(model, img, top_k=5)
+        assert len(top) == 5
+        assert all(label in names for label, _ in top)
+        probs = [p for _, p in top]
+        assert probs == sorted(probs, reverse=True) and sum(probs) <= 1 + 1e-6 and probs[-1] > 0
+
+
+def test_classify_equals_the_manual_pipeline(model, photos):
+    img = Image.open(photos["lion"]).convert("RGB")
+    x = resnet.weights.preprocess("resnet18")(img).unsqueeze(0)
+    with torch.inference_mode():
+        p = model(x).softmax(-1)[0]
+    top = resnet.classify(model, photos["lion"], top_k=3)
+    idx = p.topk(3).indices.tolist()
+    assert [label for label, _ in top] == [categories()[i] for i in idx]
+    assert abs(top[0][1] - p[idx[0]].item()) < 1e-5
+
+
+def test_odd_sizes_and_exif_orientation(model, photos):
+    resnet.classify(model, Image.new("RGB", (1, 1), "red"))
+    resnet.classify(model, Image.new("RGB", (3000, 17), "blue"))
+    src = Image.open(photos["grace_hopper"]).convert("RGB")
+    exif = Image.Exif()
+    exif[0x0112] = 6  # "rotate 90° clockwise to display"
+    buf = io.BytesIO()
+    src.save(buf, "JPEG", exif=exif)
+    shown = open_image(buf.getvalue())
+    assert shown.size == (src.height, src.width)
+
+
+def test_grayscale_16bit_spans_the_range():
+    a = np.linspace(0, 65535, 64 * 64).reshape(64, 64).astype(np.uint16)
+    rgb = open_image(Image.fromarray(a, mode="I;16"))
+    px = np.asarray(rgb)
+    assert px.min() == 0 and px.max() == 255
+
+
+def test_bad_images_are_clear_errors(tmp_path):
+    cases = {"empty.jpg": b"", "text.jpg": b"hello, I am not a picture\n" * 10,
+             "page.svg": b"<svg xmlns='http://www.w3.org/2000/svg'/>"}
+    buf = io.BytesIO()
+    Image.new("RGB", (400, 300), "green").save(buf, "JPEG")
+    cases["truncated.jpg"] = buf.getvalue()[:600]
+    for name, data in cases.items():
+        (tmp_path / name).write_bytes(data)
+        with pytest.raises(BadImage) as e:
+            open_image(tmp_path / name)
+        assert len(str(e.value)) > 10 and "\n" not in str(e.value)
+    with pytest.raises(BadImage, match="over the limit"):
+        open_image(Image.new("L", (5000, 5000)), max_pixels=1_000_000)
+
+
+def test_cli_classify_json(weights_dir, photos):
+    import json
+    out = subprocess.run([sys.executable, "-m", "resnet", "classify", str(photos["cheetah"]), "--weights",
+                          str(weights_dir / file_name("resnet18")), "--json", "--top-k", "3"],
+                         capture_output=True, text=True, check=True).stdout
+    data = json.loads(out)
+    assert data["pretrained"] is True and len(data["top"]) == 3
+    bad = subprocess.run([sys.executable, "-m", "resnet", "classify", __file__, "--weights",
+                          str(weights_dir / file_name("resnet18"))], capture_output=True, text=True)
+    assert bad.returncode == 2 and "error:" in bad.stderr and "Traceback" not in bad.stderr

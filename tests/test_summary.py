@@ -1,0 +1,62 @@
+"""The layer table: the note's output sizes and FLOPs row, torchvision's published GFLOPS."""
+import json
+import subprocess
+import sys
+
+import pytest
+from torchvision.models import get_model_weights
+
+import resnet
+from resnet.summary import totals
+
+NOTE_GMACS = {"resnet18": 1.8, "resnet34": 3.6, "resnet50": 3.8, "resnet101": 7.6, "resnet152": 11.3}
+
+
+@pytest.mark.parametrize("arch", list(NOTE_GMACS))
+def test_paper_v1_reproduces_the_notes_flops_row(arch):
+    t = totals(resnet.layer_table(arch, stride_in_1x1=True))
+    assert abs(t["macs"] / 1e9 - NOTE_GMACS[arch]) <= 0.1
+
+
+@pytest.mark.parametrize("arch", list(resnet.ARCHS))
+def test_default_matches_torchvision_published_ops_and_params(arch):
+    meta = get_model_weights(arch).DEFAULT.meta
+    t = totals(resnet.layer_table(arch))
+    assert abs(t["macs"] / 1e9 - meta["_ops"]) / meta["_ops"] <= 0.01
+    assert t["params"] == meta["num_params"]
+
+
+def test_rows_and_output_sizes_at_224():
+    table = resnet.layer_table("resnet50")
+    assert [r["name"] for r in table] == ["conv1", "pool", "conv2_x", "conv3_x", "conv4_x", "conv5_x", "fc"]
+    assert [r["output_size"] for r in table] == [(112, 112), (56, 56), (56, 56), (28, 28), (14, 14), (7, 7), (1, 1)]
+    assert table[2]["block"] == "[1×1, 64; 3×3, 64; 1×1, 256] × 3"
+    assert table[1]["params"] == 0 and table[1]["macs"] == 0
+    assert set(table[0]) == {"name", "output_size", "block", "params", "macs"}
+
+
+@pytest.mark.parametrize("size,expected", [(160, [80, 40, 40, 20, 10, 5]), (97, [49, 25, 25, 13, 7, 4])])
+def test_output_sizes_at_other_inputs(size, expected):
+    table = resnet.layer_table("resnet18", size)
+    assert [r["output_size"][0] for r in table[:6]] == expected
+
+
+def test_block_text_for_basic_and_grouped_blocks():
+    assert resnet.layer_table("resnet34")[3]["block"] == "[3×3, 128; 3×3, 128] × 4"
+    assert resnet.layer_table("resnext50_32x4d")[2]["block"] == "[1×1, 128; 3×3, 128, C=32; 1×1, 256] × 3"
+
+
+def test_bad_image_size_is_refused():
+    with pytest.raises(ValueError, match="at least 32"):
+        resnet.layer_table("resnet18", 16)
+
+
+def test_cli_table_json_and_text():
+    out = subprocess.run([sys.executable, "-m", "resnet", "table", "resnet18", "--json"],
+                         capture_output=True, text=True, check=True).stdout
+    data = json.loads(out)
+    assert data["rows"][0]["output_size"] == [112, 112]
+    assert data["totals"]["params"] == 11_689_512
+    text = subprocess.run([sys.executable, "-m", "resnet", "table", "resnet152", "--stride-in-1x1"],
+                          capture_output=True, text=True, check=True).stdout
+    assert "conv4_x" in text and "× 36" in text and "paper: 11.3 G" in text
