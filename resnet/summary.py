@@ -71,3 +71,12 @@ def format_table(arch: str, table: list[dict]) -> str:
     lines.append(f"= {t['params'] / 1e6:.2f} M parameters, {t['macs'] / 1e9:.2f} G multiply-adds"
                  + (f" (paper: {paper} G, stride in the 1×1)" if paper else ""))
     return "\n".join(lines)
+
+
+def display_rows(arch: str, table: list[dict]) -> list[list]:
+    """The table as the note lays it out, sizes as ``56×56``, with a totals row; for the UI's dataframe."""
+    rows = [[r["name"], "{}×{}".format(*r["output_size"]), r["block"], f"{r['params'] / 1e6:.3f} M",
+             f"{r['macs'] / 1e9:.3f} G"] for r in table]
+    t = totals(table)
+    rows.append(["total", "", "", f"{t['params'] / 1e6:.2f} M", f"{t['macs'] / 1e9:.2f} G"])
+    return rows

@@ -28,6 +28,8 @@ def create_app(settings: Settings | None = None, models: ModelCache | None = Non
         with gr.Tabs():
             for tab in TABS:
                 tab.build(ctx)
+        for fn, inputs, outputs in ctx.loads:
+            demo.load(fn, inputs, outputs, api_visibility="private")
     demo.queue(max_size=settings.max_queue, default_concurrency_limit=settings.quick_concurrency)
     css_file = ASSETS / "style.css"
     launch_kwargs = dict(i18n=i18n, max_file_size=f"{settings.max_file_mb}mb",

@@ -1,7 +1,8 @@
-"""The about tab."""
+"""About tab: the note's ideas in a few paragraphs, for reading before or after the demos."""
 import gradio as gr
 
 
 def build(ctx) -> None:
     with gr.Tab(ctx("tab.about"), id="about"):
-        gr.Markdown("…")
+        for key in ("about.highlights", "about.batchnorm", "about.transfer", "about.groups"):
+            gr.Markdown(ctx(key))

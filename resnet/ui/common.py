@@ -4,7 +4,7 @@ from __future__ import annotations
 import functools
 import inspect
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import gradio as gr
 
@@ -22,6 +22,11 @@ class Context:
     settings: Settings
     models: ModelCache
     i18n: gr.I18n
+    loads: list = field(default_factory=list)
+
+    def on_load(self, fn, inputs, outputs) -> None:
+        """Run ``fn`` when a page opens, so that each tab shows something before the first click."""
+        self.loads.append((fn, inputs, outputs))
 
     def __call__(self, key: str):
         """A translatable label for static UI text."""
@@ -68,3 +73,24 @@ def friendly(fn):
 def arch_choices() -> list[tuple[str, str]]:
     from ..model import ARCHS
     return [(spec.title, name) for name, spec in ARCHS.items()]
+
+
+def payload_path(value) -> str | None:
+    """The file path in a raw (``preprocess=False``) upload payload, a plain path, or None.
+
+    Image inputs skip Gradio's own decoding so that ``resnet.images.open_image`` alone reads the
+    bytes: one place for size limits, EXIF orientation and clear messages about broken files.
+    """
+    if value is None:
+        return None
+    if isinstance(value, dict):
+        return value.get("path")
+    return str(value)
+
+
+def example_photos() -> list[str]:
+    """Real photos that ship inside gradio and matplotlib."""
+    import gradio.media
+    from matplotlib import cbook
+    photos = [gradio.media.get_image(name) for name in ("cheetah.jpg", "lion.jpg", "tower.jpg", "bus.png")]
+    return [str(p) for p in photos] + [str(cbook.get_sample_data("grace_hopper.jpg", asfileobj=False))]

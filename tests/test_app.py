@@ -1,0 +1,51 @@
+"""The served app, driven through gradio_client: layer table, classify, and clear errors."""
+import pytest
+from gradio_client import handle_file
+
+from resnet.weights import categories
+
+
+def test_named_endpoints_exist(client):
+    names = client.view_api(print_info=False, return_format="dict")["named_endpoints"]
+    for name in ("/layer_table", "/classify", "/feature_maps", "/finetune"):
+        assert name in names, name
+
+
+def test_layer_table_for_two_depths(client):
+    table, summary, figure = client.predict("resnet18", 224, "v1", api_name="/layer_table")
+    rows = table["data"]
+    assert [r[0] for r in rows] == ["conv1", "pool", "conv2_x", "conv3_x", "conv4_x", "conv5_x", "fc", "total"]
+    assert rows[2][1] == "56×56" and rows[2][2] == "[3×3, 64; 3×3, 64] × 2"
+    assert rows[-1][3] == "11.69 M" and "1.8 G" in summary
+    table, summary, _ = client.predict("resnet152", 160, "v1.5", api_name="/layer_table")
+    rows = table["data"]
+    assert rows[4][2].endswith("× 36") and rows[5][1] == "5×5" and "60.19 M" in rows[-1][3]
+    assert "v1.5" in summary
+
+
+def test_classify_a_real_photo_with_the_test_checkpoint(client, photos, weights_dir):
+    label, info = client.predict(handle_file(str(photos["grace_hopper"])), "resnet18", api_name="/classify")
+    names = set(categories())
+    confidences = label["confidences"]
+    assert len(confidences) == 5 and all(c["label"] in names for c in confidences)
+    assert [c["confidence"] for c in confidences] == sorted((c["confidence"] for c in confidences), reverse=True)
+    assert "pretrained ImageNet weights" in info and str(weights_dir) in info
+
+
+def test_classify_without_weights_says_so(client, photos):
+    label, info = client.predict(handle_file(str(photos["bus"])), "resnet34", api_name="/classify")
+    assert len(label["confidences"]) == 5
+    assert "random weights" in info and "weights fetch resnet34" in info
+
+
+@pytest.mark.parametrize("content,expected", [(b"", "empty"), (b"plain text, not a picture" * 4, "not an image"),
+                                              (b"\xff\xd8\xff\xe0" + b"\x00" * 64, "")])
+def test_bad_uploads_get_a_sentence_and_the_server_keeps_serving(client, tmp_path, photos, content, expected):
+    bad = tmp_path / "upload.jpg"
+    bad.write_bytes(content)
+    with pytest.raises(Exception) as e:
+        client.predict(handle_file(str(bad)), "resnet18", api_name="/classify")
+    message = str(e.value)
+    assert expected in message and "Traceback" not in message and len(message) < 500
+    label, _ = client.predict(handle_file(str(photos["cheetah"])), "resnet18", api_name="/classify")
+    assert len(label["confidences"]) == 5
