@@ -7,6 +7,7 @@ from pathlib import Path
 import gradio as gr
 
 from .. import device as devices
+from ..fonts import use_cjk_fallback
 from ..i18n import translations
 from ..serving import ModelCache, Settings
 from . import about, architecture, classify, features, finetune, labs
@@ -19,6 +20,7 @@ TABS = (architecture, classify, features, finetune, labs, about)
 def create_app(settings: Settings | None = None, models: ModelCache | None = None) -> tuple[gr.Blocks, dict]:
     """The Blocks app and the keyword arguments its ``launch`` needs (i18n, css, limits)."""
     settings = settings or Settings()
+    use_cjk_fallback()
     models = models or ModelCache(settings.cache_mb, allow_download=settings.allow_download)
     i18n = gr.I18n(**translations())
     ctx = Context(settings, models, i18n)
