@@ -94,3 +94,17 @@ def example_photos() -> list[str]:
     from matplotlib import cbook
     photos = [gradio.media.get_image(name) for name in ("cheetah.jpg", "lion.jpg", "tower.jpg", "bus.png")]
     return [str(p) for p in photos] + [str(cbook.get_sample_data("grace_hopper.jpg", asfileobj=False))]
+
+
+def on_gpu(fn=None, *, duration: int = 60):
+    """On a ZeroGPU Space, run ``fn`` with a GPU attached (``spaces.GPU``); elsewhere, unchanged.
+
+    ``spaces`` is only importable on Hugging Face; there is no hard dependency on it.
+    """
+    def wrap(f):
+        try:
+            import spaces  # type: ignore[import-not-found]
+        except ImportError:
+            return f
+        return spaces.GPU(duration=duration)(f)
+    return wrap(fn) if fn is not None else wrap
