@@ -57,7 +57,9 @@ def test_architecture_and_classify(browser, app_server, photos, tmp_path):
     page.locator("#classify-button").click()
     label = page.locator("#classify-label")
     playwright.expect(page.locator("#classify-info")).to_contain_text("pretrained ImageNet weights", timeout=30_000)
+    playwright.expect(label).not_to_contain_text("Waiting", timeout=30_000)
     assert label.inner_text().strip()
+    page.wait_for_timeout(500)  # let the result fade in before the screenshot (the assertions above do not sleep)
     shot(page, tmp_path, "classify")
     page.close()
 
