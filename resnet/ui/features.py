@@ -1,7 +1,121 @@
-"""The features tab."""
+"""Feature maps tab: a stage's strongest channels, Grad-CAM for a class, and every stage's shape and meaning."""
+from __future__ import annotations
+
 import gradio as gr
+import gradio.media
+
+from ..features import ALL_STAGES, feature_maps, grad_cam, model_view, resolve_target, stage_info
+from ..i18n import t
+from ..model import ARCHS
+from ..plots_features import cam_overlay, feature_grid
+from ..predict import model_categories
+from .common import arch_choices, example_photos, friendly, lang, payload_path
+
+MIN_CHANNELS, MAX_CHANNELS, DEFAULT_CHANNELS = 4, 64, 16
+TOP_CLASS = "top class"  # the target value meaning "the class the network predicts"
+TOP_LABEL = "★ top class · 最可能的类别"  # a choice label is not translated by gr.I18n, so both languages
+
+
+def shape_text(shape) -> str:
+    return "×".join(str(int(d)) for d in shape)
+
+
+def stage_table(info: list[dict], current: str, L: str) -> str:
+    """Markdown: one row per stage, the chosen one in bold."""
+    rows = [t("features.table_head", L)]
+    for row in info:
+        name = f"**{row['stage']}**" if row["stage"] == current else row["stage"]
+        rows.append(f"| {name} | {shape_text(row['shape'])} | {row['meaning'].get(L) or row['meaning']['en']} |")
+    return "\n".join(rows)
+
+
+def _target_index(model, target, L: str) -> int | None:
+    """The Grad-CAM class the user asked for, with the error in their language."""
+    try:
+        return resolve_target(model, target)
+    except ValueError:
+        raise ValueError(t("features.bad_target", L, target=repr(str(target)),
+                           last=len(model_categories(model)) - 1)) from None
+
+
+def make_handler(ctx):
+    @friendly
+    def show_features(image, arch: str, stage: str, n_channels: float, target, request: gr.Request = None,
+                      progress=gr.Progress()):
+        L = lang(request)
+        path = payload_path(image)
+        if not path:
+            raise ValueError(t("features.no_image", L))
+        if arch not in ARCHS:
+            raise ValueError(t("arch.unknown", L, arch=arch))
+        if stage not in ALL_STAGES:
+            raise ValueError(t("features.bad_stage", L, stage=stage))
+        try:
+            n = int(n_channels if n_channels is not None else DEFAULT_CHANNELS)
+        except (TypeError, ValueError):
+            n = -1
+        if not MIN_CHANNELS <= n <= MAX_CHANNELS:
+            raise ValueError(t("features.bad_channels", L, lo=MIN_CHANNELS, hi=MAX_CHANNELS))
+
+        progress(0.05, desc=t("features.loading", L))
+        entry = ctx.models.get(arch)
+        model = entry.model
+        idx = _target_index(model, target, L)
+
+        progress(0.3, desc=t("features.computing", L))
+        # One forward pass serves both: the chosen stage for the grid and conv5_x for Grad-CAM.
+        maps = feature_maps(model, path, stages=tuple(dict.fromkeys((stage, "conv5_x"))))
+        heat, idx, name, prob = grad_cam(model, path, idx, layer4=maps["conv5_x"])
+        view = model_view(model, path)
+
+        progress(0.8, desc=t("features.drawing", L))
+        fmap = maps[stage]
+        title = ARCHS[arch].title
+        shown = min(n, fmap.shape[0])
+        grid = feature_grid(fmap, shown, t("features.grid_title", L, title=title, stage=stage,
+                                                  shape=shape_text(fmap.shape), n=shown, c=fmap.shape[0]))
+        overlay = cam_overlay(view, heat, name)
+
+        parts = []
+        if not entry.pretrained:
+            parts.append(t("features.random", L, title=title, arch=arch))
+        parts.append(t("features.cam_for", L, name=name, index=idx, prob=prob, size=view.size[0]))
+        parts.append(stage_table(stage_info(model, view.size[0]), stage, L))
+        return grid, overlay, "\n\n".join(parts)
+    return show_features
 
 
 def build(ctx) -> None:
     with gr.Tab(ctx("tab.features"), id="features"):
-        gr.Markdown("…")
+        gr.Markdown(ctx("features.intro"))
+        with gr.Row():
+            with gr.Column(scale=1):
+                image = gr.Image(value=str(gradio.media.get_image("cheetah.jpg")), type="filepath",
+                                 sources=["upload", "clipboard", "webcam"], label=ctx("features.image"),
+                                 elem_id="features-image", height=280)
+                arch = gr.Dropdown(arch_choices(), value=ctx.settings.default_arch, label=ctx("arch.depth"),
+                                   elem_id="features-arch")
+                stage = gr.Radio(list(ALL_STAGES), value="conv2_x", label=ctx("features.stage"),
+                                 elem_id="features-stage")
+                n_channels = gr.Slider(MIN_CHANNELS, MAX_CHANNELS, value=DEFAULT_CHANNELS, step=1,
+                                       label=ctx("features.channels"), elem_id="features-channels")
+                target = gr.Dropdown(target_choices(), value=TOP_CLASS, allow_custom_value=True,
+                                     filterable=True, label=ctx("features.target"), info=ctx("features.target_info"),
+                                     elem_id="features-target")
+                button = gr.Button(ctx("features.run"), variant="primary", elem_id="features-button")
+            with gr.Column(scale=2):
+                grid = gr.Plot(label=ctx("features.grid"), elem_id="features-grid")
+                with gr.Row():
+                    cam = gr.Image(type="pil", label=ctx("features.cam"), interactive=False, elem_id="features-cam",
+                                   height=300)
+                    info = gr.Markdown(elem_id="features-info")
+        gr.Examples(example_photos(), inputs=[image], label=ctx("features.examples"))
+        fn = make_handler(ctx)
+        button.click(fn, [image, arch, stage, n_channels, target], [grid, cam, info], api_name="feature_maps",
+                     preprocess=False)
+
+
+def target_choices() -> list:
+    """"top class" first, then the ImageNet class names (torchvision's metadata; no model needed)."""
+    from ..weights import categories
+    return [(TOP_LABEL, TOP_CLASS)] + categories()

@@ -1,0 +1,200 @@
+"""What the network sees: each stage's feature maps, and where it looks for a class (Grad-CAM).
+
+Feature maps come from ``torchvision.models.feature_extraction.create_feature_extractor``. The
+app's models are shared between users, so nothing here may touch them: ``create_feature_extractor``
+flips the model it traces between train and eval mode, so we trace a weightless copy (parameters on
+the ``meta`` device, no memory) and bind the traced graph back to the real model's modules. The
+result is cached per model, costs nothing per request, and installs no hooks.
+
+Grad-CAM needs a gradient with respect to conv5_x's output, not the weights: we compute that
+activation without grad, make *it* require grad, and run only the head (average pool → fc) with
+autograd on. Every call keeps its own tensors, so concurrent users never share state.
+"""
+from __future__ import annotations
+
+import copy
+import threading
+import weakref
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import fx, nn
+from torchvision import transforms as T
+from torchvision.models.feature_extraction import create_feature_extractor
+
+from .images import open_image
+from .predict import model_categories, model_transforms, to_batch
+
+# The paper's stage names → the traced graph's node names. conv1 is the 7×7 conv's output after BN and
+# ReLU (node "relu", 112×112 at 224 px), i.e. *before* the 3×3 max pool, as in the paper's Table 1.
+STAGE_NODES = {"conv1": "relu", "conv2_x": "layer1", "conv3_x": "layer2", "conv4_x": "layer3", "conv5_x": "layer4"}
+ALL_STAGES = tuple(STAGE_NODES)
+
+# What each stage tends to respond to in an ImageNet-trained network (data, shown in the UI).
+STAGE_MEANING = {
+    "conv1": {"en": "edges, colour blobs and simple gradients, at half the image's resolution",
+              "zh-CN": "边缘、色块和简单的明暗变化，分辨率是原图的一半"},
+    "conv2_x": {"en": "corners, simple textures and repeated patterns",
+                "zh-CN": "角点、简单纹理和重复的图案"},
+    "conv3_x": {"en": "richer textures and small motifs (fur, mesh, stripes, eyes)",
+                "zh-CN": "更丰富的纹理和小图案（毛发、网格、条纹、眼睛）"},
+    "conv4_x": {"en": "object parts (faces, wheels, legs), less tied to where they are",
+                "zh-CN": "物体的部件（脸、车轮、腿），与位置的关系变弱"},
+    "conv5_x": {"en": "whole objects and class evidence; Grad-CAM reads this stage",
+                "zh-CN": "整个物体和类别的证据；Grad-CAM 读取的就是这一层"},
+}
+
+_extractors: "weakref.WeakKeyDictionary[nn.Module, dict]" = weakref.WeakKeyDictionary()
+_build_lock = threading.Lock()
+
+
+def _meta_copy(model: nn.Module) -> nn.Module:
+    """A structural copy of ``model`` whose parameters and buffers live on ``meta`` (no memory, no data)."""
+    memo = {}
+    for p in model.parameters():
+        memo[id(p)] = nn.Parameter(torch.empty_like(p, device="meta"), requires_grad=p.requires_grad)
+    for b in model.buffers():
+        memo[id(b)] = torch.empty_like(b, device="meta")
+    return copy.deepcopy(model, memo)
+
+
+def _check_stages(stages) -> tuple[str, ...]:
+    stages = tuple(stages)
+    unknown = [s for s in stages if s not in STAGE_NODES]
+    if unknown or not stages:
+        raise ValueError(f"unknown stage {unknown[0] if unknown else '(none)'}; choose from {', '.join(ALL_STAGES)}")
+    return stages
+
+
+def extractor(model: nn.Module, stages=ALL_STAGES, *, meta: bool = False) -> fx.GraphModule:
+    """A cached module returning ``{stage: tensor}``; ``meta=True`` gives the weightless twin (for shapes)."""
+    stages = _check_stages(stages)
+    key = ("meta" if meta else "real", stages)
+    cache = _extractors.get(model)
+    if cache is not None and key in cache:
+        return cache[key]
+    with _build_lock:
+        cache = _extractors.setdefault(model, {})
+        if key not in cache:
+            twin = _meta_copy(model)
+            traced = create_feature_extractor(twin, return_nodes={STAGE_NODES[s]: s for s in stages})
+            # Bind the graph to the real model's submodules (shared, not copied) or keep the twin's.
+            gm = traced if meta else fx.GraphModule(model, traced.graph, "FeatureExtractor")
+            gm.training = False  # the flag only; submodules keep whatever mode their owner set
+            cache[key] = gm
+        return cache[key]
+
+
+def to_input(model: nn.Module, image, image_size: int | None = None) -> torch.Tensor:
+    """An image (path, bytes, PIL) or a ready 1×3×H×W tensor → the model's normalised input batch.
+
+    ``image_size`` replaces the weights' 224 px crop (resize the short side to size·256/224, crop).
+    """
+    if isinstance(image, torch.Tensor):
+        x = image if image.dim() == 4 else image.unsqueeze(0)
+        return x.to(next(model.parameters()).device)
+    if image_size is None:
+        return to_batch(model, image)
+    base = model_transforms(model)
+    mean = getattr(base, "mean", (0.485, 0.456, 0.406))
+    std = getattr(base, "std", (0.229, 0.224, 0.225))
+    tf = T.Compose([T.Resize(round(image_size * 256 / 224), antialias=True), T.CenterCrop(image_size),
+                    T.ToTensor(), T.Normalize(mean, std)])
+    return tf(open_image(image)).unsqueeze(0).to(next(model.parameters()).device)
+
+
+def model_view(model: nn.Module, image, image_size: int | None = None):
+    """The picture the network actually sees (resized, centre-cropped) as a PIL image, for overlays."""
+    x = to_input(model, image, image_size)[0].detach().float().cpu()
+    base = model_transforms(model)
+    mean = torch.tensor(getattr(base, "mean", (0.485, 0.456, 0.406))).view(3, 1, 1)
+    std = torch.tensor(getattr(base, "std", (0.229, 0.224, 0.225))).view(3, 1, 1)
+    return T.functional.to_pil_image((x * std + mean).clamp(0, 1))
+
+
+def feature_maps(model: nn.Module, image, stages=ALL_STAGES, *, image_size: int | None = None) -> dict[str, torch.Tensor]:
+    """``{stage: C×H×W tensor}`` for one image, in the paper's stage names, from one forward pass."""
+    gm = extractor(model, stages)
+    with torch.inference_mode():
+        out = gm(to_input(model, image, image_size))
+    return {s: out[s][0].float() for s in stages}
+
+
+def strongest_channels(fmap: torch.Tensor, k: int) -> list[int]:
+    """Indices of the ``k`` channels with the largest mean activation (C×H×W or 1×C×H×W), strongest first."""
+    if fmap.dim() == 4:
+        fmap = fmap[0]
+    means = fmap.float().mean(dim=(1, 2))
+    k = max(0, min(int(k), means.numel()))
+    return means.topk(k).indices.tolist()  # topk is sorted, largest first
+
+
+def resolve_target(model: nn.Module, target) -> int | None:
+    """None/""/"top class" → None (the top class); an int or digit string → that index; else a class name (any case)."""
+    if target is None or (isinstance(target, str) and target.strip().lower() in ("", "top", "top class")):
+        return None
+    names = model_categories(model)
+    if isinstance(target, (int, np.integer)) or (isinstance(target, str) and target.strip().isdigit()):
+        idx = int(target)
+        if not 0 <= idx < len(names):
+            raise ValueError(f"class index {idx} is out of range (0–{len(names) - 1})")
+        return idx
+    wanted = str(target).strip().lower()
+    for i, name in enumerate(names):
+        if name.lower() == wanted:
+            return i
+    raise ValueError(f"unknown class {str(target)!r}; type an ImageNet class name such as 'tabby' or an index 0–{len(names) - 1}")
+
+
+def grad_cam(model: nn.Module, image, target=None, *, image_size: int | None = None,
+             layer4: torch.Tensor | None = None) -> tuple[np.ndarray, int, str, float]:
+    """Grad-CAM on conv5_x: (heatmap H×W in [0, 1] at the input's resolution, class index, name, probability).
+
+    ``target`` is None (the top class), an index or a class name. ``layer4`` may be a conv5_x output
+    (C×H×W) already computed by ``feature_maps`` for the same input, to skip the forward pass.
+    The model's parameters are never asked for gradients; only the activation is.
+    """
+    if not (hasattr(model, "avgpool") and hasattr(model, "fc")):
+        raise ValueError("Grad-CAM here needs a ResNet-style model ending in avgpool → fc")
+    idx = resolve_target(model, target)
+    x = to_input(model, image, image_size)
+    with torch.inference_mode(False), torch.enable_grad():
+        if layer4 is None:
+            with torch.no_grad():
+                layer4 = extractor(model, ("conv5_x",))(x)["conv5_x"]
+        a = layer4.reshape(1, *layer4.shape[-3:]).clone().float().requires_grad_(True)  # clone: inference tensors → normal
+        fc = model.fc
+        logits = F.linear(torch.flatten(model.avgpool(a), 1), fc.weight.float(),
+                          None if fc.bias is None else fc.bias.float())
+        probs = logits.detach().softmax(-1)[0]
+        if idx is None:
+            idx = int(probs.argmax())
+        (grad,) = torch.autograd.grad(logits[0, idx], a)
+    weights = grad.mean(dim=(2, 3), keepdim=True)           # how much each channel pushes the class up
+    cam = F.relu((weights * a.detach()).sum(dim=1, keepdim=True))
+    cam = F.interpolate(cam, size=x.shape[-2:], mode="bilinear", align_corners=False)[0, 0]
+    hi = float(cam.max())
+    heat = (cam / hi).clamp(0, 1) if hi > 0 else torch.zeros_like(cam)
+    return heat.cpu().numpy(), idx, model_categories(model)[idx], float(probs[idx])
+
+
+def stage_info(model: nn.Module, image_size: int = 224) -> list[dict]:
+    """Per stage: name, graph node, output shape (C, H, W) at ``image_size`` and its meaning (en, zh-CN).
+
+    Shapes come from the weightless twin fed a ``meta`` tensor: exact, and free.
+    """
+    gm = extractor(model, ALL_STAGES, meta=True)
+    out = gm(torch.empty(1, 3, image_size, image_size, device="meta"))
+    return [{"stage": s, "node": STAGE_NODES[s], "shape": tuple(out[s].shape[1:]), "meaning": STAGE_MEANING[s]}
+            for s in ALL_STAGES]
+
+
+def forget(model: nn.Module) -> None:
+    """Drop the cached extractors of ``model`` (they also go when the model is garbage-collected)."""
+    with _build_lock:
+        _extractors.pop(model, None)
+
+
+__all__ = ["ALL_STAGES", "STAGE_NODES", "STAGE_MEANING", "feature_maps", "strongest_channels", "grad_cam",
+           "stage_info", "model_view", "to_input", "resolve_target", "extractor"]
