@@ -13,7 +13,7 @@ from .common import arch_choices, example_photos, friendly, lang, payload_path
 
 MIN_CHANNELS, MAX_CHANNELS, DEFAULT_CHANNELS = 4, 64, 16
 TOP_CLASS = "top class"  # the target value meaning "the class the network predicts"
-TOP_LABEL = "★ top class · 最可能的类别"  # a choice label is not translated by gr.I18n, so both languages
+TOP_LABEL = "top class · 最可能的类别"  # a choice label is not translated by gr.I18n, so both languages
 
 
 def shape_text(shape) -> str:
