@@ -105,10 +105,9 @@ def build(ctx) -> None:
                 button = gr.Button(ctx("features.run"), variant="primary", elem_id="features-button")
             with gr.Column(scale=2):
                 grid = gr.Plot(label=ctx("features.grid"), elem_id="features-grid")
-                with gr.Row():
-                    cam = gr.Image(type="pil", label=ctx("features.cam"), interactive=False, elem_id="features-cam",
-                                   height=300)
-                    info = gr.Markdown(elem_id="features-info")
+                cam = gr.Image(type="pil", label=ctx("features.cam"), interactive=False, elem_id="features-cam",
+                               height=300)
+                info = gr.Markdown(elem_id="features-info")
         gr.Examples(example_photos(), inputs=[image], label=ctx("features.examples"))
         fn = make_handler(ctx)
         button.click(fn, [image, arch, stage, n_channels, target], [grid, cam, info], api_name="feature_maps",
