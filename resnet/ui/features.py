@@ -4,7 +4,7 @@ from __future__ import annotations
 import gradio as gr
 import gradio.media
 
-from ..features import ALL_STAGES, feature_maps, grad_cam, model_view, resolve_target, stage_info
+from ..features import ALL_STAGES, feature_maps, grad_cam, model_view, resolve_target, stage_info, to_input
 from ..i18n import t
 from ..model import ARCHS
 from ..plots_features import cam_overlay, feature_grid
@@ -64,9 +64,10 @@ def make_handler(ctx):
 
         progress(0.3, desc=t("features.computing", L))
         # One forward pass serves both: the chosen stage for the grid and conv5_x for Grad-CAM.
-        maps = feature_maps(model, path, stages=tuple(dict.fromkeys((stage, "conv5_x"))))
-        heat, idx, name, prob = grad_cam(model, path, idx, layer4=maps["conv5_x"])
-        view = model_view(model, path)
+        x = to_input(model, path)  # decode and preprocess once
+        maps = feature_maps(model, x, stages=tuple(dict.fromkeys((stage, "conv5_x"))))
+        heat, idx, name, prob = grad_cam(model, x, idx, layer4=maps["conv5_x"])
+        view = model_view(model, x)
 
         progress(0.8, desc=t("features.drawing", L))
         fmap = maps[stage]
