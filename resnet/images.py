@@ -8,7 +8,21 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-MAX_PIXELS = int(os.environ.get("RESNET_MAX_IMAGE_PIXELS", 40_000_000))  # ~ a 7700×5200 photo
+
+def _env_pixels(default: int = 40_000_000) -> int:
+    try:
+        return max(1, int(os.environ.get("RESNET_MAX_IMAGE_PIXELS", default)))
+    except ValueError:  # a typo in the setting must not stop the app from starting
+        return default
+
+
+MAX_PIXELS = _env_pixels()  # ~ a 7700×5200 photo
+# Longest side / shortest side. Preprocessing scales the short side up to ~256 px, so a 40000×1 strip (a tiny
+# file, far under MAX_PIXELS) would become a 10-million-pixel-wide, multi-gigabyte image; panoramas are ≤ ~10:1.
+MAX_ASPECT = 200
+# Decoders for what phones, cameras and scanners produce; Pillow's rarer decoders (QOI, SGI, DDS, …) fail on
+# hostile files with raw IndexError/NotImplementedError, so untrusted bytes never reach them.
+FORMATS = ("JPEG", "MPO", "PNG", "GIF", "BMP", "WEBP", "TIFF")
 
 
 class BadImage(ValueError):
@@ -30,23 +44,26 @@ def open_image(source, *, max_pixels: int | None = None) -> Image.Image:
             if p.stat().st_size == 0:
                 raise BadImage("The file is empty (0 bytes).")
         try:
-            img = Image.open(source)  # reads the header only
+            img = Image.open(source, formats=FORMATS)  # reads the header only
         except UnidentifiedImageError:
             raise BadImage("This file is not an image format we can read (use JPEG, PNG, GIF, BMP or WebP).") from None
         except Image.DecompressionBombError:
             raise BadImage(f"The image is too large to decode safely (limit {limit:,} pixels).") from None
-        except OSError as e:
+        except Exception as e:  # OSError, or a damaged header's ValueError/struct.error from a decoder
             raise BadImage(f"The image could not be read ({e}).") from None
     w, h = img.size
     if w * h > limit:
         raise BadImage(f"The image is {w}×{h} = {w * h:,} pixels, over the limit of {limit:,}; "
                        "please upload a smaller picture.")
+    if min(w, h) < 1 or max(w, h) > MAX_ASPECT * min(w, h):
+        raise BadImage(f"The image is {w}×{h} pixels, too long and thin to classify (more than {MAX_ASPECT}:1); "
+                       "please crop it.")
     try:
         img.seek(0)  # animated GIF/WebP: the first frame
         img.load()
         img = ImageOps.exif_transpose(img)
         return to_rgb(img)
-    except (OSError, SyntaxError, ValueError) as e:
+    except Exception as e:  # OSError, SyntaxError, ValueError, IndexError …: whatever a damaged file provokes
         raise BadImage(f"The image is damaged or truncated and could not be decoded ({e}).") from None
 
 
