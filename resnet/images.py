@@ -22,7 +22,7 @@ MAX_PIXELS = _env_pixels()  # ~ a 7700×5200 photo
 MAX_ASPECT = 200
 # Decoders for what phones, cameras and scanners produce; Pillow's rarer decoders (QOI, SGI, DDS, …) fail on
 # hostile files with raw IndexError/NotImplementedError, so untrusted bytes never reach them.
-FORMATS = ("JPEG", "MPO", "PNG", "GIF", "BMP", "WEBP", "TIFF")
+FORMATS = ("JPEG", "PNG", "GIF", "BMP", "WEBP", "TIFF")  # JPEG includes MPO (multi-picture JPEG)
 
 
 class BadImage(ValueError):
