@@ -1,7 +1,235 @@
-"""The finetune tab."""
+"""Fine-tune tab: the note's transfer strategies trained side by side, live curves, Stop, downloads."""
+from __future__ import annotations
+
+import shutil
+import tempfile
+import threading
+import time
+from pathlib import Path
+
 import gradio as gr
+
+from ..finetune import LIMITS, FinetuneConfig, run
+from ..i18n import t
+from ..plots import training_curves
+from ..predict import classify
+from ..transfer import STRATEGIES, load_export
+from .common import arch_choices, friendly, lang, on_gpu, payload_path
+
+DATASETS = [("Built-in shapes · 内置图形 (offline)", "synthetic"), ("Ants & bees · 蚂蚁和蜜蜂 (download)", "hymenoptera"),
+            ("Your .zip · 你的 .zip", "upload")]
+DEFAULT_STRATEGIES = ["all", "last", "head"]
+RESULT_HEADERS = ["strategy", "pretrained", "trainable params", "seconds", "best val acc", "final val acc"]
+HISTORY_KEYS = ("epoch", "train_loss", "train_acc", "val_loss", "val_acc", "seconds")
+UI_REFRESH_S = 0.5  # how often the status line may update between epochs (also how soon Stop is noticed)
+
+
+class Runs:
+    """The cancel switch of each session's running fine-tune, so that Stop reaches only that session's run."""
+
+    def __init__(self):
+        self._lock = threading.Lock()
+        self._cancel: dict[str, threading.Event] = {}
+
+    def start(self, session: str) -> threading.Event:
+        with self._lock:
+            old = self._cancel.get(session)
+            if old is not None:
+                old.set()  # one run per session: a new Start ends the previous one
+            event = self._cancel[session] = threading.Event()
+            return event
+
+    def stop(self, session: str) -> bool:
+        with self._lock:
+            event = self._cancel.pop(session, None)
+        if event is not None:
+            event.set()
+        return event is not None
+
+    def finish(self, session: str, event: threading.Event) -> None:
+        with self._lock:
+            if self._cancel.get(session) is event:
+                del self._cancel[session]
+
+
+def results_rows(summaries) -> list[list]:
+    return [[s.strategy, "yes" if s.pretrained else "no (random)", f"{s.trainable_params:,}", f"{s.seconds:.1f}",
+             f"{s.best_val_acc:.1%}", f"{s.final_val_acc:.1%}"] for s in summaries]
+
+
+def remove_run_dir(state) -> None:
+    """Called by Gradio when a session's state expires or the tab closes: delete that run's files."""
+    if isinstance(state, dict) and state.get("dir"):
+        shutil.rmtree(state["dir"], ignore_errors=True)
+
+
+def to_int(value, name: str) -> int:
+    """A whole number from a UI or API value; limits are checked by ``FinetuneConfig.validated``."""
+    try:
+        f = float(value)
+    except (TypeError, ValueError):
+        raise ValueError(f"The {name.replace('_', ' ')} must be a number, not {value!r}.") from None
+    if f != f or f in (float("inf"), float("-inf")) or f != int(f):
+        raise ValueError(f"The {name.replace('_', ' ')} must be a whole number, not {value!r}.")
+    return int(f)
+
+
+def make_config(dataset, zip_file, strategies, arch, epochs, image_size, batch_size, lr, L: str) -> FinetuneConfig:
+    if dataset not in [v for _, v in DATASETS]:
+        raise ValueError(f"Unknown data set {dataset!r}.")
+    if dataset == "upload":
+        path = payload_path(zip_file)
+        if not path:
+            raise ValueError(t("finetune.no_zip", L))
+        dataset = path
+    if not strategies:
+        raise ValueError(t("finetune.no_strategy", L))
+    try:
+        lr = float(lr) if lr not in (None, "") else 0.0
+    except (TypeError, ValueError):
+        raise ValueError(f"The learning rate must be a number, not {lr!r}.") from None
+    cfg = FinetuneConfig(dataset=dataset, arch=arch, strategies=tuple(strategies), epochs=to_int(epochs, "epochs"),
+                         image_size=to_int(image_size, "image_size"), batch_size=to_int(batch_size, "batch_size"),
+                         lr=None if lr == 0 else lr)
+    return cfg.validated()
+
+
+def make_handlers(ctx, runs: Runs):
+    @on_gpu(duration=120)
+    @friendly
+    def start(dataset, zip_file, strategies, arch, epochs, image_size, batch_size, lr, state,
+              request: gr.Request = None, progress=gr.Progress()):
+        """Yields (status, curves, results, files, model choices, state) as training goes."""
+        L = lang(request)
+        cfg = make_config(dataset, zip_file, strategies, arch, epochs, image_size, batch_size, lr, L)
+        session = getattr(request, "session_hash", None) or "anonymous"
+        cancel = runs.start(session)
+        remove_run_dir(state)  # the previous run's downloads
+        run_dir = Path(tempfile.mkdtemp(prefix="resnet-lab-run-"))
+        state = {"dir": str(run_dir), "models": {}}
+        history: dict[str, dict[str, list]] = {}  # the curves so far, in RunResult.history's layout
+        total_steps, done_steps = None, 0
+        last_ui = 0.0
+        skip = gr.skip()
+        try:
+            yield (t("finetune.status_start", L, dataset=dataset if dataset != "upload" else "zip", device="…"),
+                   None, [], None, gr.update(choices=[], value=None), state)
+            for ev in run(cfg, cancel=cancel):
+                if ev.kind == "start":
+                    yield ev.message, skip, skip, skip, skip, skip
+                elif ev.kind == "prepare":
+                    progress((ev.step, ev.steps), desc=ev.message)
+                elif ev.kind == "step":
+                    if total_steps is None:
+                        total_steps = ev.steps * cfg.epochs * len(cfg.strategies)
+                    done_steps += 1
+                    progress((min(done_steps, total_steps), total_steps), desc=f"{ev.strategy} · epoch {ev.epoch}")
+                    now = time.monotonic()
+                    if now - last_ui >= UI_REFRESH_S:  # a cheap yield keeps Stop and disconnects prompt
+                        last_ui = now
+                        yield (f"**{ev.strategy}** · epoch {ev.epoch}/{ev.epochs} · step {ev.step}/{ev.steps} · "
+                               f"train loss {ev.train_loss:.3f}"), skip, skip, skip, skip, skip
+                elif ev.kind == "epoch":
+                    h = history.setdefault(ev.strategy, {k: [] for k in HISTORY_KEYS})
+                    for key in HISTORY_KEYS:
+                        h[key].append(getattr(ev, key))
+                    yield (t("finetune.status_epoch", L, strategy=ev.strategy, epoch=ev.epoch, epochs=ev.epochs,
+                             acc=ev.val_acc, loss=ev.val_loss, speed=ev.images_per_s or 0),
+                           training_curves(history, lang=L), skip, skip, skip, skip)
+                elif ev.kind == "strategy_done":
+                    pass
+                elif ev.kind in ("done", "cancelled"):
+                    result = ev.result
+                    files = []
+                    for s in result.summaries:
+                        path = result.export(s.strategy, run_dir / f"{cfg.arch}-{s.strategy}.pth")
+                        state["models"][s.strategy] = str(path)
+                        files.append(str(path))
+                    banner = "" if result.pretrained else t("finetune.random_start", L, arch=cfg.arch) + "\n\n"
+                    if ev.kind == "cancelled":
+                        status = t("finetune.status_stopped", L)
+                    elif result.summaries:
+                        best = max(result.summaries, key=lambda s: s.best_val_acc)
+                        status = t("finetune.status_done", L, seconds=result.seconds, best=best.strategy,
+                                   acc=best.best_val_acc)
+                    else:
+                        status = ""
+                    notes = "\n".join(f"- {n}" for n in result.notes)
+                    choices = list(state["models"])
+                    yield (banner + status + ("\n\n" + notes if notes else ""),
+                           training_curves(result.history, lang=L) if result.summaries else skip,
+                           results_rows(result.summaries), files or None,
+                           gr.update(choices=choices, value=choices[0] if choices else None), state)
+        finally:
+            runs.finish(session, cancel)
+
+    def stop(request: gr.Request = None):
+        runs.stop(getattr(request, "session_hash", None) or "anonymous")
+
+    @friendly
+    def try_model(image, strategy, state, request: gr.Request = None):
+        L = lang(request)
+        path = payload_path(image)
+        if not path:
+            raise ValueError(t("classify.no_image", L))
+        models = (state or {}).get("models", {})
+        if strategy not in models:
+            raise ValueError(t("finetune.no_model", L))
+        model, _ = load_export(models[strategy])
+        return dict(classify(model, path, top_k=min(5, len(model.categories) or 5)))
+
+    return start, stop, try_model
 
 
 def build(ctx) -> None:
+    runs = Runs()
+    start_fn, stop_fn, try_fn = make_handlers(ctx, runs)
+    lo = {k: v[0] for k, v in LIMITS.items()}
+    hi = {k: v[1] for k, v in LIMITS.items()}
     with gr.Tab(ctx("tab.finetune"), id="finetune"):
-        gr.Markdown("…")
+        gr.Markdown(ctx("finetune.intro"))
+        state = gr.State(None, delete_callback=remove_run_dir)
+        with gr.Row():
+            with gr.Column(scale=1):
+                dataset = gr.Radio(DATASETS, value="synthetic", label=ctx("finetune.dataset"), elem_id="ft-dataset")
+                zip_file = gr.File(file_types=[".zip"], label=ctx("finetune.zip"), visible=False, elem_id="ft-zip")
+                strategies = gr.CheckboxGroup([(n, n) for n in STRATEGIES], value=DEFAULT_STRATEGIES,
+                                              label=ctx("finetune.strategies"), elem_id="ft-strategies")
+                gr.Markdown(ctx("finetune.strategy_help"))
+                arch = gr.Dropdown(arch_choices(), value="resnet18", label=ctx("arch.depth"), elem_id="ft-arch")
+                with gr.Row():
+                    epochs = gr.Slider(lo["epochs"], min(hi["epochs"], 30), value=5, step=1,
+                                       label=ctx("finetune.epochs"), elem_id="ft-epochs")
+                    image_size = gr.Slider(max(lo["image_size"], 64), min(hi["image_size"], 256), value=128, step=16,
+                                           label=ctx("finetune.image_size"), elem_id="ft-size")
+                with gr.Row():
+                    batch_size = gr.Slider(max(lo["batch_size"], 2), min(hi["batch_size"], 128), value=32, step=1,
+                                           label=ctx("finetune.batch_size"), elem_id="ft-batch")
+                    lr = gr.Number(0, label=ctx("finetune.lr"), minimum=0, maximum=hi["lr"], elem_id="ft-lr")
+                with gr.Row():
+                    start = gr.Button(ctx("finetune.start"), variant="primary", elem_id="ft-start")
+                    stop = gr.Button(ctx("finetune.stop"), variant="stop", elem_id="ft-stop")
+            with gr.Column(scale=2):
+                status = gr.Markdown(elem_id="ft-status")
+                curves = gr.Plot(label=ctx("finetune.curves"), elem_id="ft-curves")
+                results = gr.Dataframe(headers=RESULT_HEADERS, label=ctx("finetune.results"), interactive=False,
+                                       elem_id="ft-results")
+                files = gr.File(label=ctx("finetune.downloads"), file_count="multiple", interactive=False,
+                                elem_id="ft-files")
+        with gr.Group():
+            gr.Markdown(ctx("finetune.try_title"))
+            with gr.Row():
+                try_image = gr.Image(type="filepath", label=ctx("finetune.try_image"), height=220)
+                with gr.Column():
+                    try_model = gr.Dropdown([], label=ctx("finetune.try_model"), elem_id="ft-try-model")
+                    try_button = gr.Button(ctx("finetune.try_run"))
+                try_label = gr.Label(num_top_classes=5, label=ctx("finetune.try_label"))
+
+        dataset.change(lambda d: gr.update(visible=d == "upload"), dataset, zip_file, api_visibility="private")
+        run_event = start.click(start_fn, [dataset, zip_file, strategies, arch, epochs, image_size, batch_size, lr, state],
+                                [status, curves, results, files, try_model, state], api_name="finetune",
+                                concurrency_limit=ctx.settings.train_concurrency, concurrency_id="train")
+        stop.click(stop_fn, None, None, cancels=[run_event], api_name="stop_finetune", concurrency_limit=None,
+                   queue=False)
+        try_button.click(try_fn, [try_image, try_model, state], try_label, api_name="try_finetuned",
+                         preprocess=False)
