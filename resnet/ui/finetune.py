@@ -198,12 +198,12 @@ def build(ctx) -> None:
                 gr.Markdown(ctx("finetune.strategy_help"))
                 arch = gr.Dropdown(arch_choices(), value="resnet18", label=ctx("arch.depth"), elem_id="ft-arch")
                 with gr.Row():
-                    epochs = gr.Slider(lo["epochs"], min(hi["epochs"], 30), value=5, step=1,
+                    epochs = gr.Slider(lo["epochs"], hi["epochs"], value=5, step=1,
                                        label=ctx("finetune.epochs"), elem_id="ft-epochs")
-                    image_size = gr.Slider(max(lo["image_size"], 64), min(hi["image_size"], 256), value=128, step=16,
+                    image_size = gr.Slider(lo["image_size"], hi["image_size"], value=128, step=16,
                                            label=ctx("finetune.image_size"), elem_id="ft-size")
                 with gr.Row():
-                    batch_size = gr.Slider(max(lo["batch_size"], 2), min(hi["batch_size"], 128), value=32, step=1,
+                    batch_size = gr.Slider(lo["batch_size"], hi["batch_size"], value=32, step=1,
                                            label=ctx("finetune.batch_size"), elem_id="ft-batch")
                     lr = gr.Number(0, label=ctx("finetune.lr"), minimum=0, maximum=hi["lr"], elem_id="ft-lr")
                 with gr.Row():
