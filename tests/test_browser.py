@@ -85,6 +85,40 @@ def test_feature_maps(browser, app_server, tmp_path):
     page.close()
 
 
+def set_slider(page, elem_id: str, value: int) -> None:
+    box = page.locator(f"#{elem_id} input[type=number]")
+    box.fill(str(value))
+    box.press("Enter")
+
+
+def test_finetune_curves_then_stop(browser, app_server, tmp_path):
+    page = browser.new_page(locale="en-US", viewport={"width": 1280, "height": 1100})
+    page.goto(app_server)
+    open_tab(page, "Fine-tune")
+    # A quick first run: two cheap strategies, two epochs, small images.
+    page.get_by_label("all", exact=True).uncheck()
+    page.get_by_label("last", exact=True).uncheck()
+    page.get_by_label("replace", exact=True).check()
+    set_slider(page, "ft-epochs", 2)
+    set_slider(page, "ft-size", 64)
+    page.locator("#ft-start").click()
+    status = page.locator("#ft-status")
+    playwright.expect(status).to_contain_text("Best:", timeout=120_000)
+    playwright.expect(page.locator("#ft-curves img, #ft-curves svg, #ft-curves canvas").first).to_be_visible()
+    playwright.expect(page.locator("#ft-results")).to_contain_text("4,004")
+    page.wait_for_timeout(500)
+    shot(page, tmp_path, "finetune")
+    # A long run, stopped from the page once it is training.
+    page.get_by_label("all", exact=True).check()
+    set_slider(page, "ft-epochs", 40)
+    page.locator("#ft-start").click()
+    playwright.expect(status).to_contain_text("train loss", timeout=120_000)
+    page.locator("#ft-stop").click()
+    playwright.expect(status).to_contain_text("Stopped", timeout=60_000)
+    no_error_toast(page)
+    page.close()
+
+
 def test_chinese_locale_shows_chinese_labels(browser, app_server, tmp_path):
     page = browser.new_page(locale="zh-CN", viewport={"width": 1280, "height": 900})
     page.goto(app_server)

@@ -45,7 +45,7 @@ def test_stop_ends_a_long_run_and_the_server_takes_the_next(client):
         if "step" in str(out[0]):
             break
     t = time.monotonic()
-    client.predict(api_name="/stop_finetune")
+    assert "Stopped" in client.predict(api_name="/stop_finetune")
     final = job.result(timeout=60)
     stopped_after = time.monotonic() - t
     assert "Stopped" in final[0]

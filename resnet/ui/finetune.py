@@ -164,7 +164,9 @@ def make_handlers(ctx, runs: Runs):
             runs.finish(session, cancel)
 
     def stop(request: gr.Request = None):
+        """Flip this session's cancel switch: the engine stops at its next step and frees its memory."""
         runs.stop(getattr(request, "session_hash", None) or "anonymous")
+        return t("finetune.status_stopped", lang(request))
 
     @friendly
     def try_model(image, strategy, state, request: gr.Request = None):
@@ -229,7 +231,8 @@ def build(ctx) -> None:
         run_event = start.click(start_fn, [dataset, zip_file, strategies, arch, epochs, image_size, batch_size, lr, state],
                                 [status, curves, results, files, try_model, state], api_name="finetune",
                                 concurrency_limit=ctx.settings.train_concurrency, concurrency_id="train")
-        stop.click(stop_fn, None, None, cancels=[run_event], api_name="stop_finetune", concurrency_limit=None,
+        # The switch stops the training thread; ``cancels`` ends the event in the page (or drops it from the queue).
+        stop.click(stop_fn, None, status, cancels=[run_event], api_name="stop_finetune", concurrency_limit=None,
                    queue=False)
         try_button.click(try_fn, [try_image, try_model, state], try_label, api_name="try_finetuned",
                          preprocess=False)
