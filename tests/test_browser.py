@@ -23,6 +23,7 @@ def browser():
 def shot(page, tmp_path: Path, name: str) -> Path:
     """Save a screenshot in the test's folder; RESNET_UPDATE_SCREENSHOTS=1 also refreshes the README's copies."""
     path = tmp_path / f"{name}.png"
+    page.evaluate("window.scrollTo(0, 0)")
     page.screenshot(path=path, full_page=False)
     if os.environ.get("RESNET_UPDATE_SCREENSHOTS") == "1":
         SCREENSHOTS.mkdir(parents=True, exist_ok=True)
