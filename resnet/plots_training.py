@@ -1,0 +1,52 @@
+"""Training curves of a fine-tuning run: validation accuracy and loss per strategy, one figure.
+
+A ``Figure`` object (Agg canvas), never pyplot: no global state, safe from several threads at once.
+"""
+from __future__ import annotations
+
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+
+# One colour per strategy, the same in every figure, so a class can follow "head" across runs.
+COLOURS = {"all": "#2b6cb0", "last": "#2f855a", "head": "#c05621", "replace": "#805ad5", "scratch": "#718096"}
+LABELS = {"accuracy": "validation accuracy", "loss": "loss (solid: validation, dashed: training)",
+          "epoch": "epoch", "chance": "chance"}
+
+
+def training_figure(history: dict, *, labels: dict | None = None, names: dict | None = None,
+                    chance: float | None = None, title: str | None = None) -> Figure:
+    """``history[strategy]`` holds lists ``epoch``, ``val_acc``, ``val_loss``, ``train_loss`` (as ``RunResult``).
+
+    ``labels`` overrides the axis texts (e.g. Chinese, see ``LABELS``); ``names`` maps strategy → legend text;
+    ``chance`` (1 / number of classes) draws a dotted line on the accuracy plot. Strategies still training, with
+    fewer epochs so far, are drawn as far as they got.
+    """
+    text = {**LABELS, **(labels or {})}
+    fig = Figure(figsize=(9, 3.6), dpi=100)
+    FigureCanvasAgg(fig)
+    ax_acc, ax_loss = fig.subplots(1, 2)
+    for i, (name, h) in enumerate(history.items()):
+        epochs = list(h.get("epoch", []))
+        if not epochs:
+            continue
+        colour = COLOURS.get(name, f"C{i}")
+        label = (names or {}).get(name, name)
+        ax_acc.plot(epochs, h["val_acc"], marker="o", ms=3, color=colour, label=label)
+        ax_loss.plot(epochs, h["val_loss"], marker="o", ms=3, color=colour, label=label)
+        if h.get("train_loss"):
+            ax_loss.plot(epochs, h["train_loss"], ls="--", lw=1, color=colour, alpha=0.7)
+    if chance is not None:
+        ax_acc.axhline(chance, ls=":", color="#a0aec0", lw=1, label=text["chance"])
+    ax_acc.set_ylim(0, 1.02)
+    ax_acc.set_ylabel(text["accuracy"])
+    ax_loss.set_ylabel(text["loss"], fontsize=8)
+    for ax in (ax_acc, ax_loss):
+        ax.set_xlabel(text["epoch"])
+        ax.grid(alpha=0.3)
+        ax.xaxis.get_major_locator().set_params(integer=True)
+    if any(h.get("epoch") for h in history.values()):
+        ax_acc.legend(fontsize=8, loc="lower right")
+    if title:
+        fig.suptitle(title, fontsize=11)
+    fig.tight_layout()
+    return fig
