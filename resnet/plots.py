@@ -63,30 +63,3 @@ def block_diagram(arch: str, titles: tuple[str, str] = ("identity shortcut", "pr
     fig.tight_layout()
     return fig
 
-
-STRATEGY_COLOURS = {"all": "#2b6cb0", "last": "#38a169", "head": "#dd6b20", "replace": "#805ad5", "scratch": "#718096"}
-
-
-def training_curves(history: dict, *, lang: str = "en") -> Figure:
-    """Validation accuracy and loss per strategy, one figure with two panels (``RunResult.history`` layout)."""
-    from .i18n import t
-    fig = Figure(figsize=(9, 3.6), dpi=100)
-    acc_ax, loss_ax = fig.subplots(1, 2)
-    for name, h in history.items():
-        if not h.get("epoch"):
-            continue
-        colour = STRATEGY_COLOURS.get(name)
-        acc_ax.plot(h["epoch"], [100 * a for a in h["val_acc"]], "o-", color=colour, label=name, lw=2, ms=4)
-        loss_ax.plot(h["epoch"], h["val_loss"], "o-", color=colour, label=name, lw=2, ms=4)
-    acc_ax.set_title(t("finetune.plot_acc", lang))
-    acc_ax.set_ylabel("%")
-    acc_ax.set_ylim(0, 100)
-    loss_ax.set_title(t("finetune.plot_loss", lang))
-    for ax in (acc_ax, loss_ax):
-        ax.set_xlabel(t("finetune.plot_epoch", lang))
-        ax.grid(alpha=0.3)
-        ax.xaxis.get_major_locator().set_params(integer=True)
-        if ax.get_legend_handles_labels()[0]:
-            ax.legend(fontsize=8)
-    fig.tight_layout()
-    return fig

@@ -11,7 +11,7 @@ import gradio as gr
 
 from ..finetune import LIMITS, FinetuneConfig, run
 from ..i18n import t
-from ..plots import training_curves
+from ..plots_training import training_figure
 from ..predict import classify
 from ..transfer import STRATEGIES, load_export
 from .common import arch_choices, friendly, lang, on_gpu, payload_path
@@ -50,6 +50,12 @@ class Runs:
         with self._lock:
             if self._cancel.get(session) is event:
                 del self._cancel[session]
+
+
+def curves_figure(history: dict, L: str, num_classes: int | None = None):
+    labels = {"accuracy": t("finetune.plot_acc", L), "loss": t("finetune.plot_loss", L),
+              "epoch": t("finetune.plot_epoch", L), "chance": t("finetune.plot_chance", L)}
+    return training_figure(history, labels=labels, chance=1 / num_classes if num_classes else None)
 
 
 def results_rows(summaries) -> list[list]:
@@ -135,7 +141,7 @@ def make_handlers(ctx, runs: Runs):
                         h[key].append(getattr(ev, key))
                     yield (t("finetune.status_epoch", L, strategy=ev.strategy, epoch=ev.epoch, epochs=ev.epochs,
                              acc=ev.val_acc, loss=ev.val_loss, speed=ev.images_per_s or 0),
-                           training_curves(history, lang=L), skip, skip, skip, skip)
+                           curves_figure(history, L), skip, skip, skip, skip)
                 elif ev.kind == "strategy_done":
                     pass
                 elif ev.kind in ("done", "cancelled"):
@@ -157,7 +163,7 @@ def make_handlers(ctx, runs: Runs):
                     notes = "\n".join(f"- {n}" for n in result.notes)
                     choices = list(state["models"])
                     yield (banner + status + ("\n\n" + notes if notes else ""),
-                           training_curves(result.history, lang=L) if result.summaries else skip,
+                           curves_figure(result.history, L, len(result.classes)) if result.summaries else skip,
                            results_rows(result.summaries), files or None,
                            gr.update(choices=choices, value=choices[0] if choices else None), state)
         finally:
