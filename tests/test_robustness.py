@@ -172,11 +172,12 @@ def test_broken_uploads_get_a_sentence_while_everyone_else_is_served(app_server,
     other.start()
     try:
         for name, phrase in corpus.BROKEN.items():
-            t = time.perf_counter()
-            with pytest.raises(Exception) as e:
-                client.predict(handle_file(str(images[name])), "resnet18", api_name="/classify")
-            assert phrase in str(e.value) and a_sentence(str(e.value)), (name, str(e.value))
-            assert time.perf_counter() - t < 20, name
+            for api, rest in (("/classify", ()), ("/feature_maps", ("conv2_x", 8, "top class"))):
+                t = time.perf_counter()
+                with pytest.raises(Exception) as e:
+                    client.predict(handle_file(str(images[name])), "resnet18", *rest, api_name=api)
+                assert phrase in str(e.value) and a_sentence(str(e.value)), (name, api, str(e.value))
+                assert time.perf_counter() - t < 20, (name, api)
     finally:
         done.set()
         other.join(60)
@@ -189,6 +190,10 @@ def test_odd_uploads_classify_exactly_like_the_library(client, images, model, tm
     for name in corpus.ODD:
         got = confidences(client.predict(handle_file(str(images[name])), "resnet18", api_name="/classify")[0])
         assert same(got, dict(resnet.classify(model, images[name], top_k=5))), name
+    for name in ("tiny_1x1.png", "rgb16.png", "cmyk.jpg", "panorama_8x1.jpg"):  # the feature maps see them too
+        _, _, info = client.predict(handle_file(str(images[name])), "resnet18", "conv5_x", 4, "top class",
+                                    api_name="/feature_maps")
+        assert "512×7×7" in info, name
 
     def direct(img: Image.Image) -> dict[str, float]:
         path = tmp_path / f"ref{len(list(tmp_path.iterdir()))}.png"
@@ -324,6 +329,24 @@ def test_hostile_zips_through_finetune_get_sentences(client, zips, photos):
     assert not target.exists()
     label, _ = client.predict(handle_file(str(photos["bus"])), "resnet18", api_name="/classify")
     assert len(label["confidences"]) == 5
+
+
+def test_one_bad_photo_in_a_good_zip_is_named_or_skipped(client, tmp_path):
+    """A phone dump with one broken or oversized photo: either a sentence naming that file, or a run that
+    trains on the rest and says it skipped something. Never a crash, never a silent wrong data set."""
+    broken = corpus.image_bytes()
+    for bad in ("truncated.jpg", "big_10000x10000.png"):
+        entries = {f"{c}/{i}.png": corpus.class_image(k, i) for k, c in enumerate(("cats", "dogs")) for i in range(4)}
+        entries[f"cats/{bad}"] = broken[bad]
+        path = tmp_path / f"with_{bad}.zip"
+        path.write_bytes(corpus.zip_bytes(entries))
+        try:
+            out = client.predict("upload", handle_file(str(path)), ["head"], "resnet18", 1, 32, 8, 0,
+                                 api_name="/finetune")
+        except Exception as e:  # noqa: BLE001 - the message is the check
+            assert bad in str(e) and a_sentence(str(e)), (bad, str(e))
+        else:
+            assert [r[0] for r in out[2]["data"]] == ["head"] and "skipped" in out[0], (bad, out[0])
 
 
 @pytest.mark.parametrize("change", [{"epochs": 0}, {"epochs": 10**6}, {"image_size": 1}, {"image_size": 10_000},
