@@ -94,10 +94,10 @@ def test_twenty_concurrent_classrooms_each_get_their_own_right_answers(app_serve
 
 @pytest.fixture(scope="module")
 def tiny_queue_server(app_env):
-    """A second app whose queue holds one waiting request, one running at a time."""
+    """A second app with tiny limits: a queue of one waiting request, one running at a time, 1 MB uploads."""
     from resnet.serving import ModelCache, Settings
     from resnet.ui import create_app
-    settings = Settings(max_queue=1, quick_concurrency=1, allow_download=False)
+    settings = Settings(max_queue=1, quick_concurrency=1, max_file_mb=1, allow_download=False)
     demo, kwargs = create_app(settings, ModelCache(settings.cache_mb, allow_download=False))
     port = free_port()
     demo.launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True, **kwargs)
@@ -130,6 +130,20 @@ def test_a_full_queue_says_busy_try_again_instead_of_hanging(tiny_queue_server, 
     # The turned-away students simply try again, and get served.
     result = clients[0].predict(handle_file(str(photos["cheetah"])), "resnet34", api_name="/classify")
     assert len(result[0]["confidences"]) == 5
+
+
+def test_an_upload_over_the_size_setting_is_refused_by_the_server(tiny_queue_server, tmp_path, photos):
+    big = b"\xff\xd8\xff\xe0" + bytes(2 * 2**20)  # 2 MB, over this server's RESNET_MAX_FILE_MB=1
+    r = httpx.post(f"{tiny_queue_server}gradio_api/upload", files={"files": ("big.jpg", big, "image/jpeg")},
+                   timeout=30)
+    assert r.status_code == 413 and "maximum allowed size" in r.text
+    path = tmp_path / "big.jpg"
+    path.write_bytes(big)
+    with pytest.raises(Exception, match="exceeds the maximum file size"):
+        Client(tiny_queue_server, verbose=False).predict(handle_file(str(path)), "resnet18", api_name="/classify")
+    label, _ = Client(tiny_queue_server, verbose=False).predict(handle_file(str(photos["bus"])), "resnet18",
+                                                                 api_name="/classify")
+    assert len(label["confidences"]) == 5
 
 
 # ------------------------------------------------------------------ the app as its own process: fine-tuning
