@@ -22,7 +22,7 @@ from resnet.features import ALL_STAGES, feature_maps, grad_cam  # noqa: E402
 def median_times(fns: dict, repeats: int) -> dict:
     """Round-robin (each repeat runs every function once), so load from other processes hits all alike."""
     for fn in fns.values():
-        fn()  # warm-up (also builds and caches the extractor)
+        fn()  # warm-up
     times = {name: [] for name in fns}
     for _ in range(repeats):
         for name, fn in fns.items():

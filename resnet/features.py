@@ -1,10 +1,10 @@
 """What the network sees: each stage's feature maps, and where it looks for a class (Grad-CAM).
 
-Feature maps come from ``torchvision.models.feature_extraction.create_feature_extractor``. The
-app's models are shared between users, so nothing here may touch them: ``create_feature_extractor``
-flips the model it traces between train and eval mode, so we trace a weightless copy (parameters on
-the ``meta`` device, no memory) and bind the traced graph back to the real model's modules. The
-result is cached per model, costs nothing per request, and installs no hooks.
+Feature maps come from walking the ResNet's stages in order (stem → conv2_x … conv5_x) and keeping
+the outputs asked for. We do not use ``torchvision.models.feature_extraction`` here: its FX tracing
+patches ``nn.Module.__call__`` for the whole process while it traces, so in a server any other
+user's forward pass running at that moment breaks (seen as "module is not installed as a
+submodule"). The walk needs no tracing, no hooks, no cache, and leaves the shared model untouched.
 
 Grad-CAM needs a gradient with respect to conv5_x's output, not the weights: we compute that
 activation without grad, make *it* require grad, and run only the head (average pool → fc) with
@@ -12,21 +12,17 @@ autograd on. Every call keeps its own tensors, so concurrent users never share s
 """
 from __future__ import annotations
 
-import copy
-import threading
-import weakref
-
 import numpy as np
 import torch
 import torch.nn.functional as F
-from torch import fx, nn
+from torch import nn
 from torchvision import transforms as T
-from torchvision.models.feature_extraction import create_feature_extractor
 
 from .images import open_image
+from .model import build_model
 from .predict import model_categories, model_transforms, to_batch
 
-# The paper's stage names → the traced graph's node names. conv1 is the 7×7 conv's output after BN and
+# The paper's stage names → the modules whose outputs they are. conv1 is the 7×7 conv's output after BN and
 # ReLU (node "relu", 112×112 at 224 px), i.e. *before* the 3×3 max pool, as in the paper's Table 1.
 STAGE_NODES = {"conv1": "relu", "conv2_x": "layer1", "conv3_x": "layer2", "conv4_x": "layer3", "conv5_x": "layer4"}
 ALL_STAGES = tuple(STAGE_NODES)
@@ -45,20 +41,6 @@ STAGE_MEANING = {
                 "zh-CN": "整个物体和类别的证据；Grad-CAM 读取的就是这一层"},
 }
 
-_extractors: "weakref.WeakKeyDictionary[nn.Module, dict]" = weakref.WeakKeyDictionary()
-_build_lock = threading.Lock()
-
-
-def _meta_copy(model: nn.Module) -> nn.Module:
-    """A structural copy of ``model`` whose parameters and buffers live on ``meta`` (no memory, no data)."""
-    memo = {}
-    for p in model.parameters():
-        memo[id(p)] = nn.Parameter(torch.empty_like(p, device="meta"), requires_grad=p.requires_grad)
-    for b in model.buffers():
-        memo[id(b)] = torch.empty_like(b, device="meta")
-    return copy.deepcopy(model, memo)
-
-
 def _check_stages(stages) -> tuple[str, ...]:
     stages = tuple(stages)
     unknown = [s for s in stages if s not in STAGE_NODES]
@@ -67,23 +49,21 @@ def _check_stages(stages) -> tuple[str, ...]:
     return stages
 
 
-def extractor(model: nn.Module, stages=ALL_STAGES, *, meta: bool = False) -> fx.GraphModule:
-    """A cached module returning ``{stage: tensor}``; ``meta=True`` gives the weightless twin (for shapes)."""
-    stages = _check_stages(stages)
-    key = ("meta" if meta else "real", stages)
-    cache = _extractors.get(model)
-    if cache is not None and key in cache:
-        return cache[key]
-    with _build_lock:
-        cache = _extractors.setdefault(model, {})
-        if key not in cache:
-            twin = _meta_copy(model)
-            traced = create_feature_extractor(twin, return_nodes={STAGE_NODES[s]: s for s in stages})
-            # Bind the graph to the real model's submodules (shared, not copied) or keep the twin's.
-            gm = traced if meta else fx.GraphModule(model, traced.graph, "FeatureExtractor")
-            gm.training = False  # the flag only; submodules keep whatever mode their owner set
-            cache[key] = gm
-        return cache[key]
+def stage_outputs(model: nn.Module, x: torch.Tensor, stages=ALL_STAGES) -> dict[str, torch.Tensor]:
+    """``{stage: N×C×H×W}`` by running the stem and stages in order, stopping after the last one asked for."""
+    wanted = set(_check_stages(stages))
+    out = {}
+    x = model.relu(model.bn1(model.conv1(x)))
+    if "conv1" in wanted:
+        out["conv1"] = x
+    x = model.maxpool(x)
+    for name, layer in model.stages():
+        if len(out) == len(wanted):
+            break
+        x = layer(x)  # blocks add into their own branch output, never into x, so kept outputs stay intact
+        if name in wanted:
+            out[name] = x
+    return out
 
 
 def to_input(model: nn.Module, image, image_size: int | None = None) -> torch.Tensor:
@@ -115,9 +95,9 @@ def model_view(model: nn.Module, image, image_size: int | None = None):
 
 def feature_maps(model: nn.Module, image, stages=ALL_STAGES, *, image_size: int | None = None) -> dict[str, torch.Tensor]:
     """``{stage: C×H×W tensor}`` for one image, in the paper's stage names, from one forward pass."""
-    gm = extractor(model, stages)
+    stages = _check_stages(stages)
     with torch.inference_mode():
-        out = gm(to_input(model, image, image_size))
+        out = stage_outputs(model, to_input(model, image, image_size), stages)
     return {s: out[s][0].float() for s in stages}
 
 
@@ -162,7 +142,7 @@ def grad_cam(model: nn.Module, image, target=None, *, image_size: int | None = N
     with torch.inference_mode(False), torch.enable_grad():
         if layer4 is None:
             with torch.no_grad():
-                layer4 = extractor(model, ("conv5_x",))(x)["conv5_x"]
+                layer4 = stage_outputs(model, x, ("conv5_x",))["conv5_x"]
         a = layer4.reshape(1, *layer4.shape[-3:]).clone().float().requires_grad_(True)  # clone: inference tensors → normal
         fc = model.fc
         logits = F.linear(torch.flatten(model.avgpool(a), 1), fc.weight.float(),
@@ -182,19 +162,16 @@ def grad_cam(model: nn.Module, image, target=None, *, image_size: int | None = N
 def stage_info(model: nn.Module, image_size: int = 224) -> list[dict]:
     """Per stage: name, graph node, output shape (C, H, W) at ``image_size`` and its meaning (en, zh-CN).
 
-    Shapes come from the weightless twin fed a ``meta`` tensor: exact, and free.
+    Shapes come from a weightless copy (``meta`` device) fed a ``meta`` tensor: exact, and free.
     """
-    gm = extractor(model, ALL_STAGES, meta=True)
-    out = gm(torch.empty(1, 3, image_size, image_size, device="meta"))
+    with torch.device("meta"):
+        twin = build_model(model.arch) if getattr(model, "arch", None) else None
+    if twin is None:
+        raise ValueError("stage_info needs a model built by resnet.build_model")
+    out = stage_outputs(twin.eval(), torch.empty(1, 3, image_size, image_size, device="meta"))
     return [{"stage": s, "node": STAGE_NODES[s], "shape": tuple(out[s].shape[1:]), "meaning": STAGE_MEANING[s]}
             for s in ALL_STAGES]
 
 
-def forget(model: nn.Module) -> None:
-    """Drop the cached extractors of ``model`` (they also go when the model is garbage-collected)."""
-    with _build_lock:
-        _extractors.pop(model, None)
-
-
 __all__ = ["ALL_STAGES", "STAGE_NODES", "STAGE_MEANING", "feature_maps", "strongest_channels", "grad_cam",
-           "stage_info", "model_view", "to_input", "resolve_target", "extractor"]
+           "stage_info", "model_view", "to_input", "resolve_target", "stage_outputs"]

@@ -9,7 +9,7 @@ from matplotlib.figure import Figure
 from PIL import Image
 
 from resnet import BadImage, build_model
-from resnet.features import (ALL_STAGES, extractor, feature_maps, grad_cam, model_view, stage_info,
+from resnet.features import (ALL_STAGES, feature_maps, grad_cam, model_view, stage_info,
                              strongest_channels, to_input)
 from resnet.plots_features import cam_overlay, feature_grid
 from resnet.predict import model_categories, to_batch
@@ -137,16 +137,32 @@ def test_the_shared_model_is_never_mutated(photos):
         assert not getattr(mod, "_backward_pre_hooks", None)
 
 
-def test_a_model_in_training_mode_stays_in_training_mode():
-    """create_feature_extractor flips the model it traces between modes; we trace a weightless copy."""
-    m = build_model("resnet18").train()
-    extractor(m)
-    assert all(mod.training for mod in m.modules())
+def test_feature_maps_while_other_models_run_in_other_threads(model, photos):
+    """A server runs other users' forward passes at the same time; extraction must not disturb them
+    (FX tracing, which patches nn.Module.__call__ process-wide, did: "module is not installed as a submodule")."""
+    import threading
+    other = build_model("resnet34").eval()
+    stop, errors = threading.Event(), []
 
+    def busy():
+        try:
+            while not stop.is_set():
+                with torch.inference_mode():
+                    other(torch.randn(1, 3, 64, 64))
+        except Exception as e:  # pragma: no cover - the failure being tested for
+            errors.append(e)
 
-def test_extractor_is_cached_per_model(model):
-    assert extractor(model) is extractor(model)
-    assert extractor(model, ("conv1",)) is not extractor(model)
+    worker = threading.Thread(target=busy)
+    worker.start()
+    try:
+        for stage in ALL_STAGES:
+            fresh = build_model("resnet18").eval()
+            fresh.load_state_dict(model.state_dict())
+            assert feature_maps(fresh, photos["lion"], (stage,))[stage].dim() == 3
+    finally:
+        stop.set()
+        worker.join()
+    assert not errors
 
 
 def test_concurrent_users_get_their_own_answers(model, photos):
