@@ -1,7 +1,261 @@
-"""The labs tab."""
+"""Labs tab: the note's highlights as experiments to run in class, one section each.
+
+Callbacks only translate between widgets and ``resnet.labs``; the figures come from ``resnet.plots_labs``.
+"""
+from __future__ import annotations
+
+import math
+
 import gradio as gr
 
+from .. import labs
+from .. import plots_labs as plots
+from ..i18n import t
+from ..predict import model_categories
+from .common import example_photos, friendly, lang, payload_path
+
+FLOW_NETS = [("20 · CIFAR", "cifar20"), ("56 · CIFAR", "cifar56"), ("110 · CIFAR", "cifar110"),
+             ("18 · ImageNet", "resnet18"), ("34 · ImageNet", "resnet34")]
+BN_LAYERS = ["bn1", "layer1.0.bn1", "layer2.0.bn1", "layer3.0.bn1", "layer4.0.bn1"]
+DEFAULTS = dict(flow_batch=32, race_steps=120, race_batch=16, race_lr=0.05, deep_batch=2, bn_pool=64,
+                cin=128, cout=128, groups=32, size=28)
+LIMITS = dict(race_steps=(10, 600), bn_pool=(8, 128), deep_batch=(2, 4))
+
+
+def _sci(v: float) -> str:
+    if v == 0:
+        return "0"
+    if not math.isfinite(v):
+        return "∞" if v > 0 else "NaN"
+    return f"{v:.3g}" if 1e-3 <= abs(v) < 1e4 else f"{v:.2e}"
+
+
+# ---- Lab 1: gradient flow and the race ------------------------------------------------------------
+
+@friendly
+def run_gradient_flow(nets: list[str], settings: list[str], batch_size: float, request: gr.Request = None):
+    L = lang(request)
+    if not nets or not settings:
+        raise ValueError(t("labs.flow.choose", L))
+    profiles = labs.gradient_flow(tuple(nets), tuple(settings), batch_size=int(batch_size or DEFAULTS["flow_batch"]))
+    lines = []
+    for setting in dict.fromkeys(p.setting for p in profiles):
+        lines.append(f"**{t(f'labs.setting.{setting}', L)}**")
+        for name in dict.fromkeys(p.net for p in profiles):
+            by = {p.residual: p for p in profiles if p.net == name and p.setting == setting}
+            ratio = labs.gradient_ratio(profiles, name, setting)
+            lines.append("- " + t("labs.flow.line", L, res=by[True].title, plain=by[False].title,
+                                  res_first=_sci(by[True].first), plain_first=_sci(by[False].first),
+                                  ratio=_sci(ratio)))
+    lines.append("\n" + t("labs.flow.reading", L))
+    return plots.gradient_flow_figure(profiles, L), "\n".join(lines)
+
+
+@friendly
+def run_race(steps: float, batch_size: float, lr: float, request: gr.Request = None):
+    """A generator: the loss-curve figure after every few steps, then a one-line verdict."""
+    L = lang(request)
+    lo, hi = LIMITS["race_steps"]
+    steps = int(steps or DEFAULTS["race_steps"])
+    if not lo <= steps <= hi:
+        raise ValueError(t("labs.race.steps_range", L, lo=lo, hi=hi))
+    every = max(5, steps // 20)
+    for update in labs.training_race(steps, batch_size=int(batch_size or DEFAULTS["race_batch"]),
+                                     lr=float(lr or DEFAULTS["race_lr"]), every=every):
+        text = t("labs.race.progress", L, step=update.step, steps=update.steps, seconds=update.seconds)
+        if update.done:
+            final = update.final()
+            text = t("labs.race.done", L, seconds=update.seconds) + "\n\n" + " · ".join(
+                f"{name}: **{_sci(v)}**" for name, v in final.items())
+            text += "\n\n" + t("labs.race.reading", L)
+        yield plots.race_figure(update, L), text
+
+
+# ---- Lab 2: over 1000 layers --------------------------------------------------------------------
+
+@friendly
+def run_deep(batch_size: float, setting: str, request: gr.Request = None):
+    L = lang(request)
+    lo, hi = LIMITS["deep_batch"]
+    b = int(batch_size or DEFAULTS["deep_batch"])
+    if not lo <= b <= hi:
+        raise ValueError(t("labs.deep.batch_range", L, lo=lo, hi=hi))
+    r = labs.deep_network("cifar1202", batch_size=b, setting=setting or "bn")
+    text = t("labs.deep.result", L, depth=r.depth, params=r.residual.params / 1e6, seconds=r.residual.seconds,
+             res_first=_sci(r.residual.first), res_ok=100 * labs.first_finite_fraction(r.residual),
+             plain_params=r.plain.params / 1e6, plain_seconds=r.plain.seconds, plain_first=_sci(r.plain.first),
+             plain_ok=100 * labs.first_finite_fraction(r.plain), setting=t(f"labs.setting.{setting or 'bn'}", L))
+    return plots.deep_figure(r, L), text
+
+
+# ---- Lab 3: BatchNorm ---------------------------------------------------------------------------
+
+def make_bn_lab(ctx):
+    @friendly
+    def run_bn_lab(image, layer: str, channel: float, pool_size: float, request: gr.Request = None):
+        L = lang(request)
+        path = payload_path(image)
+        if not path:
+            raise ValueError(t("labs.bn.no_image", L))
+        if layer not in BN_LAYERS:
+            raise ValueError(t("labs.bn.bad_layer", L, layer=layer))
+        lo, hi = LIMITS["bn_pool"]
+        n = int(pool_size or DEFAULTS["bn_pool"])
+        if not lo <= n <= hi:
+            raise ValueError(t("labs.bn.pool_range", L, lo=lo, hi=hi))
+        entry = ctx.models.get("resnet18")
+        model = labs.lab_copy(entry.model)  # never touch the shared model's mode or statistics
+        x = labs.image_tensor(path)
+        pool = labs.image_pool([path, *example_photos()], n)
+        illustrative = labs.illustrate_affine(model)
+        gathered = labs.ensure_statistics(model, pool)
+        # 1. Algorithm 1 on this image's feature map.
+        features, bn = labs.bn_input(model, x, layer)
+        steps = labs.bn_steps(features, bn, int(channel or 0) % features.shape[1])
+        # 2. Train vs eval mode.
+        te = labs.train_vs_eval(model, x, pool, model_categories(entry.model))
+        # 3. Batch statistics against the whole pool's.
+        pool_features, _ = labs.bn_input(model, pool, layer)
+        stats = labs.batch_statistics(pool_features, [s for s in labs.BATCH_SIZES if s <= n])
+        # 4. A conv bias before BN.
+        bias = labs.bias_cancellation(x=pool[:8])
+        return (plots.bn_steps_figure(steps, L), steps_text(steps, layer, illustrative, L),
+                plots.train_eval_figure(te, L), train_eval_text(te, entry.pretrained, gathered, L),
+                plots.batch_stats_figure(stats, L), batch_text(stats, L) + "\n\n" + bias_text(bias, L))
+    return run_bn_lab
+
+
+def steps_text(s: labs.BNSteps, layer: str, illustrative: bool, L: str) -> str:
+    rows = "\n".join(f"| {a:.4f} | {b:.4f} | {c:.4f} |" for a, b, c in s.samples)
+    text = t("labs.bn.steps", L, layer=layer, channel=s.channel, m=s.count, mean=s.mean, var=s.var, eps=s.eps,
+             gamma=s.gamma, beta=s.beta, diff=_sci(s.max_abs_diff))
+    text += f"\n\n| x | x̂ | y |\n|---:|---:|---:|\n{rows}"
+    if illustrative:
+        text += "\n\n" + t("labs.bn.illustrative", L)
+    return text
+
+
+def train_eval_text(te: labs.TrainEval, pretrained: bool, gathered: bool, L: str) -> str:
+    text = t("labs.bn.train_eval", L, eval=te.top1["eval"], train_1=te.top1["train_1"],
+             tv_1=te.distance["train_1"], train_batch=te.top1["train_batch"], tv_batch=te.distance["train_batch"],
+             z_1=te.logit_change["train_1"], z_batch=te.logit_change["train_batch"])
+    if not pretrained:
+        text += "\n\n" + t("labs.bn.random_weights", L)
+    if gathered:
+        text += " " + t("labs.bn.gathered", L)
+    return text
+
+
+def batch_text(bs: labs.BatchStats, L: str) -> str:
+    return t("labs.bn.batch", L, small=bs.sizes[0], small_err=bs.mean_error[0], big=bs.sizes[-1],
+             big_err=bs.mean_error[-1], small_std=bs.std_error[0], big_std=bs.std_error[-1])
+
+
+def bias_text(b: labs.BiasCheck, L: str) -> str:
+    return t("labs.bn.bias", L, diff=_sci(b.max_abs_diff), bias=b.bias_norm, bias_grad=_sci(b.bias_grad_norm),
+             weight_grad=_sci(b.weight_grad_norm))
+
+
+# ---- Lab 4: group convolution -------------------------------------------------------------------
+
+@friendly
+def run_group_conv(cin: float, cout: float, groups: float, size: float, request: gr.Request = None):
+    L = lang(request)
+    try:
+        costs = labs.conv_costs(int(cin), int(cout), int(groups), int(size))
+    except (TypeError, ValueError) as e:
+        raise ValueError(t("labs.group.bad", L, why=str(e))) from None
+    blocks = [labs.block_cost(arch) for arch in labs.BLOCK_PAIR]
+    normal, grouped, depthwise = costs
+    lines = [t("labs.group.result", L, groups=grouped.groups, params=grouped.params, macs=grouped.macs,
+               n_params=normal.params, n_macs=normal.macs, d_params=depthwise.params, d_macs=depthwise.macs,
+               d_out=depthwise.cout, saving=normal.macs / max(grouped.macs, 1))]
+    r, x = blocks
+    lines.append(t("labs.group.blocks", L, r_title=r.title, r_params=r.model_params / 1e6, r_macs=r.model_macs / 1e9,
+                   x_title=x.title, x_params=x.model_params / 1e6, x_macs=x.model_macs / 1e9,
+                   r_block=r.block_params, x_block=x.block_params))
+    return plots.conv_cost_figure(costs, L), plots.group_block_figure(blocks, grouped, L), "\n\n".join(lines)
+
+
+# ---- Layout -------------------------------------------------------------------------------------
 
 def build(ctx) -> None:
     with gr.Tab(ctx("tab.labs"), id="labs"):
-        gr.Markdown("…")
+        gr.Markdown(ctx("labs.intro"))
+
+        with gr.Accordion(ctx("labs.flow.title"), open=True, elem_id="labs-flow"):
+            gr.Markdown(ctx("labs.flow.explain"))
+            with gr.Row():
+                nets = gr.CheckboxGroup(FLOW_NETS, value=["cifar20", "cifar56"], label=ctx("labs.flow.nets"))
+                settings = gr.CheckboxGroup([(ctx(f"labs.setting.{k}"), k) for k in labs.SETTINGS],
+                                            value=["none", "bn"], label=ctx("labs.flow.settings"))
+                batch = gr.Slider(4, 64, DEFAULTS["flow_batch"], step=4, label=ctx("labs.batch_size"))
+            flow_button = gr.Button(ctx("labs.flow.run"), variant="primary", elem_id="labs-flow-button")
+            flow_plot = gr.Plot(label=ctx("labs.flow.plot"), elem_id="labs-flow-plot")
+            flow_text = gr.Markdown(elem_id="labs-flow-text")
+            flow_button.click(run_gradient_flow, [nets, settings, batch], [flow_plot, flow_text],
+                              api_name="gradient_flow")
+
+            gr.Markdown(ctx("labs.race.explain"))
+            with gr.Row():
+                steps = gr.Slider(*LIMITS["race_steps"], DEFAULTS["race_steps"], step=10, label=ctx("labs.race.steps"))
+                race_batch = gr.Slider(8, 64, DEFAULTS["race_batch"], step=8, label=ctx("labs.batch_size"))
+                lr = gr.Number(DEFAULTS["race_lr"], label=ctx("labs.race.lr"), minimum=0.001, maximum=1)
+            with gr.Row():
+                race_button = gr.Button(ctx("labs.race.run"), variant="primary", elem_id="labs-race-button")
+                race_stop = gr.Button(ctx("labs.race.stop"), variant="stop")
+            race_plot = gr.Plot(label=ctx("labs.race.plot"), elem_id="labs-race-plot")
+            race_text = gr.Markdown(elem_id="labs-race-text")
+            race = race_button.click(run_race, [steps, race_batch, lr], [race_plot, race_text], api_name="training_race",
+                                     concurrency_limit=ctx.settings.train_concurrency, concurrency_id="train")
+            race_stop.click(None, None, None, cancels=[race], api_visibility="private")
+
+        with gr.Accordion(ctx("labs.deep.title"), open=False, elem_id="labs-deep"):
+            gr.Markdown(ctx("labs.deep.explain"))
+            with gr.Row():
+                deep_batch = gr.Slider(*LIMITS["deep_batch"], DEFAULTS["deep_batch"], step=1,
+                                       label=ctx("labs.batch_size"))
+                deep_setting = gr.Radio([(ctx(f"labs.setting.{k}"), k) for k in labs.SETTINGS], value="bn",
+                                        label=ctx("labs.flow.settings"))
+            deep_button = gr.Button(ctx("labs.deep.run"), variant="primary", elem_id="labs-deep-button")
+            deep_plot = gr.Plot(label=ctx("labs.deep.plot"))
+            deep_text = gr.Markdown(elem_id="labs-deep-text")
+            deep_button.click(run_deep, [deep_batch, deep_setting], [deep_plot, deep_text], api_name="deep_network",
+                              concurrency_limit=ctx.settings.train_concurrency, concurrency_id="train")
+
+        with gr.Accordion(ctx("labs.bn.title"), open=False, elem_id="labs-bn"):
+            gr.Markdown(ctx("labs.bn.explain"))
+            with gr.Row():
+                image = gr.Image(value=example_photos()[0], type="filepath", sources=["upload", "clipboard"],
+                                 label=ctx("labs.bn.image"), height=240)
+                with gr.Column():
+                    layer = gr.Dropdown(BN_LAYERS, value="bn1", label=ctx("labs.bn.layer"))
+                    channel = gr.Slider(0, 63, 0, step=1, label=ctx("labs.bn.channel"))
+                    pool = gr.Slider(*LIMITS["bn_pool"], DEFAULTS["bn_pool"], step=8, label=ctx("labs.bn.pool"))
+                    bn_button = gr.Button(ctx("labs.bn.run"), variant="primary", elem_id="labs-bn-button")
+            bn_steps_plot = gr.Plot(label=ctx("labs.bn.steps_plot"))
+            bn_steps_text = gr.Markdown(elem_id="labs-bn-steps")
+            with gr.Row():
+                te_plot = gr.Plot(label=ctx("labs.bn.train_eval_plot"))
+                te_text = gr.Markdown(elem_id="labs-bn-train-eval")
+            with gr.Row():
+                stats_plot = gr.Plot(label=ctx("labs.bn.batch_plot"))
+                stats_text = gr.Markdown(elem_id="labs-bn-batch")
+            bn_button.click(make_bn_lab(ctx), [image, layer, channel, pool],
+                            [bn_steps_plot, bn_steps_text, te_plot, te_text, stats_plot, stats_text],
+                            api_name="bn_lab", preprocess=False)
+
+        with gr.Accordion(ctx("labs.group.title"), open=False, elem_id="labs-group"):
+            gr.Markdown(ctx("labs.group.explain"))
+            with gr.Row():
+                cin = gr.Number(DEFAULTS["cin"], label=ctx("labs.group.cin"), precision=0, minimum=1, maximum=4096)
+                cout = gr.Number(DEFAULTS["cout"], label=ctx("labs.group.cout"), precision=0, minimum=1, maximum=4096)
+                groups = gr.Number(DEFAULTS["groups"], label=ctx("labs.group.groups"), precision=0, minimum=1)
+                size = gr.Number(DEFAULTS["size"], label=ctx("labs.group.size"), precision=0, minimum=1, maximum=512)
+            group_button = gr.Button(ctx("labs.group.run"), variant="primary", elem_id="labs-group-button")
+            with gr.Row():
+                cost_plot = gr.Plot(label=ctx("labs.group.cost_plot"))
+                group_text = gr.Markdown(elem_id="labs-group-text")
+            block_plot = gr.Plot(label=ctx("labs.group.block_plot"))
+            group_button.click(run_group_conv, [cin, cout, groups, size], [cost_plot, block_plot, group_text],
+                               api_name="group_conv")

@@ -1,0 +1,53 @@
+"""The Labs tab's endpoints, driven once each through gradio_client on the launched app (small settings)."""
+import pytest
+from gradio_client import handle_file
+
+LAB_ENDPOINTS = ("/gradient_flow", "/training_race", "/deep_network", "/bn_lab", "/group_conv")
+
+
+def test_lab_endpoints_are_named(client):
+    names = client.view_api(print_info=False, return_format="dict")["named_endpoints"]
+    for name in LAB_ENDPOINTS:
+        assert name in names, name
+
+
+def test_gradient_flow_endpoint(client):
+    plot, text = client.predict(["cifar20"], ["none", "bn"], 8, api_name="/gradient_flow")
+    assert plot and "ResNet-20" in text and "plain-20" in text
+    assert "without BatchNorm" in text and "with BatchNorm" in text
+
+
+def test_training_race_endpoint_streams_to_the_end(client):
+    job = client.submit(10, 8, 0.05, api_name="/training_race")
+    outputs = job.result(timeout=120)
+    plot, text = outputs
+    assert plot and "Finished" in text
+    for name in ("plain-20", "plain-56", "ResNet-20", "ResNet-56"):
+        assert name in text
+    assert len(job.outputs()) >= 2  # intermediate figures came before the last one
+
+
+def test_deep_network_endpoint(client):
+    plot, text = client.predict(2, "bn", api_name="/deep_network")
+    assert plot and "ResNet-1202" in text and "19.42 M" in text and "plain-1202" in text
+
+
+def test_bn_lab_endpoint(client, photos):
+    steps_plot, steps_text, te_plot, te_text, stats_plot, stats_text = client.predict(
+        handle_file(str(photos["lion"])), "bn1", 3, 16, api_name="/bn_lab")
+    assert steps_plot and te_plot and stats_plot
+    assert "channel 3" in steps_text and "nn.BatchNorm2d" in steps_text
+    assert "Eval mode says" in te_text
+    # The test checkpoint is an untrained init: its running statistics are gathered before eval mode is used.
+    assert "running statistics were gathered" in te_text
+    assert "batches of 1" in stats_text and "Conv bias before BN" in stats_text
+
+
+def test_group_conv_endpoint_and_a_bad_setting(client):
+    cost_plot, block_plot, text = client.predict(64, 64, 8, 14, api_name="/group_conv")
+    assert cost_plot and block_plot
+    assert "**8 groups**" in text and "4,608" in text and "ResNeXt-50 32×4d" in text
+    with pytest.raises(Exception) as e:
+        client.predict(64, 64, 5, 14, api_name="/group_conv")
+    message = str(e.value)
+    assert "divide" in message and "Traceback" not in message
