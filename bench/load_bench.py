@@ -1,12 +1,14 @@
 """A classroom's load on the real server (``python app.py`` as a subprocess, loopback only):
 
 1. ``/classify`` latency (p50, p95) and throughput with 1, 5 and 20 concurrent clients, beside the bare
-   model's forward time measured in the same run (so the figures read as ratios on any machine);
+   model's forward time measured in the same run (so the figures read as ratios on any machine), and beside
+   the same load on a trivial image endpoint (a Gradio app that returns a constant): what the web layer
+   itself costs per request, clients included, on the same cores;
 2. the server's memory: RSS idle after start, idle with ResNet-50 loaded, and its peak during a fine-tune
    (``VmHWM``, the kernel's high-water mark, and the highest RSS sampled every 50 ms).
 
     python bench/load_bench.py [--arch resnet18] [--requests 40] [--clients 1,5,20] [--weights-dir DIR]
-                               [--finetune-epochs 2] [--skip-finetune]
+                               [--finetune-epochs 2] [--skip-finetune] [--skip-reference]
 
 Without ``--weights-dir`` (or a hub cache) the models have random weights: the same work, offline.
 """
@@ -52,10 +54,22 @@ def vm_hwm_mb(pid: int) -> float:
     return float("nan")
 
 
-class Server:
-    """``python app.py`` on a free loopback port, with its own temporary folders."""
+TRIVIAL_APP = r"""
+import os
+import gradio as gr
+with gr.Blocks() as demo:
+    image, label = gr.Image(type="filepath"), gr.Label()
+    gr.Button().click(lambda x, arch: {"ok": 1.0}, [image, gr.Textbox()], label, api_name="classify",
+                      preprocess=False)
+demo.queue(default_concurrency_limit=int(os.environ.get("RESNET_QUICK_CONCURRENCY", 4)))
+demo.launch(server_name="127.0.0.1", quiet=True)
+"""
 
-    def __init__(self, env_extra: dict[str, str]):
+
+class Server:
+    """``python app.py`` (or ``code``) on a free loopback port, with its own temporary folders."""
+
+    def __init__(self, env_extra: dict[str, str], code: str | None = None):
         import psutil
         self.tmp = tempfile.TemporaryDirectory(prefix="resnet-load-bench-")
         port = free_port()
@@ -65,8 +79,8 @@ class Server:
         env.setdefault("RESNET_ALLOW_DOWNLOAD", "0")
         self.log = open(Path(self.tmp.name) / "server.log", "w")
         t0 = time.perf_counter()
-        self.proc = subprocess.Popen([sys.executable, str(ROOT / "app.py")], cwd=self.tmp.name, env=env,
-                                     stdout=self.log, stderr=subprocess.STDOUT)
+        argv = [sys.executable, "-c", code] if code else [sys.executable, str(ROOT / "app.py")]
+        self.proc = subprocess.Popen(argv, cwd=self.tmp.name, env=env, stdout=self.log, stderr=subprocess.STDOUT)
         self.url = f"http://127.0.0.1:{port}/"
         self.ps = psutil.Process(self.proc.pid)
         import urllib.request
@@ -186,6 +200,7 @@ def main() -> None:
     ap.add_argument("--weights-dir", help="a folder of torchvision checkpoints (RESNET_WEIGHTS_DIR)")
     ap.add_argument("--finetune-epochs", type=int, default=2)
     ap.add_argument("--skip-finetune", action="store_true")
+    ap.add_argument("--skip-reference", action="store_true", help="no trivial-endpoint reference")
     args = ap.parse_args()
     if args.weights_dir:
         os.environ["RESNET_WEIGHTS_DIR"] = str(Path(args.weights_dir).resolve())
@@ -194,17 +209,29 @@ def main() -> None:
     import gradio.media
     photos = [gradio.media.get_image(n) for n in ("lion.jpg", "cheetah.jpg", "tower.jpg", "bus.png")]
 
+    levels = [int(c) for c in args.clients.split(",")]
+    reference = {}
+    if not args.skip_reference:
+        trivial = Server({}, code=TRIVIAL_APP)
+        reference = {n: classify_load(trivial.url, args.arch, photos, n, max(args.requests, n)) for n in levels}
+        trivial.close()
+
     server = Server({})
     print(f"server: python app.py, first page after {server.start_seconds:.1f} s; "
           f"RSS idle {server.settled_rss_mb():.0f} MiB")
     forward, prep = bare_forward_ms(args.arch, photos[0])
     print(f"bare {args.arch} forward, 1 image:   {forward:7.1f} ms   (decode + preprocess {prep:.1f} ms)")
-    print(f"{'clients':>8} {'requests':>9} {'p50 ms':>9} {'p95 ms':>9} {'req/s':>8} {'p50/forward':>12}")
-    for n in (int(c) for c in args.clients.split(",")):
+    print(f"{'clients':>8} {'requests':>9} {'p50 ms':>9} {'p95 ms':>9} {'req/s':>8} {'p50/forward':>12}"
+          + (f" {'trivial p50':>12} {'trivial req/s':>14}" if reference else ""))
+    for n in levels:
         r = classify_load(server.url, args.arch, photos, n, max(args.requests, n))
-        print(f"{r['clients']:>8} {r['requests']:>9} {r['p50']:>9.1f} {r['p95']:>9.1f} {r['throughput']:>8.2f} "
-              f"{r['p50'] / forward:>11.1f}×")
-    print(f"(1 / forward = {1e3 / forward:.1f} images/s: the most a server doing only forwards could answer)")
+        line = (f"{r['clients']:>8} {r['requests']:>9} {r['p50']:>9.1f} {r['p95']:>9.1f} {r['throughput']:>8.2f} "
+                f"{r['p50'] / forward:>11.1f}×")
+        if reference:
+            line += f" {reference[n]['p50']:>12.1f} {reference[n]['throughput']:>14.2f}"
+        print(line)
+    print(f"(1 / forward = {1e3 / forward:.1f} images/s: the most a server doing only forwards could answer"
+          + ("; 'trivial': the same load on an endpoint that returns a constant)" if reference else ")"))
 
     from gradio_client import Client, handle_file
     c = Client(server.url, verbose=False)
