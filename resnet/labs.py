@@ -17,11 +17,10 @@ import torch
 from PIL import Image, ImageDraw
 from torch import nn
 from torch.nn import functional as F
-from torch.utils.flop_counter import FlopCounterMode
 
 from .images import open_image
 from .model import ARCHS, BasicBlock, build_model, conv1x1
-from .summary import layer_table, totals
+from .summary import layer_table, run_counting_macs, totals
 
 MEAN = torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1)
 STD = torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1)
@@ -698,17 +697,16 @@ def conv_formula(cin: int, cout: int, groups: int, kernel: int, size: int) -> tu
 
 
 def measure_conv(cin: int, cout: int, groups: int, kernel: int = 3, size: int = 56, kind: str = "") -> ConvCost:
-    """Build the conv, count its parameters and run it under the FLOP counter."""
+    """Build the conv, count its parameters and its multiply-adds on a real run."""
     if cin % groups or cout % groups:
         raise ValueError(f"the groups ({groups}) must divide both channel counts ({cin} in, {cout} out)")
     conv = nn.Conv2d(cin, cout, kernel, padding=kernel // 2, groups=groups, bias=False)
-    counter = FlopCounterMode(display=False)
-    with torch.no_grad(), counter:
-        conv(torch.zeros(1, cin, size, size))
+    with torch.no_grad():
+        _, macs = run_counting_macs([conv], torch.zeros(1, cin, size, size))
     params = count_params(conv)
     fp, fm = conv_formula(cin, cout, groups, kernel, size)
     return ConvCost(kind or ("normal" if groups == 1 else "depthwise" if groups == cin else "grouped"),
-                    cin, cout, groups, kernel, size, params, counter.get_total_flops() // 2, fp, fm)
+                    cin, cout, groups, kernel, size, params, macs, fp, fm)
 
 
 def conv_costs(cin: int = 128, cout: int = 128, groups: int = 32, size: int = 28, kernel: int = 3) -> list[ConvCost]:
@@ -752,13 +750,11 @@ def block_cost(arch: str, image_size: int = 224) -> BlockCost:
     layers = []
     with torch.no_grad():
         for conv, bn, relu in ((block.conv1, block.bn1, True), (block.conv2, block.bn2, True), (block.conv3, None, False)):
-            counter = FlopCounterMode(display=False)
-            with counter:
-                x = conv(x)
+            x, macs = run_counting_macs([conv], x)
             k = conv.kernel_size[0]
             g = f", {conv.groups} groups" if conv.groups > 1 else ""
             layers.append((f"{k}×{k}, {conv.in_channels}→{conv.out_channels}{g}", count_params(conv),
-                           counter.get_total_flops() // 2))
+                           macs))
             if bn is not None:
                 x = torch.relu(bn(x))
     tot = totals(layer_table(arch, image_size))

@@ -1,9 +1,10 @@
 """The note's layer table, measured on the real model: output sizes, blocks, parameters, multiply-adds."""
 from __future__ import annotations
 
+from functools import lru_cache
+
 import torch
 from torch import nn
-from torch.utils.flop_counter import FlopCounterMode
 
 from .model import ARCHS, STAGE_WIDTHS, STAGES, BasicBlock, build_model
 
@@ -29,28 +30,62 @@ def _rows(model: nn.Module, arch: str, stride_in_1x1: bool):
     yield "fc", [model.avgpool, nn.Flatten(1), model.fc], f"average pool, {model.fc.out_features}-d fc, softmax"
 
 
-@torch.inference_mode()
+def _macs_hook(counter: list):
+    def hook(module, inputs, output):
+        if isinstance(module, nn.Conv2d):
+            kh, kw = module.kernel_size
+            counter[0] += output.numel() * (module.in_channels // module.groups) * kh * kw
+        elif isinstance(module, nn.Linear):
+            counter[0] += output.numel() * module.in_features
+    return hook
+
+
+def run_counting_macs(modules, x: torch.Tensor) -> tuple[torch.Tensor, int]:
+    """Run ``x`` through ``modules`` in turn; multiply-adds of every conv and linear layer inside them.
+
+    Forward hooks on these modules only, so it must be given modules no one else is using (a fresh
+    model). Not ``torch.utils.flop_counter.FlopCounterMode``: a dispatch mode is process-wide, so in
+    a server it would count other users' forward passes too and break their autograd calls. The
+    tests check that both agree on every row.
+    """
+    counter = [0]
+    handles = [m.register_forward_hook(_macs_hook(counter)) for mod in modules for m in mod.modules()
+               if isinstance(m, (nn.Conv2d, nn.Linear))]
+    try:
+        for m in modules:
+            x = m(x)
+    finally:
+        for h in handles:
+            h.remove()
+    return x, counter[0]
+
+
 def layer_table(arch: str, image_size: int = 224, *, stride_in_1x1: bool = False) -> list[dict]:
     """One dict per row (conv1, pool, conv2_x … conv5_x, fc): name, output_size, block, params, macs.
 
-    Sizes come from running the model on an ``image_size`` input; multiply-adds from torch's FLOP
-    counter (which counts 2 FLOPs per multiply-add) over that row's modules alone.
+    Sizes come from running the model on an ``image_size`` input; multiply-adds from counting each
+    conv's and linear layer's work on that run (see ``run_counting_macs``).
     """
-    if not isinstance(image_size, int) or image_size < 32:
+    if not isinstance(image_size, int) or isinstance(image_size, bool) or image_size < 32:
         raise ValueError("image_size must be an integer of at least 32 (five stride-2 steps need it)")
+    if arch not in ARCHS:
+        raise ValueError(f"unknown architecture {arch!r}; choose one of: {', '.join(ARCHS)}")
+    return [dict(row) for row in _measure(arch, image_size, stride_in_1x1)]
+
+
+@lru_cache(maxsize=64)  # a class switching between depths asks for the same few tables again and again
+@torch.inference_mode()
+def _measure(arch: str, image_size: int, stride_in_1x1: bool) -> tuple[dict, ...]:
     model = build_model(arch, stride_in_1x1=stride_in_1x1).eval()
     x = torch.zeros(1, 3, image_size, image_size)
     table = []
     for name, modules, text in _rows(model, arch, stride_in_1x1):
-        counter = FlopCounterMode(display=False)
-        with counter:
-            for m in modules:
-                x = m(x)
+        x, macs = run_counting_macs(modules, x)
         params = sum(p.numel() for m in modules for p in m.parameters())
         size = (1, 1) if x.dim() == 2 else tuple(x.shape[-2:])
         table.append({"name": name, "output_size": size, "block": text, "params": params,
-                      "macs": counter.get_total_flops() // 2})
-    return table
+                      "macs": macs})
+    return tuple(table)
 
 
 def totals(table: list[dict]) -> dict:

@@ -60,3 +60,54 @@ def test_cli_table_json_and_text():
     text = subprocess.run([sys.executable, "-m", "resnet", "table", "resnet152", "--stride-in-1x1"],
                           capture_output=True, text=True, check=True).stdout
     assert "conv4_x" in text and "× 36" in text and "paper: 11.3 G" in text
+
+
+@pytest.mark.parametrize("arch", ["resnet18", "resnext50_32x4d"])
+def test_counted_macs_equal_torchs_flop_counter(arch):
+    """Our hook count agrees with torch.utils.flop_counter (2 FLOPs per multiply-add) on every row."""
+    import torch
+    from torch.utils.flop_counter import FlopCounterMode
+    from resnet.summary import _rows
+    model = resnet.build_model(arch).eval()
+    table = resnet.layer_table(arch, 128)
+    x = torch.zeros(1, 3, 128, 128)
+    with torch.inference_mode():
+        for row, (name, modules, _) in zip(table, _rows(model, arch, False)):
+            counter = FlopCounterMode(display=False)
+            with counter:
+                for m in modules:
+                    x = m(x)
+            assert row["name"] == name and row["macs"] == counter.get_total_flops() // 2
+
+
+def test_layer_table_is_exact_while_other_threads_compute():
+    """A server computes tables while other users run models: counts must not include their work,
+    and their autograd must keep working (a process-wide FLOP-counting mode broke both)."""
+    import threading
+    import torch
+    from resnet.summary import _measure
+    _measure.cache_clear()
+    alone = resnet.layer_table("resnet18", 96)
+    model = resnet.build_model("resnet18")
+    stop, errors = threading.Event(), []
+
+    def busy():
+        try:
+            while not stop.is_set():
+                x = torch.randn(2, 3, 32, 32, requires_grad=True)
+                (g,) = torch.autograd.grad(model(x).sum(), x)
+                assert g.shape == x.shape
+        except Exception as e:  # pragma: no cover - the failure being tested for
+            errors.append(e)
+
+    worker = threading.Thread(target=busy)
+    worker.start()
+    try:
+        tables = []
+        for _ in range(3):
+            _measure.cache_clear()  # measure again each time, with the other thread running
+            tables.append(resnet.layer_table("resnet18", 96))
+    finally:
+        stop.set()
+        worker.join()
+    assert not errors and all(t == alone for t in tables)
