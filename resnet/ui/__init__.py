@@ -24,7 +24,8 @@ def create_app(settings: Settings | None = None, models: ModelCache | None = Non
     models = models or ModelCache(settings.cache_mb, allow_download=settings.allow_download)
     i18n = gr.I18n(**translations())
     ctx = Context(settings, models, i18n)
-    with gr.Blocks(title="ResNet Lab") as demo:
+    # delete_cache: Gradio's copies of uploads and of fine-tuned model files go after an hour.
+    with gr.Blocks(title="ResNet Lab", delete_cache=(900, 3600)) as demo:
         gr.Markdown(i18n("app.title"), elem_id="title")
         gr.Markdown(f"`{devices.describe(models.device)}`", elem_id="device-line")
         with gr.Tabs():

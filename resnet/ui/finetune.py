@@ -196,7 +196,7 @@ def build(ctx) -> None:
     hi = {k: v[1] for k, v in LIMITS.items()}
     with gr.Tab(ctx("tab.finetune"), id="finetune"):
         gr.Markdown(ctx("finetune.intro"))
-        state = gr.State(None, delete_callback=remove_run_dir)
+        state = gr.State(None, time_to_live=3600, delete_callback=remove_run_dir)
         with gr.Row():
             with gr.Column(scale=1):
                 dataset = gr.Radio(DATASETS, value="synthetic", label=ctx("finetune.dataset"), elem_id="ft-dataset")
