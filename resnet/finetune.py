@@ -30,7 +30,8 @@ import torch
 import torch.nn.functional as F
 
 from . import device as devices
-from .data import ImageSet, decode_transform, eval_transform, load_dataset, targets, train_transform
+from .data import (DatasetError, ImageSet, decode_transform, eval_transform, load_dataset, resize_size, targets,
+                   train_transform)
 from .model import ARCHS, build_model
 from .transfer import CACHE_POINTS, STRATEGIES, TransferNet, frozen_features, prepare, save_export
 from .weights import WeightsUnavailable, load_pretrained
@@ -79,6 +80,7 @@ class FinetuneConfig:
     cache_features: bool = True          # False: recompute the frozen part every step (for comparison)
     augmented_views: int = 0             # extra augmented views per training image in the feature cache
     cache_mb: int = 2048                 # above this, ``last`` recomputes its frozen part instead of caching it
+    max_decoded_mb: int = field(default_factory=lambda: int(os.environ.get("RESNET_MAX_DATASET_MB", 1536)))
     val_fraction: float | None = None    # where the dataset has no split (default 0.25 synthetic, 0.2 others)
     synthetic_images: int = 400
     device: str | None = None            # None: resnet.device.pick_device()
@@ -244,6 +246,14 @@ def _run(cfg: FinetuneConfig, cancel, t_run: float, store: dict) -> Iterator[Eve
     dev = devices.pick_device(cfg.device)
     ds = load_dataset(cfg.dataset, val_fraction=cfg.val_fraction, seed=cfg.seed,
                       synthetic_images=cfg.synthetic_images, image_size=cfg.image_size)
+    # Every image is decoded once and kept in memory: refuse before decoding what would not fit, so that a
+    # tiny zip of many small files asked for at a large size cannot take the server's memory.
+    side = resize_size(cfg.image_size)
+    decoded_mb = (len(ds.train) + len(ds.val)) * side * side * 3 / 2**20
+    if decoded_mb > cfg.max_decoded_mb:
+        raise DatasetError(f"{len(ds.train) + len(ds.val)} images at {cfg.image_size} px would need about "
+                           f"{decoded_mb:,.0f} MB of memory, over this server's limit of {cfg.max_decoded_mb:,} MB; "
+                           "use a smaller image size or fewer images.")
     classes = list(ds.classes)
     if any(STRATEGIES[n].pretrained for n in cfg.strategies):
         backbone_state, pretrained, weights_note = _backbone_state(cfg)

@@ -120,6 +120,20 @@ def test_finetune_curves_then_stop(browser, app_server, tmp_path):
     page.close()
 
 
+def test_labs_gradient_flow(browser, app_server, tmp_path):
+    page = browser.new_page(locale="en-US", viewport={"width": 1280, "height": 1100})
+    page.goto(app_server)
+    open_tab(page, "Labs")
+    page.locator("#labs-flow-button").click()
+    playwright.expect(page.locator("#labs-flow-plot img, #labs-flow-plot svg, #labs-flow-plot canvas").first
+                      ).to_be_visible(timeout=120_000)
+    playwright.expect(page.locator("#labs-flow-text")).not_to_be_empty()
+    page.wait_for_timeout(500)
+    shot(page, tmp_path, "labs")
+    no_error_toast(page)
+    page.close()
+
+
 def test_chinese_locale_shows_chinese_labels(browser, app_server, tmp_path):
     page = browser.new_page(locale="zh-CN", viewport={"width": 1280, "height": 900})
     page.goto(app_server)

@@ -246,3 +246,11 @@ def test_cli_finetune_writes_the_summary(checkpoint, tmp_path, capsys):
     assert load_export(tmp_path / "models" / "resnet18-head.pt")[1]["strategy"] == "head"
     assert main(["finetune", "--epochs", "0"]) == 2
     assert "epochs must be a whole number from 1 to 100" in capsys.readouterr().err
+
+
+def test_a_dataset_too_big_to_decode_is_refused_before_decoding():
+    """Many small images asked for at a large size: refused with a sentence, nothing decoded."""
+    cfg = FinetuneConfig(strategies="head", epochs=1, synthetic_images=40, image_size=512, batch_size=8,
+                         allow_download=False, max_decoded_mb=10)
+    with pytest.raises(ValueError, match="over this server's limit of 10 MB"):
+        list(run(cfg))
