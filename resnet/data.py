@@ -10,7 +10,6 @@ bounded (``ZIP_LIMITS``). Errors are ``DatasetError`` with one sentence a teache
 """
 from __future__ import annotations
 
-import hashlib
 import math
 import os
 import re
@@ -32,6 +31,7 @@ from torchvision import datasets
 from torchvision.transforms import v2
 
 from .images import BadImage, open_image
+from .weights import sha256 as file_sha256
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -487,14 +487,6 @@ def data_dir() -> Path:
     return Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "resnet-lab"
 
 
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 def download(url: str, dst: Path, *, sha256: str | None = None, max_bytes: int = HYMENOPTERA["max_download_bytes"],
              timeout: float = 30) -> Path:
     """Download ``url`` to ``dst`` through a ``.partial`` file, size-capped and hash-checked."""
@@ -518,7 +510,7 @@ def download(url: str, dst: Path, *, sha256: str | None = None, max_bytes: int =
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
-    got = _sha256(tmp)
+    got = file_sha256(tmp)
     if sha256 and got != sha256.lower():
         tmp.unlink(missing_ok=True)
         raise DatasetError(f"The file downloaded from {url} does not match its expected checksum; it was deleted.")
@@ -541,10 +533,10 @@ def hymenoptera(*, cache_dir: str | os.PathLike | None = None, url: str | None =
         archive = cache / "hymenoptera_data.zip"
         recorded = cache / "hymenoptera_data.zip.sha256"
         expected = pinned or (recorded.read_text().strip() if recorded.is_file() else None)
-        if not archive.is_file() or (expected and _sha256(archive) != expected.lower()):
+        if not archive.is_file() or (expected and file_sha256(archive) != expected.lower()):
             download(url, archive, sha256=expected, timeout=timeout)
         if not recorded.is_file():
-            recorded.write_text(_sha256(archive) + "\n")
+            recorded.write_text(file_sha256(archive) + "\n")
         staging = cache / (HYMENOPTERA["folder"] + ".partial")
         shutil.rmtree(staging, ignore_errors=True)
         extract_zip(archive, staging)
