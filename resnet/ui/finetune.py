@@ -9,6 +9,7 @@ from pathlib import Path
 
 import gradio as gr
 
+from .. import device as devices
 from ..finetune import LIMITS, FinetuneConfig, run
 from ..i18n import t
 from ..plots_training import training_figure
@@ -118,7 +119,8 @@ def make_handlers(ctx, runs: Runs):
         last_ui = 0.0
         skip = gr.skip()
         try:
-            yield (t("finetune.status_start", L, dataset=dataset if dataset != "upload" else "zip", device="…"),
+            yield (t("finetune.status_start", L, dataset=dataset if dataset != "upload" else "zip",
+                     device=devices.describe(devices.pick_device())),
                    None, [], None, gr.update(choices=[], value=None), state)
             for ev in run(cfg, cancel=cancel):
                 if ev.kind == "start":
