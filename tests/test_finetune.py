@@ -112,9 +112,9 @@ def test_cached_validation_agrees_with_the_full_forward_pass(frozen_run):
 
 # ---------------------------------------------------------------- learning, determinism, labels
 
-@pytest.mark.xfail(run=False, reason="open: ResNet-18 from random weights at 32 px does not yet beat chance on the "
-                   "synthetic set in a short run (best val 0.32 for 4 classes after 6 epochs); needs a retuned "
-                   "set or run size")
+@pytest.mark.xfail(run=False, reason="open (issue 3): from random init, training accuracy rises (0.28 → 0.47 in 6 "
+                   "epochs at 48 px) but eval-mode validation stays at chance (one class predicted); suspect BatchNorm "
+                   "running statistics lagging the weights after few steps — investigate before re-enabling")
 def test_short_run_clearly_beats_chance_for_all_and_scratch(checkpoint):
     cfg = FinetuneConfig(strategies="all,scratch", epochs=6, synthetic_images=480, lr=2e-3, weights=str(checkpoint),
                          **TINY)
