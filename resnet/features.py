@@ -12,6 +12,8 @@ autograd on. Every call keeps its own tensors, so concurrent users never share s
 """
 from __future__ import annotations
 
+from functools import lru_cache
+
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -160,17 +162,21 @@ def grad_cam(model: nn.Module, image, target=None, *, image_size: int | None = N
 
 
 def stage_info(model: nn.Module, image_size: int = 224) -> list[dict]:
-    """Per stage: name, graph node, output shape (C, H, W) at ``image_size`` and its meaning (en, zh-CN).
-
-    Shapes come from a weightless copy (``meta`` device) fed a ``meta`` tensor: exact, and free.
-    """
-    with torch.device("meta"):
-        twin = build_model(model.arch) if getattr(model, "arch", None) else None
-    if twin is None:
+    """Per stage: name, graph node, output shape (C, H, W) at ``image_size`` and its meaning (en, zh-CN)."""
+    arch = getattr(model, "arch", None)
+    if arch is None:
         raise ValueError("stage_info needs a model built by resnet.build_model")
-    out = stage_outputs(twin.eval(), torch.empty(1, 3, image_size, image_size, device="meta"))
-    return [{"stage": s, "node": STAGE_NODES[s], "shape": tuple(out[s].shape[1:]), "meaning": STAGE_MEANING[s]}
-            for s in ALL_STAGES]
+    shapes = _stage_shapes(arch, int(image_size))
+    return [{"stage": s, "node": STAGE_NODES[s], "shape": shapes[s], "meaning": STAGE_MEANING[s]} for s in ALL_STAGES]
+
+
+@lru_cache(maxsize=64)  # building even a weightless ResNet-152 takes ~0.6 s: once per (arch, size), not per request
+def _stage_shapes(arch: str, image_size: int) -> dict[str, tuple[int, int, int]]:
+    """Exact shapes from a weightless copy (``meta`` device) fed a ``meta`` tensor: no memory, no arithmetic."""
+    with torch.device("meta"):
+        twin = build_model(arch).eval()
+    out = stage_outputs(twin, torch.empty(1, 3, image_size, image_size, device="meta"))
+    return {s: tuple(out[s].shape[1:]) for s in ALL_STAGES}
 
 
 __all__ = ["ALL_STAGES", "STAGE_NODES", "STAGE_MEANING", "feature_maps", "strongest_channels", "grad_cam",
