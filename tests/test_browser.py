@@ -23,6 +23,7 @@ def browser():
 def shot(page, tmp_path: Path, name: str) -> Path:
     """Save a screenshot in the test's folder; RESNET_UPDATE_SCREENSHOTS=1 also refreshes the README's copies."""
     path = tmp_path / f"{name}.png"
+    page.wait_for_timeout(500)  # let results fade in (cosmetic: the assertions before a shot never sleep)
     page.evaluate("window.scrollTo(0, 0)")
     page.screenshot(path=path, full_page=False)
     if os.environ.get("RESNET_UPDATE_SCREENSHOTS") == "1":
@@ -66,7 +67,6 @@ def test_architecture_and_classify(browser, app_server, photos, tmp_path):
     playwright.expect(page.locator("#classify-info")).to_contain_text("pretrained ImageNet weights", timeout=60_000)
     playwright.expect(label).not_to_contain_text("Waiting", timeout=60_000)
     assert label.inner_text().strip()
-    page.wait_for_timeout(500)  # let the result fade in before the screenshot (the assertions above do not sleep)
     shot(page, tmp_path, "classify")
     no_error_toast(page)
     page.close()
@@ -80,7 +80,6 @@ def test_feature_maps(browser, app_server, tmp_path):
     info = page.locator("#features-info")
     playwright.expect(info).to_contain_text("512×7×7", timeout=120_000)
     playwright.expect(page.locator("#features-grid img, #features-grid canvas, #features-grid svg").first).to_be_visible()
-    page.wait_for_timeout(500)
     shot(page, tmp_path, "features")
     no_error_toast(page)
     page.close()
@@ -107,7 +106,6 @@ def test_finetune_curves_then_stop(browser, app_server, tmp_path):
     playwright.expect(status).to_contain_text("Best:", timeout=120_000)
     playwright.expect(page.locator("#ft-curves img, #ft-curves svg, #ft-curves canvas").first).to_be_visible()
     playwright.expect(page.locator("#ft-results")).to_contain_text("4,004")
-    page.wait_for_timeout(500)
     shot(page, tmp_path, "finetune")
     # A long run, stopped from the page once it is training.
     page.get_by_label("all", exact=True).check()
@@ -127,7 +125,6 @@ def test_labs_gradient_flow(browser, app_server, tmp_path):
     page.locator("#labs-flow-button").click()
     playwright.expect(page.locator("#labs-flow-text")).not_to_be_empty(timeout=120_000)
     playwright.expect(page.locator("#labs-flow-plot img").first).to_be_visible()
-    page.wait_for_timeout(500)
     shot(page, tmp_path, "labs")
     no_error_toast(page)
     page.close()
