@@ -77,13 +77,13 @@ def _device() -> torch.device:
 
 
 @torch.no_grad()
-def _evaluate(net, loader, dev) -> tuple[float, float]:
+def _evaluate(net, loader, dev, size: int) -> tuple[float, float]:
     """Loss and accuracy over the whole validation set, summed across ranks."""
     net.eval()
     totals = torch.zeros(3, dtype=torch.float64, device=dev)
     for x, y in loader:
-        x, y = x.to(dev), y.to(dev)
-        with devices.autocast(dev):
+        x, y = devices.layout(x.to(dev), dev, size), y.to(dev)
+        with devices.autocast(dev, size):
             logits = net(x)
         totals += torch.tensor([F.cross_entropy(logits.float(), y, reduction="sum").item(),
                                 (logits.argmax(1) == y).sum().item(), len(y)], dtype=torch.float64, device=dev)
@@ -111,7 +111,7 @@ def run_cli(args) -> int:
             net = prepare(name, cfg.arch, len(ds.classes), backbone_state=backbone_state)
             if dev.type == "cuda":
                 net.backbone = torch.nn.SyncBatchNorm.convert_sync_batchnorm(net.backbone)
-            net = devices.prepare(net, dev)
+            net = devices.prepare(net, dev, cfg.image_size)
             trainable, total = net.param_counts()
             ddp = DistributedDataParallel(net, device_ids=[dev.index] if dev.type == "cuda" else None)
             sampler = DistributedSampler(train_set, num_replicas=world, rank=rank, shuffle=True, seed=cfg.seed,
@@ -126,8 +126,8 @@ def run_cli(args) -> int:
                 sampler.set_epoch(epoch)
                 ddp.train()
                 for x, y in loader:
-                    x, y = x.to(dev), y.to(dev)
-                    with devices.autocast(dev):
+                    x, y = devices.layout(x.to(dev), dev, cfg.image_size), y.to(dev)
+                    with devices.autocast(dev, cfg.image_size):
                         loss = F.cross_entropy(ddp(x).float(), y)
                     opt.zero_grad(set_to_none=True)
                     scaler.scale(loss).backward()
@@ -135,7 +135,7 @@ def run_cli(args) -> int:
                     scaler.update()
                 if dev.type != "cuda":
                     average_bn_statistics(net)
-                val_loss, val_acc = _evaluate(net, val_loader, dev)
+                val_loss, val_acc = _evaluate(net, val_loader, dev, cfg.image_size)
                 best = max(best, val_acc)
                 history.append({"epoch": epoch, "val_loss": val_loss, "val_acc": val_acc})
                 if rank == 0:

@@ -87,7 +87,7 @@ class ModelCache:
             model, pretrained, source = build_model(arch).eval(), False, str(e)
         for p in model.parameters():
             p.requires_grad_(False)
-        model = devices.prepare(model, self.device)
+        model = devices.prepare(model, self.device, amp=False)
         return LoadedModel(model, arch, pretrained, source, model_megabytes(model))
 
     def _evict(self) -> None:

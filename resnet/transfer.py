@@ -203,7 +203,8 @@ def save_export(net: TransferNet | ResNet, path: str | os.PathLike, *, classes: 
     path.parent.mkdir(parents=True, exist_ok=True)
     torch.save({"arch": model.arch, "num_classes": int(model.fc.out_features), "classes": list(classes),
                 "strategy": strategy, "image_size": int(image_size), "pretrained": bool(pretrained),
-                "state_dict": {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}}, path)
+                "state_dict": {k: v.detach().cpu().clone(memory_format=torch.contiguous_format)
+                               for k, v in model.state_dict().items()}}, path)
     return path
 
 

@@ -67,6 +67,20 @@ def test_synthetic_is_not_separable_by_colour():
     assert (pred == yva).mean() < 0.45
 
 
+def test_plain_synthetic_keeps_only_the_geometry():
+    """plain=True: a white shape on black, still at a random place, size and angle; the same classes."""
+    ds = data.synthetic(16, image_size=64, seed=0, plain=True)
+    assert ds.classes == data.synthetic(16, image_size=64, seed=0).classes and "plain" in ds.source
+    masks = []
+    for i in range(len(ds.train)):
+        a = np.asarray(ds.train[i][0])
+        assert (a[..., 0] == a[..., 1]).all() and (a[..., 0] == a[..., 2]).all()  # grey levels only
+        white = a[..., 0] > 127
+        assert 0.03 < white.mean() < 0.5 and not white[0, 0]
+        masks.append(white)
+    assert not any(np.array_equal(masks[0], m) for m in masks[1:])
+
+
 def test_transforms_eval_matches_decoded_path_and_train_is_random():
     img = data.synthetic(8, image_size=100).train[0][0]
     e = data.eval_transform(64)(img)
