@@ -60,6 +60,14 @@ class DatasetError(ValueError):
     """A dataset that cannot be used; the message is one sentence for the UI."""
 
 
+class DamagedImage(DatasetError):
+    """One image of a data set that passed the header check but cannot be decoded; the engine skips it."""
+
+    def __init__(self, name: str, reason: str):
+        self.name, self.reason = name, reason
+        super().__init__(f"The image {name} could not be read: {reason}")
+
+
 @dataclass
 class ImageSet:
     """Class names and train/val splits of ``(PIL image, label)``; ``skipped`` counts files left out."""
@@ -312,8 +320,8 @@ class _FileCheck:
 def _load_image(path: str) -> Image.Image:
     try:
         return open_image(path)
-    except BadImage:
-        raise DatasetError(f"The image {Path(path).name} is damaged and could not be read.") from None
+    except BadImage as e:
+        raise DamagedImage(Path(path).name, str(e)) from None
 
 
 def _folder(root: Path, check: _FileCheck) -> _ImageFolder:

@@ -33,10 +33,11 @@ from typing import Iterator
 
 import torch
 import torch.nn.functional as F
+from torch.utils.data import Subset
 
 from . import device as devices
-from .data import (DatasetError, ImageSet, decode_transform, eval_transform, load_dataset, resize_size, targets,
-                   train_transform)
+from .data import (DamagedImage, DatasetError, ImageSet, decode_transform, eval_transform, load_dataset,
+                   resize_size, targets, train_transform)
 from .model import ARCHS, build_model
 from .transfer import CACHE_POINTS, STRATEGIES, TransferNet, frozen_features, prepare, save_export
 from .weights import WeightsUnavailable, load_pretrained
@@ -289,18 +290,34 @@ def _run(cfg: FinetuneConfig, cancel, t_run: float, store: dict) -> Iterator[Eve
         # 1. Decode and resize every image once.
         t0 = time.perf_counter()
         decode = decode_transform(cfg.image_size)
+        damaged: list[DamagedImage] = []
+        decoded = {}
         for split in ("train", "val"):
             data, n = getattr(ds, split), len(getattr(ds, split))
-            images = []
+            labels = targets(data)
+            images, kept = [], []
             for i in range(n):
                 if stopped():
                     raise _Cancelled
-                images.append(decode(data[i][0]))
+                try:
+                    images.append(decode(data[i][0]))
+                    kept.append(labels[i])
+                except DamagedImage as e:  # its header looked fine; skip it and say so, as for other bad files
+                    damaged.append(e)
                 if (i + 1) % 32 == 0 or i + 1 == n:
                     yield Event("prepare", step=i + 1, steps=n, seconds=time.perf_counter() - t_run,
                                 message=f"decoding {split} images")
+            decoded[split] = (images, kept, labels)
+        if damaged:
+            _refill_splits(decoded, classes, damaged, split_given=not _split_by_us(ds))
+        for split, (images, kept, _) in decoded.items():
             store[split + "_u8"] = torch.stack(images)
-            store[split + "_y"] = torch.tensor(targets(data), dtype=torch.long)
+            store[split + "_y"] = torch.tensor(kept, dtype=torch.long)
+        if damaged:
+            names = ", ".join(e.name for e in damaged[:3]) + (" …" if len(damaged) > 3 else "")
+            notes.append(f"Skipped {len(damaged)} damaged image(s) that could not be decoded ({names}); the first: "
+                         f"{damaged[0].reason}")
+            result.dataset.update(damaged=len(damaged), n_train=len(store["train_y"]), n_val=len(store["val_y"]))
         ev = eval_transform(cfg.image_size, decoded=True)
         store["val_x"] = torch.stack([ev(img) for img in store["val_u8"]])
         result.decode_seconds = time.perf_counter() - t0
@@ -320,6 +337,30 @@ def _run(cfg: FinetuneConfig, cancel, t_run: float, store: dict) -> Iterator[Eve
         yield finish("cancelled")
         return
     yield finish("done")
+
+
+def _split_by_us(ds: ImageSet) -> bool:
+    """Were train and val drawn from one pool by ``stratified_split`` (rather than given as folders)?"""
+    return isinstance(ds.train, Subset) and isinstance(ds.val, Subset) and ds.train.dataset is ds.val.dataset
+
+
+def _refill_splits(decoded: dict, classes: list[str], damaged: list, *, split_given: bool) -> None:
+    """After skipping damaged images, a class may have lost every image of one split. Where we made the split,
+    one image moves over from the other side (which must keep one); a split given in folders is kept as it
+    was, and the message says which class ran out."""
+    for split, other in (("val", "train"), ("train", "val")):
+        images, kept, before = decoded[split]
+        o_images, o_kept, _ = decoded[other]
+        for k, name in enumerate(classes):
+            if k not in before or k in kept:
+                continue
+            if split_given or o_kept.count(k) < 2:
+                raise DatasetError(f"After skipping {len(damaged)} damaged image(s), the class '{name}' has no "
+                                   f"{'training' if split == 'train' else 'validation'} images left; replace the "
+                                   f"damaged files (the first: {damaged[0].name}).")
+            j = len(o_kept) - 1 - o_kept[::-1].index(k)
+            images.append(o_images.pop(j))
+            kept.append(o_kept.pop(j))
 
 
 def _cache(cfg, names, backbone_state, dev, store, result, stopped, t_run) -> Iterator[Event]:

@@ -7,13 +7,14 @@ import json
 import math
 import threading
 import time
+from pathlib import Path
 
 import pytest
 import torch
 import torch.nn.functional as F
 
 from resnet import WeightsUnavailable, build_model, classify
-from resnet.data import decode_transform, eval_transform, synthetic, targets
+from resnet.data import DatasetError, decode_transform, eval_transform, load_dataset, synthetic, targets
 from resnet.finetune import LIMITS, FinetuneConfig, RunResult, check_setting, run
 from resnet.plots_training import training_figure
 from resnet.transfer import STRATEGIES, TransferNet, frozen_features, load_export, prepare
@@ -276,3 +277,38 @@ def test_a_dataset_too_big_to_decode_is_refused_before_decoding():
                          allow_download=False, max_decoded_mb=10)
     with pytest.raises(ValueError, match="over this server's limit of 10 MB"):
         list(run(cfg))
+
+
+# ---------------------------------------------------------------- damaged images inside a good data set
+
+def _write_folder(root, layout: dict[str, bytes]):
+    for name, payload in layout.items():
+        path = root / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(payload)
+    return root
+
+
+def test_damaged_images_are_skipped_counted_and_the_split_refilled(checkpoint, tmp_path):
+    """A file whose header looks fine but which cannot be decoded is skipped and named in the notes. Where the
+    engine made the split and a class lost its only validation image, a training image of that class moves over;
+    where the split was given in folders, a class left without images is a clear error."""
+    import corpus
+    truncated = corpus.image_bytes()["truncated.jpg"]
+    good = {f"{c}/{i}.png": corpus.class_image(k, i) for k, c in enumerate(("ants", "bees")) for i in range(3)}
+    root = _write_folder(tmp_path / "auto", {**good, "ants/zz_broken.jpg": truncated})
+    ds = load_dataset(str(root), val_fraction=0.25, seed=5)
+    assert [Path(ds.val.dataset.samples[i][0]).name for i in ds.val.indices][0] == "zz_broken.jpg"  # ants' only
+    cfg = FinetuneConfig(dataset=str(root), strategies="head", epochs=1, val_fraction=0.25, seed=5,
+                         weights=str(checkpoint), **TINY)
+    result = last_event(cfg)[-1].result
+    assert result.dataset["damaged"] == 1 and (result.dataset["n_train"], result.dataset["n_val"]) == (4, 2)
+    note = next(n for n in result.notes if n.startswith("Skipped 1 damaged image"))
+    assert "zz_broken.jpg" in note and "damaged or truncated" in note
+
+    given = {f"train/{k}": v for k, v in good.items()}
+    given |= {"val/ants/broken.jpg": truncated, "val/bees/0.png": corpus.class_image(1, 9)}
+    root = _write_folder(tmp_path / "given", given)
+    cfg = FinetuneConfig(dataset=str(root), strategies="head", epochs=1, weights=str(checkpoint), **TINY)
+    with pytest.raises(DatasetError, match=r"class 'ants' has no validation images left.*broken\.jpg"):
+        last_event(cfg)
