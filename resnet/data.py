@@ -324,9 +324,10 @@ def _load_image(path: str) -> Image.Image:
         raise DamagedImage(Path(path).name, str(e)) from None
 
 
-def _folder(root: Path, check: _FileCheck) -> _ImageFolder:
+def _folder(root: Path, check: _FileCheck, where: str) -> _ImageFolder:
+    """``where`` names the folder in messages (the zip's name, never the temporary folder it was extracted to)."""
     if not _subdirs(root):
-        _no_classes(root, root.name)
+        _no_classes(root, where)
     return _ImageFolder(str(root), loader=_load_image, is_valid_file=check, allow_empty=True)
 
 
@@ -390,7 +391,8 @@ def from_folder(path: str | os.PathLike, *, val_fraction: float = 0.2, seed: int
     split = _split_dirs(root)
     label = name or path.name
     if split:
-        train, val = _folder(split[0], check), _folder(split[1], check)
+        train = _folder(split[0], check, f"{label}/{split[0].name}")
+        val = _folder(split[1], check, f"{label}/{split[1].name}")
         _check_classes(train, f"{label}/{split[0].name}")
         if train.classes != val.classes:
             raise DatasetError(f"The train and val folders of {label} have different class folders "
@@ -400,7 +402,7 @@ def from_folder(path: str | os.PathLike, *, val_fraction: float = 0.2, seed: int
         result = ImageSet(label, list(train.classes), train, val, source=str(path), skipped=check.skipped,
                           notes=["train/val split as given in the folders"])
     else:
-        whole = _folder(root, check)
+        whole = _folder(root, check, label)
         _check_classes(whole, label)
         tr, va = stratified_split(whole.targets, val_fraction, seed)
         result = ImageSet(label, list(whole.classes), Subset(whole, tr), Subset(whole, va), source=str(path),
@@ -492,10 +494,13 @@ def from_zip(path: str | os.PathLike, *, val_fraction: float = 0.2, seed: int = 
     if not path.is_file():
         raise DatasetError(f"There is no file at {path}.")
     tmp = tempfile.TemporaryDirectory(prefix="resnet-data-")
-    counts = extract_zip(path, tmp.name, limits=limits)
-    name = path.stem
-    ds = from_folder(tmp.name, val_fraction=val_fraction, seed=seed, name=name,
-                     max_depth={**ZIP_LIMITS, **(limits or {})}["max_depth"])
+    try:
+        counts = extract_zip(path, tmp.name, limits=limits)
+        ds = from_folder(tmp.name, val_fraction=val_fraction, seed=seed, name=path.stem,
+                         max_depth={**ZIP_LIMITS, **(limits or {})}["max_depth"])
+    except BaseException:
+        tmp.cleanup()  # now, not whenever the garbage collector gets to it
+        raise
     ds.source, ds.keep_alive = str(path), tmp
     if counts["skipped"]:
         ds.skipped += counts["skipped"]

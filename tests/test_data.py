@@ -132,11 +132,21 @@ def load_zip(tmp_path, entries, **kw):
     return data.from_zip(make_zip(tmp_path / "upload.zip", entries), **kw)
 
 
+def _extracted() -> set[str]:
+    import tempfile
+    return {p.name for p in Path(tempfile.gettempdir()).glob("resnet-data-*")}
+
+
 def refused(tmp_path, entries, match, **kw):
+    """The zip is refused with one sentence that names the zip (never the temporary folder), and the temporary
+    folder it was extracted to is already gone."""
+    before = _extracted()
     with pytest.raises(DatasetError, match=match) as e:
         load_zip(tmp_path, entries, **kw)
     msg = str(e.value)
     assert msg.endswith(".") and "\n" not in msg and "Traceback" not in msg
+    assert "resnet-data-" not in msg, msg
+    assert _extracted() <= before
     return msg
 
 
