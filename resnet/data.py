@@ -192,7 +192,8 @@ def draw_shape_image(kind: str, size: int, rng: np.random.Generator, bank: np.nd
     if plain:
         img = Image.new("RGB", (size, size))
         r = size * rng.uniform(0.2, 0.36)
-        pts = _rotate(_outline(kind, r, rng.uniform(0.8, 1.0)), rng.uniform(0, 2 * np.pi), *rng.uniform(r, size - r, 2))
+        centre = rng.uniform(r, size - r, 2)
+        pts = _rotate(_outline(kind, r, rng.uniform(0.8, 1.0)), rng.uniform(0, 2 * np.pi), *centre)
         draw = ImageDraw.Draw(img)
         if kind == "ring":
             draw.line(pts + pts[:1], fill="white", width=max(2, int(r * 0.25)), joint="curve")

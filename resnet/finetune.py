@@ -273,9 +273,9 @@ def _run(cfg: FinetuneConfig, cancel, t_run: float, store: dict) -> Iterator[Eve
     cached_names = [n for n in cfg.strategies if STRATEGIES[n].cache_point and cfg.cache_features]
     history = {n: {"epoch": [], "train_loss": [], "train_acc": [], "val_loss": [], "val_acc": [], "seconds": []}
                for n in cfg.strategies}
-    result = RunResult(config=cfg.to_dict(), dataset=ds.to_dict(), classes=classes, device=devices.describe(dev, cfg.image_size),
-                       pretrained=pretrained, weights=weights_note, notes=notes, summaries=[], history=history,
-                       seconds=0.0, decode_seconds=0.0, cache_seconds=0.0)
+    result = RunResult(config=cfg.to_dict(), dataset=ds.to_dict(), classes=classes,
+                       device=devices.describe(dev, cfg.image_size), pretrained=pretrained, weights=weights_note,
+                       notes=notes, summaries=[], history=history, seconds=0.0, decode_seconds=0.0, cache_seconds=0.0)
 
     def finish(kind: str) -> Event:
         result.seconds = time.perf_counter() - t_run
