@@ -1,6 +1,7 @@
 """Fine-tuning speed: each strategy with and without the frozen-feature cache, in one run; then the goal check.
 
     python bench/finetune_bench.py [--epochs 5] [--image-size 128] [--images 400] [--strategies all,last,head,replace]
+                                   [--goal-only] [--fp32-reference] [--skip-uncached]
 
 Goal (2 CPU cores): all,last,head on the synthetic set, ResNet-18 at 128 px, ~300 training images, 5 epochs
 each, finishes in ≤ 40 s in total (decode + shared cache + training), and a ``head`` epoch is ≥ 20× faster
@@ -38,6 +39,8 @@ def main() -> None:
     ap.add_argument("--weights", default=None)
     ap.add_argument("--skip-uncached", action="store_true")
     ap.add_argument("--goal-only", action="store_true", help="only the all,last,head goal run")
+    ap.add_argument("--fp32-reference", action="store_true",
+                    help="also run the goal in fp32 (RESNET_CPU_BF16=0) and print the speed-up of bf16")
     args = ap.parse_args()
     weights = args.weights
     if weights is None:
@@ -62,6 +65,23 @@ def main() -> None:
     print(f"epoch time: all {per_epoch['all']:.2f} s, last {per_epoch['last']:.2f} s, head {per_epoch['head']:.4f} s; "
           f"head epochs are {ratio:,.0f}× faster than all epochs (goal ≥ 20×)")
 
+    if args.fp32_reference:
+        import os
+
+        from resnet import device as devices
+        saved = os.environ.get("RESNET_CPU_BF16")
+        os.environ["RESNET_CPU_BF16"] = "0"
+        devices.cpu_bf16_native.cache_clear()
+        try:
+            ref, ref_s = timed_run(FinetuneConfig(strategies=("all", "last", "head"), **common))
+        finally:
+            if saved is None:
+                del os.environ["RESNET_CPU_BF16"]
+            else:
+                os.environ["RESNET_CPU_BF16"] = saved
+            devices.cpu_bf16_native.cache_clear()
+        print(f"the same in fp32: {ref_s:.1f} s (" + ", ".join(f"{s.strategy} {s.seconds:.1f} s" for s in ref.summaries)
+              + f"); this run ({goal.device}) is {ref_s / goal_s:.2f}× as fast")
     if args.goal_only:
         return
     # 2. Each strategy with and without the cache.
