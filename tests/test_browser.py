@@ -26,9 +26,12 @@ def shot(page, tmp_path: Path, name: str) -> Path:
     page.wait_for_timeout(500)  # let results fade in (cosmetic: the assertions before a shot never sleep)
     page.evaluate("window.scrollTo(0, 0)")
     page.screenshot(path=path, full_page=False)
-    if os.environ.get("RESNET_UPDATE_SCREENSHOTS") == "1":
+    if os.environ.get("RESNET_UPDATE_SCREENSHOTS") == "1":  # the README's copy: 960 px wide, 256 colours
+        from PIL import Image
         SCREENSHOTS.mkdir(parents=True, exist_ok=True)
-        shutil.copy(path, SCREENSHOTS / path.name)
+        with Image.open(path) as im:
+            small = im.convert("RGB").resize((960, round(im.height * 960 / im.width)), Image.LANCZOS)
+            small.quantize(256).save(SCREENSHOTS / path.name, optimize=True)
     assert path.stat().st_size > 10_000  # a real rendering, not a blank page
     return path
 
