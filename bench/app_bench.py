@@ -11,42 +11,20 @@ from __future__ import annotations
 
 import argparse
 import os
-import socket
 import statistics
-import subprocess
 import sys
 import time
-import urllib.request
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from load_bench import Server  # noqa: E402 - python app.py on a free port, waited for until it answers
 
 
 def cold_start() -> float:
     """Seconds from spawning ``python app.py`` until its first page answers."""
-    port = free_port()
-    env = dict(os.environ, GRADIO_SERVER_PORT=str(port), GRADIO_SERVER_NAME="127.0.0.1", RESNET_ALLOW_DOWNLOAD="0")
-    t0 = time.perf_counter()
-    proc = subprocess.Popen([sys.executable, "app.py"], cwd=ROOT, env=env, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL)
-    try:
-        while time.perf_counter() - t0 < 120:
-            try:
-                if urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=1).status == 200:
-                    return time.perf_counter() - t0
-            except OSError:
-                time.sleep(0.05)
-        raise RuntimeError("the app did not answer within 120 s")
-    finally:
-        proc.terminate()
-        proc.wait(10)
+    server = Server({})  # offline unless RESNET_ALLOW_DOWNLOAD says otherwise
+    server.close()
+    return server.start_seconds
 
 
 def median_time(fn, repeats: int) -> float:
@@ -78,17 +56,15 @@ def main() -> None:
     from resnet.ui import create_app
 
     photo = gradio.media.get_image("lion.jpg")
-    demo, kwargs = create_app()
-    port = free_port()
-    demo.launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True, **kwargs)
+    demo, kwargs = create_app()  # in this process, on the first free port Gradio finds
+    demo.launch(server_name="127.0.0.1", prevent_thread_lock=True, quiet=True, **kwargs)
 
     with gr.Blocks() as trivial:  # the same kind of endpoint, doing nothing
         img, out = gr.Image(type="filepath"), gr.Label()
         gr.Button().click(lambda x: {"ok": 1.0}, img, out, api_name="echo", preprocess=False)
-    tport = free_port()
-    trivial.launch(server_name="127.0.0.1", server_port=tport, prevent_thread_lock=True, quiet=True)
+    trivial.launch(server_name="127.0.0.1", prevent_thread_lock=True, quiet=True)
 
-    app, echo = Client(f"http://127.0.0.1:{port}/", verbose=False), Client(f"http://127.0.0.1:{tport}/", verbose=False)
+    app, echo = Client(demo.local_url, verbose=False), Client(trivial.local_url, verbose=False)
     cache = ModelCache(allow_download=False)
     model = cache.get(args.arch).model
     x = to_batch(model, photo)
