@@ -310,14 +310,14 @@ def _run(cfg: FinetuneConfig, cancel, t_run: float, store: dict) -> Iterator[Eve
             decoded[split] = (images, kept, labels)
         if damaged:
             _refill_splits(decoded, classes, damaged, split_given=not _split_by_us(ds))
-        for split, (images, kept, _) in decoded.items():
-            store[split + "_u8"] = torch.stack(images)
-            store[split + "_y"] = torch.tensor(kept, dtype=torch.long)
-        if damaged:
             names = ", ".join(e.name for e in damaged[:3]) + (" …" if len(damaged) > 3 else "")
             notes.append(f"Skipped {len(damaged)} damaged image(s) that could not be decoded ({names}); the first: "
                          f"{damaged[0].reason}")
-            result.dataset.update(damaged=len(damaged), n_train=len(store["train_y"]), n_val=len(store["val_y"]))
+            result.dataset.update(damaged=len(damaged), n_train=len(decoded["train"][1]),
+                                  n_val=len(decoded["val"][1]))
+        for split, (images, kept, _) in decoded.items():
+            store[split + "_u8"] = torch.stack(images)
+            store[split + "_y"] = torch.tensor(kept, dtype=torch.long)
         ev = eval_transform(cfg.image_size, decoded=True)
         store["val_x"] = torch.stack([ev(img) for img in store["val_u8"]])
         result.decode_seconds = time.perf_counter() - t0
@@ -533,7 +533,9 @@ def _precise_bn(net: TransferNet, x: torch.Tensor, dev, cached: bool, size: int)
         m.reset_running_stats()
         m.momentum = None  # a plain average over the batches below
     chunks = [x[i:i + EVAL_BATCH] for i in range(0, len(x), EVAL_BATCH)]
-    for xb in chunks if len(chunks[-1]) > 1 or len(chunks) == 1 else chunks[:-1]:
+    if len(chunks[-1]) == 1:  # BatchNorm needs two values per channel (len(x) >= 2, so another chunk exists)
+        chunks.pop()
+    for xb in chunks:
         xb = devices.layout(xb.to(dev), dev, size)
         with devices.autocast(dev, size):
             net.trainable(xb) if cached else net(xb)
