@@ -29,7 +29,7 @@ def cmd_classify(args) -> int:
     except WeightsUnavailable as e:
         if args.weights:
             raise
-        model, note = build_model(args.arch).eval(), f"warning: {e} Using random weights: predictions are meaningless."
+        model, note = build_model(args.arch).eval(), f"warning: {e.detail} Using random weights: predictions are meaningless."
         print(note, file=sys.stderr)
     try:
         top = classify(model, args.image, args.top_k)
@@ -53,7 +53,7 @@ def cmd_weights(args) -> int:
             print(f"{row['arch']:<18} {where}")
         return 0
     for arch in args.archs or ["resnet18"]:
-        path = find_weights(arch, download_ok=False) if _has(arch) else download(arch, progress=True)
+        path = find_weights(arch, download_ok=False) if _has(arch) else download(arch)
         print(f"{arch}: {path}")
     return 0
 
@@ -127,5 +127,5 @@ def main(argv=None) -> int:
     try:
         return args.func(args)
     except (WeightsUnavailable, ValueError) as e:
-        print(f"error: {e}", file=sys.stderr)
+        print(f"error: {getattr(e, 'detail', e)}", file=sys.stderr)  # the operator's version, with paths
         return 2

@@ -3,15 +3,16 @@ from __future__ import annotations
 
 import contextlib
 import functools
-import os
 from pathlib import Path
 
 import torch
 
+from . import config
+
 
 def pick_device(prefer: str | None = None) -> torch.device:
     """``RESNET_DEVICE`` or ``prefer`` wins; else the fastest device present."""
-    name = prefer or os.environ.get("RESNET_DEVICE")
+    name = prefer or config.get("RESNET_DEVICE")
     if name:
         return torch.device(name)
     if torch.cuda.is_available():
@@ -26,9 +27,9 @@ def cpu_bf16_native() -> bool:
     """Does this CPU do bf16 arithmetic in hardware (AMX or AVX512-BF16)? There, bf16 autocast makes a ResNet
     training step about twice as fast; elsewhere bf16 is emulated and slower than fp32.
     ``RESNET_CPU_BF16=1`` / ``0`` overrides the check."""
-    forced = os.environ.get("RESNET_CPU_BF16", "").strip()
-    if forced in ("0", "1"):
-        return forced == "1"
+    forced = config.get("RESNET_CPU_BF16")
+    if forced is not None:
+        return forced
     try:
         flags = set(Path("/proc/cpuinfo").read_text().split())
     except OSError:

@@ -1,29 +1,42 @@
 """Pretrained ImageNet weights: resolve, hash-check, cache and load.
 
-Resolution order: an explicit file → ``$RESNET_WEIGHTS_DIR/<file>`` → torch's hub checkpoint cache
-(``<hub>/checkpoints/<file>``, where torchvision itself caches) → download from torchvision's official
-URL with its SHA-256 prefix checked before the file enters the cache (as torch.hub does). ``<file>`` is torchvision's file name, e.g. ``resnet18-f37072fd.pth``.
-Class names and preprocessing come from torchvision's weights metadata.
+Resolution order: an explicit file → ``$RESNET_WEIGHTS_DIR`` → torch's hub checkpoint cache
+(``<hub>/checkpoints``, where torchvision itself caches) → download from torchvision's official URL (or an
+https mirror) with its SHA-256 prefix checked before the file enters the cache (as torch.hub does).
+In both folders torchvision's file name (e.g. ``resnet18-f37072fd.pth``) comes first, then any other
+``<arch>-<sha256 prefix>.pth`` (torch.hub's naming); every such file must match the hash in its name before
+it is used. Class names and preprocessing come from torchvision's weights metadata.
+
+Exceptions carry visitor-safe sentences (no server paths); ``WeightsUnavailable.detail`` holds the
+operator's version for the log and the command line.
 """
 from __future__ import annotations
 
-import hashlib
+import logging
 import os
 import re
-import urllib.error
 from pathlib import Path
 
 import torch
 from torch import nn
 from torchvision.models import get_model_weights
 
+from . import config, downloads
+from .downloads import file_sha256 as sha256
+from .errors import LabError
 from .model import ARCHS, build_model
 
-HASH_IN_NAME = re.compile(r"-([a-f0-9]+)\.")  # torch.hub's convention: <name>-<sha256 prefix>.<ext>
+log = logging.getLogger("resnet.weights")
+HASH_IN_NAME = re.compile(r"-([a-f0-9]{8,64})\.")  # torch.hub's convention: <name>-<sha256 prefix>.<ext>
+MAX_WEIGHTS_BYTES = 1 << 30  # the largest torchvision ResNet file is about 340 MB
 
 
-class WeightsUnavailable(RuntimeError):
-    """No usable pretrained weights; the message says what happened and what to do."""
+class WeightsUnavailable(LabError, RuntimeError):
+    """No usable pretrained weights; the message says what happened (no server paths), ``detail`` says where."""
+
+    def __init__(self, message: str, detail: str | None = None):
+        super().__init__(message)
+        self.detail = detail or message
 
 
 class WeightsNotFound(WeightsUnavailable):
@@ -64,9 +77,12 @@ def preprocess(arch: str = "resnet18"):
 
 
 def weights_url(arch: str) -> str:
-    """The official URL; ``RESNET_WEIGHTS_BASE_URL`` points at a mirror holding the same file names."""
+    """The official URL; ``RESNET_WEIGHTS_BASE_URL`` points at an https mirror holding the same file names."""
     url = weights_enum(arch).url
-    base = os.environ.get("RESNET_WEIGHTS_BASE_URL")
+    base = config.get("RESNET_WEIGHTS_BASE_URL")
+    if base and not downloads.allowed_url(base):
+        log.warning("ignoring RESNET_WEIGHTS_BASE_URL=%r: only https mirrors are accepted", base)
+        base = None
     return f"{base.rstrip('/')}/{url.rsplit('/', 1)[1]}" if base else url
 
 
@@ -78,21 +94,21 @@ def hub_dir() -> Path:
     return Path(torch.hub.get_dir()) / "checkpoints"
 
 
+def folders() -> list[Path]:
+    """Where checkpoints are looked for, in order: ``RESNET_WEIGHTS_DIR``, then the hub cache."""
+    folder = config.get("RESNET_WEIGHTS_DIR")
+    return ([Path(folder)] if folder else []) + [hub_dir()]
+
+
 def candidates(arch: str) -> list[Path]:
-    """Where a checkpoint for ``arch`` is looked for, in order."""
+    """Checkpoint files for ``arch``, in order: torchvision's name first, then ``<arch>-<hash>.pth``, per folder."""
     paths = []
-    if os.environ.get("RESNET_WEIGHTS_DIR"):
-        paths.append(Path(os.environ["RESNET_WEIGHTS_DIR"]) / file_name(arch))
-    paths.append(hub_dir() / file_name(arch))
+    for folder in folders():
+        official = folder / file_name(arch)
+        others = sorted(p for p in folder.glob(f"{arch}-*.pth") if p != official and HASH_IN_NAME.search(p.name)
+                        and p.name[len(arch) + 1:-4].isalnum())  # "resnet50-…" never picks "resnet50_x-…"
+        paths += [official] + others
     return paths
-
-
-def sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def check_hash(path: Path, name: str | None = None) -> None:
@@ -100,44 +116,42 @@ def check_hash(path: Path, name: str | None = None) -> None:
     m = HASH_IN_NAME.search(name or Path(path).name)
     if m and not sha256(path).startswith(m.group(1)):
         raise WeightsHashMismatch(
-            f"{Path(path).name} does not match its expected hash ({m.group(1)}…): the file is damaged or not "
-            f"the official one. Delete it and fetch again with `python -m resnet weights fetch`.")
+            f"The weights file {Path(name or path).name} does not match the hash in its name: it is damaged or not "
+            "the official one.", f"{path} does not match its expected hash ({m.group(1)}…): delete it and fetch "
+            "again with `python -m resnet weights fetch`.")
 
 
-def download(arch: str, *, progress: bool = False) -> Path:
+def download(arch: str) -> Path:
     """Download ``arch``'s weights into the hub cache, hash-checked; returns the cached path."""
     url = weights_url(arch)
     dst = hub_dir() / url.rsplit("/", 1)[1]
-    dst.parent.mkdir(parents=True, exist_ok=True)
-    tmp = dst.with_suffix(".partial")
+    m = HASH_IN_NAME.search(dst.name)
     try:
-        torch.hub.download_url_to_file(url, str(tmp), hash_prefix=None, progress=progress)
-    except (urllib.error.URLError, OSError, ValueError) as e:
-        tmp.unlink(missing_ok=True)
+        return downloads.fetch(url, dst, max_bytes=MAX_WEIGHTS_BYTES, sha256_prefix=m.group(1) if m else None)
+    except downloads.HashMismatch as e:
+        raise WeightsHashMismatch(f"The downloaded {arch} weights do not match their expected hash; they were "
+                                  "deleted.", f"{url}: {e}") from None
+    except downloads.DownloadFailed as e:
         raise WeightsOffline(
-            f"Could not download {arch} weights from {url} ({getattr(e, 'reason', e)}). You are probably offline: "
-            f"run `python -m resnet weights fetch {arch}` on a connected machine and copy {dst.name} into "
-            f"{hub_dir()} or a folder named by RESNET_WEIGHTS_DIR.") from None
-    try:
-        check_hash(tmp, dst.name)
-    except WeightsHashMismatch:
-        tmp.unlink(missing_ok=True)
-        raise
-    tmp.replace(dst)
-    return dst
+            f"Could not download the {arch} weights: {e} Run `python -m resnet weights fetch {arch}` on a connected "
+            "machine and copy the file into the folder named by RESNET_WEIGHTS_DIR.",
+            f"download of {url} failed ({e}); run `python -m resnet weights fetch {arch}` on a connected machine "
+            f"and copy {dst.name} into {hub_dir()} or a folder named by RESNET_WEIGHTS_DIR.") from None
 
 
 def read_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
     """Load a checkpoint safely (``weights_only=True``: no code in the file can run)."""
     path = Path(path)
     if not path.is_file():
-        raise WeightsNotFound(f"No weights file at {path}. Check the path, or leave it empty to use the cache.")
+        raise WeightsNotFound(f"No weights file named {path.name}. Check the path, or leave it empty to use the "
+                              "cache.", f"No weights file at {path}.")
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # truncated zip, random bytes, a pickle with code in it …
         raise WeightsCorrupt(
-            f"{path.name} is not a readable PyTorch checkpoint ({type(e).__name__}: {str(e).splitlines()[0][:160]}). "
-            "It may be truncated, not a checkpoint at all, or contain code, which is never run.") from None
+            f"{path.name} is not a readable PyTorch checkpoint. It may be truncated, not a checkpoint at all, or "
+            "contain code, which is never run.",
+            f"{path}: {type(e).__name__}: {str(e).splitlines()[0][:160] if str(e) else ''}") from None
     if isinstance(obj, dict):
         for key in ("state_dict", "model"):  # our fine-tune export and common training scripts
             if isinstance(obj.get(key), dict):
@@ -167,26 +181,39 @@ def load_state_dict_checked(model: nn.Module, state: dict[str, torch.Tensor], ar
 
 
 def find_weights(arch: str, *, path: str | os.PathLike | None = None, download_ok: bool = True) -> Path:
-    """The checkpoint file for ``arch`` by the resolution order above (downloading if allowed)."""
+    """The checkpoint file for ``arch`` by the resolution order above (downloading if allowed). A file found in
+    a folder must match the hash in its name; one that does not is skipped, and the operator's log says so."""
     if path:
         return Path(path)
     for p in candidates(arch):
         if p.is_file():
-            return p
+            try:
+                check_hash(p)
+                return p
+            except WeightsHashMismatch as e:
+                log.warning("skipping %s", e.detail)
     if not download_ok:
         raise WeightsNotFound(
-            f"No pretrained {arch} weights found (looked in {', '.join(str(p.parent) for p in candidates(arch))}). "
-            f"Run `python -m resnet weights fetch {arch}` while online, or set RESNET_WEIGHTS_DIR to a folder "
-            f"holding {file_name(arch)}.")
+            f"No pretrained {arch} weights on this server. Run `python -m resnet weights fetch {arch}` while "
+            f"online, or set RESNET_WEIGHTS_DIR to a folder holding {file_name(arch)}.",
+            f"No pretrained {arch} weights found (looked in {', '.join(str(p) for p in folders())}).")
     return download(arch)
+
+
+def describe_source(file: Path, arch: str) -> str:
+    """What a visitor may read about the weights: the file's name (never its folder)."""
+    if file.name == file_name(arch):
+        return f"torchvision's ImageNet weights {weights_enum(arch).name} ({file.name}, hash checked)"
+    return f"{file.name} (hash checked)" if HASH_IN_NAME.search(file.name) else file.name
 
 
 def load_pretrained(arch: str, *, path: str | os.PathLike | None = None, download: bool = True) -> nn.Module:
     """``arch`` with ImageNet weights, in eval mode. Raises ``WeightsUnavailable`` with what to do."""
-    file = find_weights(arch, path=path, download_ok=download)  # downloads are hash-checked, as torch.hub does
+    file = find_weights(arch, path=path, download_ok=download)  # every file with a hash in its name is checked
     model = build_model(arch)
     load_state_dict_checked(model, read_state_dict(file), arch, file.name)
-    model.weights_source = str(file)
+    model.weights_source = describe_source(file, arch)
+    model.weights_file = str(file)
     return model.eval()
 
 

@@ -21,13 +21,15 @@ def free_port() -> int:
 
 @pytest.fixture(scope="session")
 def weights_dir(tmp_path_factory) -> Path:
-    """A folder with a ResNet-18 checkpoint under torchvision's file name: torchvision's own model,
-    seeded random init (no real ImageNet weights can be had offline)."""
+    """A folder with a ResNet-18 checkpoint named as torch.hub names files, ``resnet18-<its sha256 prefix>.pth``:
+    torchvision's own model, seeded random init (no real ImageNet weights can be had offline)."""
+    import hashlib
     import torchvision
-    from resnet.weights import file_name
     d = tmp_path_factory.mktemp("weights")
     torch.manual_seed(0)
-    torch.save(torchvision.models.resnet18().state_dict(), d / file_name("resnet18"))
+    torch.save(torchvision.models.resnet18().state_dict(), d / "tmp.pth")
+    digest = hashlib.sha256((d / "tmp.pth").read_bytes()).hexdigest()
+    (d / "tmp.pth").rename(d / f"resnet18-{digest[:8]}.pth")
     return d
 
 
@@ -45,7 +47,9 @@ def photos() -> dict[str, Path]:
 def app_env(weights_dir, tmp_path_factory):
     """Environment for an offline app: our test checkpoint for resnet18, no downloads, a private hub cache."""
     env = {"RESNET_WEIGHTS_DIR": str(weights_dir), "RESNET_ALLOW_DOWNLOAD": "0",
-           "TORCH_HOME": str(tmp_path_factory.mktemp("torch_home"))}
+           "TORCH_HOME": str(tmp_path_factory.mktemp("torch_home")),
+           # Every simulated student of these tests comes from 127.0.0.1; the per-address share is tested on its own.
+           "RESNET_JOBS_PER_ADDRESS": "64"}
     old = {k: os.environ.get(k) for k in env}
     os.environ.update(env)
     yield env

@@ -25,14 +25,14 @@ from PIL import Image
 import corpus
 import resnet
 from conftest import ROOT, free_port
-from resnet.weights import file_name
+
 
 CLIENTS, REQUESTS = 20, 5
 
 
 @pytest.fixture(scope="module")
 def model(weights_dir):
-    return resnet.load_pretrained("resnet18", path=weights_dir / file_name("resnet18"))
+    return resnet.load_pretrained("resnet18", path=next(weights_dir.glob("resnet18-*.pth")))
 
 
 @pytest.fixture(scope="module")

@@ -51,21 +51,41 @@ def test_explicit_file_wins_and_logits_match(isolated):
         assert (m(x) - ref(x)).abs().max() <= 1e-5
 
 
+def hash_named(folder: Path, arch="resnet18") -> Path:
+    """A checkpoint saved under torch.hub's naming, ``<arch>-<sha256 prefix>.pth``, its hash its own."""
+    folder.mkdir(parents=True, exist_ok=True)
+    tv_checkpoint(folder / "tmp.pth", arch)
+    digest = hashlib.sha256((folder / "tmp.pth").read_bytes()).hexdigest()
+    return (folder / "tmp.pth").rename(folder / f"{arch}-{digest[:8]}.pth")
+
+
 def test_weights_dir_then_hub_cache(isolated, monkeypatch):
-    name = weights.file_name("resnet18")
-    assert name == "resnet18-f37072fd.pth"  # torchvision's file name
-    hub = weights.hub_dir()
-    hub.mkdir(parents=True)
-    tv_checkpoint(hub / name)
-    assert weights.find_weights("resnet18", download_ok=False) == hub / name
+    assert weights.file_name("resnet18") == "resnet18-f37072fd.pth"  # torchvision's file name
+    in_hub = hash_named(weights.hub_dir())
+    assert weights.find_weights("resnet18", download_ok=False) == in_hub
+    d = isolated / "dir"
+    in_dir = hash_named(d)
+    monkeypatch.setenv("RESNET_WEIGHTS_DIR", str(d))
+    assert weights.find_weights("resnet18", download_ok=False) == in_dir
+    m = resnet.load_pretrained("resnet18", download=False)
+    assert m.weights_file == str(in_dir)
+    assert m.weights_source == f"{in_dir.name} (hash checked)" and str(d) not in m.weights_source  # no folder
+    listing = {r["arch"]: r for r in weights.cached()}
+    assert listing["resnet18"]["path"] == str(in_dir) and listing["resnet50"]["path"] is None
+
+
+def test_a_file_that_fails_the_hash_in_its_name_is_never_used(isolated, monkeypatch, caplog):
+    """A test-made checkpoint under torchvision's official name is not the official file: it is skipped."""
     d = isolated / "dir"
     d.mkdir()
-    tv_checkpoint(d / name)
+    tv_checkpoint(d / weights.file_name("resnet18"))
     monkeypatch.setenv("RESNET_WEIGHTS_DIR", str(d))
-    assert weights.find_weights("resnet18", download_ok=False) == d / name
-    assert resnet.load_pretrained("resnet18", download=False).weights_source == str(d / name)
-    listing = {r["arch"]: r for r in weights.cached()}
-    assert listing["resnet18"]["path"] == str(d / name) and listing["resnet50"]["path"] is None
+    with pytest.raises(resnet.WeightsNotFound) as e:
+        resnet.load_pretrained("resnet18", download=False)
+    assert str(d) not in str(e.value) and str(weights.hub_dir()) not in str(e.value)  # visitors never see folders
+    assert "does not match its expected hash" in caplog.text  # the operator's log says why
+    good = hash_named(d)
+    assert weights.find_weights("resnet18", download_ok=False) == good
 
 
 def test_missing_weights_say_what_to_do(isolated):
@@ -87,7 +107,7 @@ def test_download_from_local_url_is_hash_checked_and_cached(isolated, served, mo
     monkeypatch.setattr(weights, "weights_url", lambda arch: f"{base}/{good.name}")
     m = resnet.load_pretrained("resnet18")
     cached_file = weights.hub_dir() / good.name
-    assert cached_file.is_file() and m.weights_source == str(cached_file)
+    assert cached_file.is_file() and m.weights_file == str(cached_file)
     x = torch.randn(1, 3, 64, 64)
     with torch.inference_mode():
         assert (m(x) - ref(x)).abs().max() <= 1e-5
@@ -102,8 +122,10 @@ def test_download_from_local_url_is_hash_checked_and_cached(isolated, served, mo
 
 
 def test_base_url_mirror_setting(isolated, monkeypatch):
-    monkeypatch.setenv("RESNET_WEIGHTS_BASE_URL", "http://mirror.example/models/")
-    assert weights.weights_url("resnet50") == "http://mirror.example/models/resnet50-11ad3fa6.pth"
+    monkeypatch.setenv("RESNET_WEIGHTS_BASE_URL", "https://mirror.example/models/")
+    assert weights.weights_url("resnet50") == "https://mirror.example/models/resnet50-11ad3fa6.pth"
+    monkeypatch.setenv("RESNET_WEIGHTS_BASE_URL", "http://mirror.example/models/")  # only https mirrors
+    assert weights.weights_url("resnet50") == "https://download.pytorch.org/models/resnet50-11ad3fa6.pth"
 
 
 def test_offline_download_is_a_clear_error(isolated, monkeypatch):

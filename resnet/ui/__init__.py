@@ -5,13 +5,16 @@ import os
 from pathlib import Path
 
 import gradio as gr
+import torch
+from starlette.middleware import Middleware
 
 from .. import device as devices
 from ..fonts import use_cjk_fallback
 from ..i18n import translations
 from ..serving import ModelCache, Settings
-from . import about, architecture, classify, features, finetune, labs
+from . import about, architecture, classify, disk, fairshare, features, finetune, labs
 from .common import Context
+from .uploads import UploadGuard
 
 ASSETS = Path(__file__).resolve().parent.parent.parent / "assets"
 TABS = (architecture, classify, features, finetune, labs, about)
@@ -20,6 +23,7 @@ TABS = (architecture, classify, features, finetune, labs, about)
 def create_app(settings: Settings | None = None, models: ModelCache | None = None) -> tuple[gr.Blocks, dict]:
     """The Blocks app and the keyword arguments its ``launch`` needs (i18n, css, limits)."""
     settings = settings or Settings()
+    torch.set_num_threads(settings.torch_threads)  # concurrent jobs share the cores instead of oversubscribing
     use_cjk_fallback()
     models = models or ModelCache(settings.cache_mb, allow_download=settings.allow_download)
     i18n = gr.I18n(**translations())
@@ -32,12 +36,18 @@ def create_app(settings: Settings | None = None, models: ModelCache | None = Non
             for tab in TABS:
                 tab.build(ctx)
         for fn, inputs, outputs in ctx.loads:
-            demo.load(fn, inputs, outputs, api_visibility="private")
-    demo.queue(max_size=settings.max_queue, default_concurrency_limit=settings.quick_concurrency)
+            demo.load(fn, inputs, outputs, api_visibility="private", **ctx.cheap)
+    demo.queue(max_size=settings.max_queue)
+    for fn in demo.fns.values():  # an event that does not say how it queues is a quick job
+        if fn.queue and fn.concurrency_limit == "default":
+            fn.concurrency_limit, fn.concurrency_id = ctx.quick["concurrency_limit"], ctx.quick["concurrency_id"]
+    fairshare.install(demo)
+    disk.protect_existing()  # the examples and default images Gradio copied while the app was built
     css_file = ASSETS / "style.css"
     launch_kwargs = dict(i18n=i18n, max_file_size=f"{settings.max_file_mb}mb",
                          css=css_file.read_text() if css_file.exists() else None,
-                         theme=gr.themes.Soft(), show_error=True)
+                         theme=gr.themes.Soft(), show_error=True,
+                         app_kwargs={"middleware": [Middleware(UploadGuard, demo=demo)]})
     return demo, launch_kwargs
 
 

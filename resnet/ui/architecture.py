@@ -50,7 +50,7 @@ def build(ctx) -> None:
             diagram = gr.Plot(label=ctx("arch.block"), show_label=True)
             gr.Markdown(ctx("arch.why"))
         inputs, outputs = [arch, size, version], [table, summary, diagram]
-        arch.change(show_layer_table, inputs, outputs, api_name="layer_table")
+        arch.change(show_layer_table, inputs, outputs, api_name="layer_table", **ctx.cheap)
         for trigger in (size.submit, version.change):
-            trigger(show_layer_table, inputs, outputs, api_visibility="private")
+            trigger(show_layer_table, inputs, outputs, api_visibility="private", **ctx.cheap)
         ctx.on_load(show_layer_table, inputs, outputs)

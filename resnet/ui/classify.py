@@ -21,7 +21,7 @@ def make_classifier(ctx):
     @friendly
     def classify_image(image, arch: str, request: gr.Request = None):
         L = lang(request)
-        path = payload_path(image)
+        path = payload_path(image, L)
         if not path:
             raise ValueError(t("classify.no_image", L))
         if arch not in ARCHS:
@@ -46,5 +46,6 @@ def build(ctx) -> None:
                 info = gr.Markdown(elem_id="classify-info")
         gr.Examples(example_photos(), inputs=[image], label=ctx("classify.examples"))
         fn = make_classifier(ctx)
-        button.click(fn, [image, arch], [top5, info], api_name="classify", preprocess=False)
-        image.upload(fn, [image, arch], [top5, info], api_visibility="private", preprocess=False)
+        button.click(fn, [image, arch], [top5, info], api_name="classify", preprocess=False, **ctx.quick)
+        image.upload(fn, [image, arch], [top5, info], api_visibility="private", preprocess=False,
+                     **ctx.quick)

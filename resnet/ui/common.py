@@ -8,13 +8,16 @@ from dataclasses import dataclass, field
 
 import gradio as gr
 
+from ..errors import LabError
 from ..i18n import lang_from_header, t
 from ..serving import ModelCache, Settings
+from .uploads import uploaded_path
 
 log = logging.getLogger("resnet.ui")
 
-# Exceptions whose message is already a sentence for the user.
-USER_ERRORS = (ValueError, RuntimeError, OSError)
+# Exceptions whose message is already a sentence for the user. OSError and RuntimeError are not: their text
+# can hold server paths, errno strings or torch internals, so they are logged and answered generically.
+USER_ERRORS = (LabError, ValueError)
 
 
 @dataclass
@@ -31,6 +34,18 @@ class Context:
     def __call__(self, key: str):
         """A translatable label for static UI text."""
         return self.i18n(key)
+
+    # How an event queues. Quick and training jobs each share one concurrency limit across all their endpoints
+    # (Gradio's ``concurrency_id``) and count towards a visitor's fair share; cheap ones never wait.
+    @property
+    def quick(self) -> dict:
+        return dict(concurrency_limit=self.settings.quick_concurrency, concurrency_id="quick")
+
+    @property
+    def train(self) -> dict:
+        return dict(concurrency_limit=self.settings.train_concurrency, concurrency_id="train")
+
+    cheap = dict(concurrency_limit=None)
 
 
 def lang(request: gr.Request | None) -> str:
@@ -75,17 +90,15 @@ def arch_choices() -> list[tuple[str, str]]:
     return [(spec.title, name) for name, spec in ARCHS.items()]
 
 
-def payload_path(value) -> str | None:
-    """The file path in a raw (``preprocess=False``) upload payload, a plain path, or None.
+def payload_path(value, lang: str = "en") -> str | None:
+    """The path of a file the visitor uploaded, from a raw (``preprocess=False``) payload; None when empty.
 
-    Image inputs skip Gradio's own decoding so that ``resnet.images.open_image`` alone reads the
-    bytes: one place for size limits, EXIF orientation and clear messages about broken files.
+    Anything that was not uploaded through this server is refused (``uploads.uploaded_path`` decides). File
+    inputs skip Gradio's own decoding so that ``resnet.images.open_image`` alone reads the bytes: one place for
+    size limits, EXIF orientation and clear messages about broken files.
     """
-    if value is None:
-        return None
-    if isinstance(value, dict):
-        return value.get("path")
-    return str(value)
+    path = uploaded_path(value, lang)
+    return str(path) if path else None
 
 
 def example_photos() -> list[str]:

@@ -43,7 +43,7 @@ def make_handler(ctx):
     def show_features(image, arch: str, stage: str, n_channels: float, target, request: gr.Request = None,
                       progress=gr.Progress()):
         L = lang(request)
-        path = payload_path(image)
+        path = payload_path(image, L)
         if not path:
             raise ValueError(t("features.no_image", L))
         if arch not in ARCHS:
@@ -112,7 +112,7 @@ def build(ctx) -> None:
         gr.Examples(example_photos(), inputs=[image], label=ctx("features.examples"))
         fn = make_handler(ctx)
         button.click(fn, [image, arch, stage, n_channels, target], [grid, cam, info], api_name="feature_maps",
-                     preprocess=False)
+                     preprocess=False, **ctx.quick)
 
 
 def target_choices() -> list:

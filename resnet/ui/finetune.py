@@ -1,8 +1,6 @@
 """Fine-tune tab: the note's transfer strategies trained side by side, live curves, Stop, downloads."""
 from __future__ import annotations
 
-import shutil
-import tempfile
 import threading
 import time
 from pathlib import Path
@@ -15,6 +13,7 @@ from ..i18n import t
 from ..plots_training import training_figure
 from ..predict import classify
 from ..transfer import STRATEGIES, load_export
+from . import disk
 from .common import arch_choices, friendly, lang, on_gpu, payload_path
 
 DATASETS = [("Built-in shapes · 内置图形 (offline)", "synthetic"), ("Ants & bees · 蚂蚁和蜜蜂 (download)", "hymenoptera"),
@@ -26,19 +25,26 @@ UI_REFRESH_S = 0.5  # how often the status line may update between epochs (also 
 
 
 class Runs:
-    """The cancel switch of each session's running fine-tune, so that Stop reaches only that session's run."""
+    """Each session's running fine-tune (its cancel switch, so that Stop reaches only that session's run) and
+    its latest run's folder (a session keeps only its latest run's files)."""
 
     def __init__(self):
         self._lock = threading.Lock()
         self._cancel: dict[str, threading.Event] = {}
+        self._folders: dict[str, Path] = {}
 
-    def start(self, session: str) -> threading.Event:
+    def start(self, session: str) -> tuple[threading.Event, Path]:
+        """Stop and delete the session's previous run; a new cancel switch and a new folder for this one."""
         with self._lock:
             old = self._cancel.get(session)
             if old is not None:
                 old.set()  # one run per session: a new Start ends the previous one
+            disk.remove(self._folders.pop(session, None))
             event = self._cancel[session] = threading.Event()
-            return event
+            folder = self._folders[session] = disk.run_folder()
+            disk.busy.add(str(folder))
+        disk.enforce_budget()
+        return event, folder
 
     def stop(self, session: str) -> bool:
         with self._lock:
@@ -47,10 +53,11 @@ class Runs:
             event.set()
         return event is not None
 
-    def finish(self, session: str, event: threading.Event) -> None:
+    def finish(self, session: str, event: threading.Event, folder: Path) -> None:
         with self._lock:
             if self._cancel.get(session) is event:
                 del self._cancel[session]
+            disk.busy.discard(str(folder))
 
 
 def curves_figure(history: dict, L: str, num_classes: int | None = None):
@@ -66,8 +73,8 @@ def results_rows(summaries) -> list[list]:
 
 def remove_run_dir(state) -> None:
     """Called by Gradio when a session's state expires or the tab closes: delete that run's files."""
-    if isinstance(state, dict) and state.get("dir"):
-        shutil.rmtree(state["dir"], ignore_errors=True)
+    if isinstance(state, dict):
+        disk.remove(state.get("dir"))
 
 
 def to_int(value, name: str) -> int:
@@ -85,7 +92,7 @@ def make_config(dataset, zip_file, strategies, arch, epochs, image_size, batch_s
     if dataset not in [v for _, v in DATASETS]:
         raise ValueError(f"Unknown data set {dataset!r}.")
     if dataset == "upload":
-        path = payload_path(zip_file)
+        path = payload_path(zip_file, L)
         if not path:
             raise ValueError(t("finetune.no_zip", L))
         dataset = path
@@ -110,9 +117,8 @@ def make_handlers(ctx, runs: Runs):
         L = lang(request)
         cfg = make_config(dataset, zip_file, strategies, arch, epochs, image_size, batch_size, lr, L)
         session = getattr(request, "session_hash", None) or "anonymous"
-        cancel = runs.start(session)
         remove_run_dir(state)  # the previous run's downloads
-        run_dir = Path(tempfile.mkdtemp(prefix="resnet-lab-run-"))
+        cancel, run_dir = runs.start(session)
         state = {"dir": str(run_dir), "models": {}}
         history: dict[str, dict[str, list]] = {}  # the curves so far, in RunResult.history's layout
         total_steps, done_steps = None, 0
@@ -169,7 +175,7 @@ def make_handlers(ctx, runs: Runs):
                            results_rows(result.summaries), files or None,
                            gr.update(choices=choices, value=choices[0] if choices else None), state)
         finally:
-            runs.finish(session, cancel)
+            runs.finish(session, cancel, run_dir)
 
     def stop(request: gr.Request = None):
         """Flip this session's cancel switch: the engine stops at its next step and frees its memory."""
@@ -179,7 +185,7 @@ def make_handlers(ctx, runs: Runs):
     @friendly
     def try_model(image, strategy, state, request: gr.Request = None):
         L = lang(request)
-        path = payload_path(image)
+        path = payload_path(image, L)
         if not path:
             raise ValueError(t("classify.no_image", L))
         models = (state or {}).get("models", {})
@@ -235,12 +241,12 @@ def build(ctx) -> None:
                     try_button = gr.Button(ctx("finetune.try_run"))
                 try_label = gr.Label(num_top_classes=5, label=ctx("finetune.try_label"))
 
-        dataset.change(lambda d: gr.update(visible=d == "upload"), dataset, zip_file, api_visibility="private")
+        dataset.change(lambda d: gr.update(visible=d == "upload"), dataset, zip_file, api_visibility="private", queue=False)
         run_event = start.click(start_fn, [dataset, zip_file, strategies, arch, epochs, image_size, batch_size, lr, state],
                                 [status, curves, results, files, try_model, state], api_name="finetune",
-                                concurrency_limit=ctx.settings.train_concurrency, concurrency_id="train")
+                                preprocess=False, **ctx.train)
         # The switch stops the training thread; ``cancels`` ends the event in the page (or drops it from the queue).
         stop.click(stop_fn, None, status, cancels=[run_event], api_name="stop_finetune", concurrency_limit=None,
                    queue=False)
         try_button.click(try_fn, [try_image, try_model, state], try_label, api_name="try_finetuned",
-                         preprocess=False)
+                         preprocess=False, **ctx.quick)

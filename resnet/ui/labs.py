@@ -94,7 +94,7 @@ def make_bn_lab(ctx):
     @friendly
     def run_bn_lab(image, layer: str, channel: float, pool_size: float, request: gr.Request = None):
         L = lang(request)
-        path = payload_path(image)
+        path = payload_path(image, L)
         if not path:
             raise ValueError(t("labs.bn.no_image", L))
         if layer not in BN_LAYERS:
@@ -194,7 +194,7 @@ def build(ctx) -> None:
             flow_plot = gr.Plot(label=ctx("labs.flow.plot"), elem_id="labs-flow-plot")
             flow_text = gr.Markdown(elem_id="labs-flow-text")
             flow_button.click(run_gradient_flow, [nets, settings, batch], [flow_plot, flow_text],
-                              api_name="gradient_flow")
+                              api_name="gradient_flow", **ctx.quick)
 
             gr.Markdown(ctx("labs.race.explain"))
             with gr.Row():
@@ -207,7 +207,7 @@ def build(ctx) -> None:
             race_plot = gr.Plot(label=ctx("labs.race.plot"), elem_id="labs-race-plot")
             race_text = gr.Markdown(elem_id="labs-race-text")
             race = race_button.click(run_race, [steps, race_batch, lr], [race_plot, race_text], api_name="training_race",
-                                     concurrency_limit=ctx.settings.train_concurrency, concurrency_id="train")
+                                     **ctx.train)
             race_stop.click(None, None, None, cancels=[race], api_visibility="private")
 
         with gr.Accordion(ctx("labs.deep.title"), open=False, elem_id="labs-deep"):
@@ -221,7 +221,7 @@ def build(ctx) -> None:
             deep_plot = gr.Plot(label=ctx("labs.deep.plot"))
             deep_text = gr.Markdown(elem_id="labs-deep-text")
             deep_button.click(run_deep, [deep_batch, deep_setting], [deep_plot, deep_text], api_name="deep_network",
-                              concurrency_limit=ctx.settings.train_concurrency, concurrency_id="train")
+                              **ctx.train)
 
         with gr.Accordion(ctx("labs.bn.title"), open=False, elem_id="labs-bn"):
             gr.Markdown(ctx("labs.bn.explain"))
@@ -243,7 +243,7 @@ def build(ctx) -> None:
                 stats_text = gr.Markdown(elem_id="labs-bn-batch")
             bn_button.click(make_bn_lab(ctx), [image, layer, channel, pool],
                             [bn_steps_plot, bn_steps_text, te_plot, te_text, stats_plot, stats_text],
-                            api_name="bn_lab", preprocess=False)
+                            api_name="bn_lab", preprocess=False, **ctx.quick)
 
         with gr.Accordion(ctx("labs.group.title"), open=False, elem_id="labs-group"):
             gr.Markdown(ctx("labs.group.explain"))
@@ -258,4 +258,4 @@ def build(ctx) -> None:
                 group_text = gr.Markdown(elem_id="labs-group-text")
             block_plot = gr.Plot(label=ctx("labs.group.block_plot"))
             group_button.click(run_group_conv, [cin, cout, groups, size], [cost_plot, block_plot, group_text],
-                               api_name="group_conv")
+                               api_name="group_conv", **ctx.quick)

@@ -1,0 +1,107 @@
+"""Every download (weights and data sets): https only, timeouts, a size cap, a hash check, and a back-off.
+
+A server must never hang on a slow mirror, hold a lock others wait on while it downloads, or remember a
+failed download until it restarts: each URL that failed is tried again after a back-off (``RESNET_DOWNLOAD_RETRY_S``,
+doubling per failure, at most an hour). ``http`` is accepted only on loopback (a local test mirror).
+"""
+from __future__ import annotations
+
+import hashlib
+import logging
+import threading
+import time
+import urllib.error
+import urllib.parse
+import urllib.request
+from pathlib import Path
+
+from . import config
+from .errors import LabError
+
+log = logging.getLogger("resnet.downloads")
+MAX_BACKOFF_S = 3600.0
+
+
+class DownloadFailed(LabError):
+    """A download did not complete; the message is for the visitor (no URL of the server's, no errno)."""
+
+
+_failures: dict[str, tuple[int, float]] = {}  # url → (failures in a row, monotonic time of the last)
+_lock = threading.Lock()
+
+
+def allowed_url(url: str) -> bool:
+    """``https``, or ``http`` to this machine only."""
+    parts = urllib.parse.urlsplit(url)
+    return parts.scheme == "https" or (parts.scheme == "http" and parts.hostname in ("127.0.0.1", "localhost", "::1"))
+
+
+def retry_in(url: str) -> float:
+    """Seconds until ``url`` may be tried again (0: now)."""
+    with _lock:
+        n, when = _failures.get(url, (0, 0.0))
+    if n == 0:
+        return 0.0
+    wait = min(MAX_BACKOFF_S, config.get("RESNET_DOWNLOAD_RETRY_S") * 2 ** (n - 1))
+    return max(0.0, when + wait - time.monotonic())
+
+
+def _failed(url: str) -> None:
+    with _lock:
+        n, _ = _failures.get(url, (0, 0.0))
+        _failures[url] = (n + 1, time.monotonic())
+
+
+def file_sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def fetch(url: str, dst: Path, *, max_bytes: int, sha256_prefix: str | None = None) -> Path:
+    """Download ``url`` to ``dst`` through ``dst.partial``; the file's SHA-256 must start with ``sha256_prefix``.
+
+    Raises ``DownloadFailed`` (retry later) or ``HashMismatch`` (the file is not the expected one).
+    """
+    if not allowed_url(url):
+        raise DownloadFailed("Only https downloads are allowed; the configured mirror is not https.")
+    wait = retry_in(url)
+    if wait > 0:
+        raise DownloadFailed(f"The last download attempt failed; the next one is allowed in {wait / 60:.0f} min.")
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    tmp = dst.with_name(dst.name + ".partial")
+    timeout = config.get("RESNET_DOWNLOAD_TIMEOUT_S")
+    try:
+        with urllib.request.urlopen(url, timeout=timeout) as r, open(tmp, "wb") as out:  # connect and each read
+            n = 0
+            while chunk := r.read(1 << 20):
+                n += len(chunk)
+                if n > max_bytes:
+                    raise DownloadFailed(f"The download is larger than {max_bytes / 2**20:.0f} MiB; stopped.")
+                out.write(chunk)
+    except DownloadFailed:
+        tmp.unlink(missing_ok=True)
+        _failed(url)
+        raise
+    except (urllib.error.URLError, OSError, ValueError) as e:
+        tmp.unlink(missing_ok=True)
+        _failed(url)
+        log.warning("download of %s failed: %s", url, getattr(e, "reason", e))
+        raise DownloadFailed("The download failed (this server is probably offline).") from None
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    if sha256_prefix and not file_sha256(tmp).startswith(sha256_prefix.lower()):
+        tmp.unlink(missing_ok=True)
+        _failed(url)
+        raise HashMismatch("The downloaded file does not match its expected checksum; it was deleted.")
+    tmp.replace(dst)
+    with _lock:
+        _failures.pop(url, None)
+    return dst
+
+
+class HashMismatch(DownloadFailed):
+    pass
