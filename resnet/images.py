@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import io
+import logging
 import os
 from pathlib import Path
 
@@ -23,10 +24,14 @@ MAX_ASPECT = 200
 # Decoders for what phones, cameras and scanners produce; Pillow's rarer decoders (QOI, SGI, DDS, …) fail on
 # hostile files with raw IndexError/NotImplementedError, so untrusted bytes never reach them.
 FORMATS = ("JPEG", "PNG", "GIF", "BMP", "WEBP", "TIFF")  # JPEG includes MPO (multi-picture JPEG)
+WIDE_MODES = ("I", "I;16", "I;16B", "I;16L", "I;16N", "F")
+CHUNK_PIXELS = 1 << 20  # wide images are rescaled this many pixels at a time (4 MB of float32 scratch)
+# Messages never carry a path, an errno string or a decoder's own words (those go to this log, for the operator).
+log = logging.getLogger("resnet.images")
 
 
 class BadImage(ValueError):
-    """The input is not an image we can read; the message says why in one sentence."""
+    """The input is not an image we can read; the message says why in one sentence (and nothing of the server)."""
 
 
 def open_image(source, *, max_pixels: int | None = None) -> Image.Image:
@@ -40,7 +45,7 @@ def open_image(source, *, max_pixels: int | None = None) -> Image.Image:
         elif isinstance(source, (str, os.PathLike)):
             p = Path(source)
             if not p.is_file():
-                raise BadImage(f"No image file at {p.name}.")
+                raise BadImage("No image file was received.")
             if p.stat().st_size == 0:
                 raise BadImage("The file is empty (0 bytes).")
         try:
@@ -50,7 +55,8 @@ def open_image(source, *, max_pixels: int | None = None) -> Image.Image:
         except Image.DecompressionBombError:
             raise BadImage(f"The image is too large to decode safely (limit {limit:,} pixels).") from None
         except Exception as e:  # OSError, or a damaged header's ValueError/struct.error from a decoder
-            raise BadImage(f"The image could not be read ({e}).") from None
+            log.info("image header unreadable: %s: %s", type(e).__name__, e)
+            raise BadImage("The image could not be read: its file is damaged or not a supported picture.") from None
     w, h = img.size
     if w * h > limit:
         raise BadImage(f"The image is {w}×{h} = {w * h:,} pixels, over the limit of {limit:,}; "
@@ -64,16 +70,14 @@ def open_image(source, *, max_pixels: int | None = None) -> Image.Image:
         img = ImageOps.exif_transpose(img)
         return to_rgb(img)
     except Exception as e:  # OSError, SyntaxError, ValueError, IndexError …: whatever a damaged file provokes
-        raise BadImage(f"The image is damaged or truncated and could not be decoded ({e}).") from None
+        log.info("image undecodable: %s: %s", type(e).__name__, e)
+        raise BadImage("The image is damaged or truncated and could not be decoded.") from None
 
 
 def to_rgb(img: Image.Image) -> Image.Image:
     """Any PIL mode to 8-bit RGB: transparency onto white, 16-bit and float rescaled to 0–255."""
-    if img.mode in ("I", "I;16", "I;16B", "I;16L", "I;16N", "F"):
-        a = np.asarray(img, dtype=np.float64)
-        lo, hi = (0.0, 65535.0) if img.mode.startswith("I;16") else (float(a.min()), float(a.max()))
-        a = np.clip((a - lo) / max(hi - lo, 1e-12) * 255.0, 0, 255).astype(np.uint8)
-        img = Image.fromarray(a, mode="L")
+    if img.mode in WIDE_MODES:
+        img = _wide_to_l(img)
     if img.mode == "P" and "transparency" in img.info:
         img = img.convert("RGBA")
     if img.mode in ("RGBA", "LA", "PA", "RGBa", "La"):
@@ -81,3 +85,31 @@ def to_rgb(img: Image.Image) -> Image.Image:
         bg = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
         return Image.alpha_composite(bg, rgba).convert("RGB")
     return img.convert("RGB") if img.mode != "RGB" else img
+
+
+def _wide_to_l(img: Image.Image) -> Image.Image:
+    """16-bit, 32-bit integer and float pictures to 8-bit grey without a float64 copy of the whole picture
+    (a 40-megapixel upload would need 320 MB for it): 16-bit keeps its top byte (0–65535 → 0–255); 32-bit and
+    float span their own finite range, rescaled in float32 a band of rows at a time."""
+    a = np.asarray(img)  # the picture's own width (uint16, int32 or float32)
+    if img.mode.startswith("I;16"):
+        return Image.fromarray((a >> 8).astype(np.uint8))
+    rows = max(1, CHUNK_PIXELS // max(1, a.shape[1]))
+    bands = [a[r:r + rows] for r in range(0, a.shape[0], rows)]
+    lo, hi = np.inf, -np.inf
+    for band in bands:
+        finite = band[np.isfinite(band)] if band.dtype.kind == "f" else band
+        if finite.size:
+            lo, hi = min(lo, float(finite.min())), max(hi, float(finite.max()))
+    if lo > hi:  # nothing finite: a black picture
+        lo = hi = 0.0
+    scale = np.float32(255.0 / max(hi - lo, 1e-12))
+    out = np.empty(a.shape, np.uint8)
+    for r, band in zip(range(0, a.shape[0], rows), bands):
+        f = band.astype(np.float32)
+        f -= np.float32(lo)
+        f *= scale
+        f += np.float32(0.5)  # round to nearest: the brightest value is 255, not float32's 254.99…
+        np.nan_to_num(f, copy=False, nan=0.0, posinf=255.0, neginf=0.0)
+        out[r:r + len(band)] = np.clip(f, 0, 255, out=f)
+    return Image.fromarray(out)
