@@ -5,6 +5,8 @@ follow torchvision so that its checkpoints load strictly.
 """
 from __future__ import annotations
 
+import contextlib
+import math
 from dataclasses import dataclass
 
 import torch
@@ -125,20 +127,8 @@ class ResNet(nn.Module):
             setattr(self, f"layer{i + 1}", self._make_stage(block, planes, n, 1 if i == 0 else 2, opts))
         self.avgpool = nn.AdaptiveAvgPool2d((1, 1))
         self.fc = nn.Linear(512 * block.expansion, num_classes)
-
-        for m in self.modules():
-            if isinstance(m, nn.Conv2d):
-                nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
-            elif isinstance(m, nn.BatchNorm2d):
-                nn.init.ones_(m.weight)
-                nn.init.zeros_(m.bias)
-        if zero_init_residual:
-            # Each residual branch starts as zero, so every block starts as the identity.
-            for m in self.modules():
-                if isinstance(m, Bottleneck):
-                    nn.init.zeros_(m.bn3.weight)
-                elif isinstance(m, BasicBlock):
-                    nn.init.zeros_(m.bn2.weight)
+        self.zero_init_residual = zero_init_residual
+        init_weights(self)
 
     def _make_stage(self, block: type, planes: int, blocks: int, stride: int, opts: dict) -> nn.Sequential:
         downsample = None
@@ -164,13 +154,78 @@ class ResNet(nn.Module):
         return self.fc(torch.flatten(x, 1))
 
 
+def init_weights(model: nn.Module, generator: torch.Generator | None = None, *, defaults: bool = False) -> nn.Module:
+    """torchvision's ResNet init: He normal (fan_out) for convs, BatchNorm γ = 1 and β = 0, and with the model's
+    ``zero_init_residual`` the last BN of each residual branch at 0. ``defaults=True`` also gives every Linear
+    torch's default init and every BatchNorm fresh statistics: for a model materialised from the meta device,
+    whose memory holds garbage. Draws come from ``generator`` (None: torch's global RNG)."""
+    for m in model.modules():
+        if isinstance(m, nn.Conv2d):
+            nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu", generator=generator)
+            if m.bias is not None and defaults:
+                nn.init.zeros_(m.bias)
+        elif isinstance(m, nn.modules.batchnorm._BatchNorm):
+            if defaults and m.track_running_stats:
+                m.reset_running_stats()
+            if m.affine:
+                nn.init.ones_(m.weight)
+                nn.init.zeros_(m.bias)
+        elif isinstance(m, nn.Linear) and defaults:
+            linear_init(m, generator)
+    if getattr(model, "zero_init_residual", False):
+        # Each residual branch starts as zero, so every block starts as the identity.
+        for m in model.modules():
+            if isinstance(m, Bottleneck):
+                nn.init.zeros_(m.bn3.weight)
+            elif isinstance(m, BasicBlock):
+                nn.init.zeros_(m.bn2.weight)
+    return model
+
+
+def linear_init(m: nn.Linear, generator: torch.Generator | None = None) -> nn.Linear:
+    """``nn.Linear``'s own default init (Kaiming uniform, a = √5; bias uniform ±1/√fan_in), from ``generator``."""
+    nn.init.kaiming_uniform_(m.weight, a=math.sqrt(5), generator=generator)
+    if m.bias is not None:
+        bound = 1 / math.sqrt(m.in_features) if m.in_features > 0 else 0.0
+        nn.init.uniform_(m.bias, -bound, bound, generator=generator)
+    return m
+
+
+def seeded_linear(cin: int, cout: int, generator: torch.Generator | None) -> nn.Linear:
+    """A new fc layer; with a generator, built on the meta device and initialised from it (no global RNG)."""
+    if generator is None:
+        return nn.Linear(cin, cout)
+    return linear_init(nn.Linear(cin, cout, device="meta").to_empty(device="cpu"), generator)
+
+
 def build_model(arch: str, num_classes: int = 1000, *, stride_in_1x1: bool = False,
-                zero_init_residual: bool = False, residual: bool = True) -> ResNet:
-    """Build ``arch`` (a key of ``ARCHS``) with random weights; ``residual=False`` drops every shortcut."""
+                zero_init_residual: bool = False, residual: bool = True,
+                generator: torch.Generator | None = None, device: str | torch.device | None = None) -> ResNet:
+    """Build ``arch`` (a key of ``ARCHS``) with random weights; ``residual=False`` drops every shortcut.
+
+    ``generator``: every random draw comes from it, never from torch's global RNG, so concurrent requests
+    cannot disturb each other (the model is built on the meta device, then materialised on the CPU and
+    initialised). ``device="meta"``: a weightless model for shapes and counts (no memory, milliseconds).
+    """
     if arch not in ARCHS:
         raise ValueError(f"unknown architecture {arch!r}; choose one of: {', '.join(ARCHS)}")
     spec = ARCHS[arch]
-    model = ResNet(spec.block, spec.layers, num_classes, groups=spec.groups, width_per_group=spec.width_per_group,
-                   stride_in_1x1=stride_in_1x1, zero_init_residual=zero_init_residual, residual=residual)
+    meta = generator is not None or (device is not None and torch.device(device).type == "meta")
+    with torch.device("meta") if meta else contextlib.nullcontext():
+        model = ResNet(spec.block, spec.layers, num_classes, groups=spec.groups, width_per_group=spec.width_per_group,
+                       stride_in_1x1=stride_in_1x1, zero_init_residual=zero_init_residual, residual=residual)
     model.arch = arch
+    if generator is not None:
+        init_weights(model.to_empty(device="cpu"), generator, defaults=True)
+    if device is not None and torch.device(device).type != "meta":
+        model = model.to(device)
+    return model
+
+
+def from_state(arch: str, state_dict: dict, num_classes: int | None = None, **kwargs) -> ResNet:
+    """``arch`` holding ``state_dict`` (copied, strict), without a random init first: faster, and no RNG."""
+    if num_classes is None:
+        num_classes = int(state_dict["fc.weight"].shape[0])
+    model = build_model(arch, num_classes, device="meta", **kwargs).to_empty(device="cpu")
+    model.load_state_dict(state_dict)
     return model
