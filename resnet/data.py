@@ -133,11 +133,53 @@ def eval_transform(image_size: int, *, decoded: bool = False) -> v2.Compose:
     return v2.Compose(head + [v2.CenterCrop(image_size)] + _normalize())
 
 
-def train_transform(image_size: int, *, decoded: bool = False) -> v2.Compose:
-    """Random resized crop and horizontal flip (the usual ImageNet augmentation, milder crops), normalise."""
+def train_transform(image_size: int, *, decoded: bool = False, generator: torch.Generator | None = None) -> v2.Compose:
+    """Random resized crop and horizontal flip (the usual ImageNet augmentation, milder crops), normalise.
+    ``generator``: where the random draws come from (None: torch's global RNG; request paths pass their own)."""
     head = [] if decoded else list(decode_transform(image_size).transforms)
-    return v2.Compose(head + [v2.RandomResizedCrop(image_size, scale=(0.5, 1.0), antialias=True),
-                              v2.RandomHorizontalFlip()] + _normalize())
+    return v2.Compose(head + [RandomAugment(image_size, generator)] + _normalize())
+
+
+class RandomAugment:
+    """``v2.RandomResizedCrop(size, scale=(0.5, 1))`` then ``v2.RandomHorizontalFlip()``, with the same draws, but
+    from a given ``torch.Generator``: torchvision's v2 transforms draw from the process-wide RNG, so two visitors
+    training at once would change each other's augmentation (and neither run would repeat)."""
+
+    def __init__(self, size: int, generator: torch.Generator | None = None, scale=(0.5, 1.0), ratio=(3 / 4, 4 / 3)):
+        self.size, self.generator, self.scale = size, generator, scale
+        self.log_ratio = (math.log(ratio[0]), math.log(ratio[1]))
+        self.ratio = ratio
+
+    def _uniform(self, lo: float, hi: float) -> float:
+        return float(torch.empty(1).uniform_(lo, hi, generator=self.generator))
+
+    def crop(self, height: int, width: int) -> tuple[int, int, int, int]:
+        """(top, left, height, width): torchvision's ``RandomResizedCrop`` rule, ten tries then a centre crop."""
+        area = height * width
+        for _ in range(10):
+            target = area * self._uniform(*self.scale)
+            aspect = math.exp(self._uniform(*self.log_ratio))
+            w, h = int(round(math.sqrt(target * aspect))), int(round(math.sqrt(target / aspect)))
+            if 0 < w <= width and 0 < h <= height:
+                i = int(torch.randint(0, height - h + 1, (1,), generator=self.generator))
+                j = int(torch.randint(0, width - w + 1, (1,), generator=self.generator))
+                return i, j, h, w
+        in_ratio = width / height
+        if in_ratio < min(self.ratio):
+            w, h = width, int(round(width / min(self.ratio)))
+        elif in_ratio > max(self.ratio):
+            w, h = int(round(height * max(self.ratio))), height
+        else:
+            w, h = width, height
+        return (height - h) // 2, (width - w) // 2, h, w
+
+    def __call__(self, img):
+        height, width = v2.functional.get_size(img)
+        i, j, h, w = self.crop(height, width)
+        img = v2.functional.resized_crop(img, i, j, h, w, [self.size, self.size], antialias=True)
+        if float(torch.rand(1, generator=self.generator)) < 0.5:
+            img = v2.functional.horizontal_flip(img)
+        return img
 
 
 # ---------------------------------------------------------------- the built-in synthetic set

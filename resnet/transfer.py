@@ -21,7 +21,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from .model import ResNet, build_model
+from .model import ResNet, build_model, from_state, seeded_linear
 from .weights import WeightsCorrupt, load_state_dict_checked
 
 STEM = ("conv1", "bn1")  # plus relu and max pool, which hold no parameters
@@ -89,17 +89,18 @@ def strategy(name: str) -> Strategy:
 class TransferNet(nn.Module):
     """A ResNet prepared for one strategy: frozen modules fixed and in eval mode, a new classifier."""
 
-    def __init__(self, backbone: ResNet, strategy: Strategy, num_classes: int):
+    def __init__(self, backbone: ResNet, strategy: Strategy, num_classes: int, *,
+                 generator: torch.Generator | None = None):
         super().__init__()
         self.strategy = strategy
         self.arch = getattr(backbone, "arch", None)
         self.num_classes = num_classes
         self.backbone = backbone
         if strategy.new_layer == "replace":
-            backbone.fc = nn.Linear(backbone.fc.in_features, num_classes)
+            backbone.fc = seeded_linear(backbone.fc.in_features, num_classes, generator)
             self.head = None
         else:
-            self.head = nn.Linear(backbone.fc.out_features, num_classes)
+            self.head = seeded_linear(backbone.fc.out_features, num_classes, generator)
         for name in strategy.frozen:
             for p in getattr(backbone, name).parameters():
                 p.requires_grad_(False)
@@ -181,14 +182,17 @@ def frozen_features(backbone: ResNet, x: torch.Tensor, points) -> dict[str, torc
     return out
 
 
-def prepare(name: str, arch: str, num_classes: int, *, backbone_state: dict | None = None) -> TransferNet:
+def prepare(name: str, arch: str, num_classes: int, *, backbone_state: dict | None = None,
+            generator: torch.Generator | None = None) -> TransferNet:
     """A ``TransferNet`` for strategy ``name``: ``backbone_state`` (a 1000-class state_dict) unless it trains
-    from scratch, in which case the weights are random (seed the global RNG first for repeatability)."""
+    from scratch, in which case the weights are random. Random draws (a random backbone, the new fc) come from
+    ``generator``; without one, from torch's global RNG (seed it first for repeatability)."""
     s = strategy(name)
-    backbone = build_model(arch)
     if s.pretrained and backbone_state is not None:
-        backbone.load_state_dict(backbone_state)
-    return TransferNet(backbone, s, num_classes)
+        backbone = from_state(arch, backbone_state)
+    else:
+        backbone = build_model(arch, generator=generator)
+    return TransferNet(backbone, s, num_classes, generator=generator)
 
 
 def save_export(net: TransferNet | ResNet, path: str | os.PathLike, *, classes: list[str], strategy: str,
@@ -219,7 +223,7 @@ def load_export(path: str | os.PathLike) -> tuple[ResNet, dict]:
     if not isinstance(obj, dict) or not {"arch", "num_classes", "state_dict"} <= obj.keys():
         raise WeightsCorrupt(f"{path.name} is not a fine-tuned model exported by ResNet Lab.")
     meta = {k: v for k, v in obj.items() if k != "state_dict"}
-    model = build_model(obj["arch"], int(obj["num_classes"]))
+    model = build_model(obj["arch"], int(obj["num_classes"]), device="meta").to_empty(device="cpu")
     load_state_dict_checked(model, obj["state_dict"], obj["arch"], path.name)
     model.categories = list(obj.get("classes") or [])
     model.transforms = eval_transform(int(obj.get("image_size", 224)))
