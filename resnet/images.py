@@ -25,7 +25,7 @@ MAX_ASPECT = 200
 # hostile files with raw IndexError/NotImplementedError, so untrusted bytes never reach them.
 FORMATS = ("JPEG", "PNG", "GIF", "BMP", "WEBP", "TIFF")  # JPEG includes MPO (multi-picture JPEG)
 WIDE_MODES = ("I", "I;16", "I;16B", "I;16L", "I;16N", "F")
-CHUNK_PIXELS = 1 << 20  # wide images are rescaled this many pixels at a time (4 MB of float32 scratch)
+CHUNK_PIXELS = 1 << 18  # wide images are rescaled this many pixels at a time (1 MB of float32 scratch)
 # Messages never carry a path, an errno string or a decoder's own words (those go to this log, for the operator).
 log = logging.getLogger("resnet.images")
 
@@ -89,23 +89,33 @@ def to_rgb(img: Image.Image) -> Image.Image:
 
 def _wide_to_l(img: Image.Image) -> Image.Image:
     """16-bit, 32-bit integer and float pictures to 8-bit grey without a float64 copy of the whole picture
-    (a 40-megapixel upload would need 320 MB for it): 16-bit keeps its top byte (0–65535 → 0–255); 32-bit and
-    float span their own finite range, rescaled in float32 a band of rows at a time."""
-    a = np.asarray(img)  # the picture's own width (uint16, int32 or float32)
+    (a 40-megapixel upload would need 320 MB for it, and numpy's view of a PIL image another copy): a band of
+    rows at a time, 16-bit keeping its top byte (0–65535 → 0–255), 32-bit and float spanning their own finite
+    range, rescaled in float32."""
+    w, h = img.size
+    rows = max(1, CHUNK_PIXELS // w)
+    starts = range(0, h, rows)
+
+    def bands():
+        for r in starts:
+            yield r, np.asarray(img.crop((0, r, w, min(h, r + rows))))
+
+    out = np.empty((h, w), np.uint8)
     if img.mode.startswith("I;16"):
-        return Image.fromarray((a >> 8).astype(np.uint8))
-    rows = max(1, CHUNK_PIXELS // max(1, a.shape[1]))
-    bands = [a[r:r + rows] for r in range(0, a.shape[0], rows)]
-    lo, hi = np.inf, -np.inf
-    for band in bands:
-        finite = band[np.isfinite(band)] if band.dtype.kind == "f" else band
-        if finite.size:
-            lo, hi = min(lo, float(finite.min())), max(hi, float(finite.max()))
-    if lo > hi:  # nothing finite: a black picture
-        lo = hi = 0.0
+        for r, band in bands():
+            out[r:r + len(band)] = band >> 8
+        return Image.fromarray(out)
+    lo, hi = (float(v) for v in img.getextrema())
+    if not (np.isfinite(lo) and np.isfinite(hi)):  # NaN or ±inf in a float picture: the finite range
+        lo, hi = np.inf, -np.inf
+        for _, band in bands():
+            finite = band[np.isfinite(band)]
+            if finite.size:
+                lo, hi = min(lo, float(finite.min())), max(hi, float(finite.max()))
+        if lo > hi:  # nothing finite: a black picture
+            lo = hi = 0.0
     scale = np.float32(255.0 / max(hi - lo, 1e-12))
-    out = np.empty(a.shape, np.uint8)
-    for r, band in zip(range(0, a.shape[0], rows), bands):
+    for r, band in bands():
         f = band.astype(np.float32)
         f -= np.float32(lo)
         f *= scale
