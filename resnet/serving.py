@@ -104,7 +104,7 @@ class ModelCache:
             with self._lock:
                 fetching = self._fetch_later(arch) if isinstance(e, WeightsNotFound) else False
             source = t("weights.fetching") if fetching else str(e)
-            model, pretrained = build_model(arch).eval(), False
+            model, pretrained = build_model(arch, generator=torch.Generator().manual_seed(0)).eval(), False
         for p in model.parameters():
             p.requires_grad_(False)
         model = devices.prepare(model, self.device, amp=False)

@@ -210,7 +210,7 @@ def describe_source(file: Path, arch: str) -> str:
 def load_pretrained(arch: str, *, path: str | os.PathLike | None = None, download: bool = True) -> nn.Module:
     """``arch`` with ImageNet weights, in eval mode. Raises ``WeightsUnavailable`` with what to do."""
     file = find_weights(arch, path=path, download_ok=download)  # every file with a hash in its name is checked
-    model = build_model(arch)
+    model = build_model(arch, device="meta").to_empty(device="cpu")  # no random init (no RNG): the file fills it
     load_state_dict_checked(model, read_state_dict(file), arch, file.name)
     model.weights_source = describe_source(file, arch)
     model.weights_file = str(file)
