@@ -35,11 +35,12 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import Subset
 
+from . import budget, config
 from . import device as devices
 from .data import (DamagedImage, DatasetError, ImageSet, decode_transform, eval_transform, load_dataset,
-                   resize_size, targets, train_transform)
-from .model import ARCHS, build_model
-from .transfer import CACHE_POINTS, STRATEGIES, TransferNet, frozen_features, prepare, save_export
+                   targets, train_transform)
+from .model import ARCHS, build_model, from_state
+from .transfer import STRATEGIES, TransferNet, frozen_features, prepare, save_export
 from .weights import WeightsUnavailable, load_pretrained
 
 # Documented limits of the numeric settings (the UI and the CLI both check these): (lowest, highest), inclusive.
@@ -49,6 +50,7 @@ LIMITS = {
     "batch_size": (1, 256),
     "lr": (0.0, 1.0),            # must also be finite and strictly above 0
     "augmented_views": (0, 8),
+    "synthetic_images": (8, 20_000),
 }
 EVAL_BATCH = 64
 BN_IMAGES = 64    # training images that re-estimate BatchNorm statistics after every epoch (see _precise_bn)
@@ -82,12 +84,12 @@ class FinetuneConfig:
     batch_size: int = 32
     lr: float | None = None              # None: each strategy's default (STRATEGIES[name].lr)
     weights: str | None = None           # an explicit pretrained checkpoint; else the cache / a download
-    allow_download: bool = field(default_factory=lambda: os.environ.get("RESNET_ALLOW_DOWNLOAD", "1") != "0")
+    allow_download: bool = field(default_factory=lambda: config.get("RESNET_ALLOW_DOWNLOAD"))
     seed: int = 0
     cache_features: bool = True          # False: recompute the frozen part every step (for comparison)
     augmented_views: int = 0             # extra augmented views per training image in the feature cache
     cache_mb: int = 2048                 # above this, ``last`` recomputes its frozen part instead of caching it
-    max_decoded_mb: int = field(default_factory=lambda: int(os.environ.get("RESNET_MAX_DATASET_MB", 1536)))
+    max_decoded_mb: int = field(default_factory=lambda: config.get("RESNET_MAX_DATASET_MB"))
     val_fraction: float | None = None    # where the dataset has no split (default 0.25 synthetic, 0.2 others)
     synthetic_images: int = 400
     device: str | None = None            # None: resnet.device.pick_device()
@@ -103,7 +105,7 @@ class FinetuneConfig:
             raise ValueError(f"Unknown strategy '{unknown[0]}'; choose from {', '.join(STRATEGIES)}.")
         if self.arch not in ARCHS:
             raise ValueError(f"Unknown architecture '{self.arch}'; choose from {', '.join(ARCHS)}.")
-        for name in ("epochs", "image_size", "batch_size", "augmented_views"):
+        for name in ("epochs", "image_size", "batch_size", "augmented_views", "synthetic_images"):
             check_setting(name, getattr(self, name))
         if self.lr is not None:
             check_setting("lr", self.lr)
@@ -223,8 +225,8 @@ def _backbone_state(cfg: FinetuneConfig) -> tuple[dict, bool, str]:
     except WeightsUnavailable as e:
         if cfg.weights:
             raise
-        torch.manual_seed(cfg.seed + 1)
-        return build_model(cfg.arch).state_dict(), False, str(e)
+        gen = torch.Generator().manual_seed(cfg.seed + 1)
+        return build_model(cfg.arch, generator=gen).state_dict(), False, str(e)
 
 
 def _strategy_seed(seed: int, name: str) -> int:
@@ -235,6 +237,7 @@ def _strategy_seed(seed: int, name: str) -> int:
 def run(config: FinetuneConfig, *, cancel: threading.Event | None = None) -> Iterator[Event]:
     """Train each of ``config.strategies`` in turn, yielding events; the last one carries the ``RunResult``."""
     cfg = config.validated()
+    budget.check_finetune(cfg)  # before any data or weights are loaded (again below, once the data set is listed)
     t_run = time.perf_counter()
     store: dict = {}  # every large tensor lives here, so that closing the generator frees it at once
     try:
@@ -253,14 +256,10 @@ def _run(cfg: FinetuneConfig, cancel, t_run: float, store: dict) -> Iterator[Eve
     dev = devices.pick_device(cfg.device)
     ds = load_dataset(cfg.dataset, val_fraction=cfg.val_fraction, seed=cfg.seed,
                       synthetic_images=cfg.synthetic_images, image_size=cfg.image_size)
-    # Every image is decoded once and kept in memory: refuse before decoding what would not fit, so that a
-    # tiny zip of many small files asked for at a large size cannot take the server's memory.
-    side = resize_size(cfg.image_size)
-    decoded_mb = (len(ds.train) + len(ds.val)) * side * side * 3 / 2**20
-    if decoded_mb > cfg.max_decoded_mb:
-        raise DatasetError(f"{len(ds.train) + len(ds.val)} images at {cfg.image_size} px would need about "
-                           f"{decoded_mb:,.0f} MB of memory, over this server's limit of {cfg.max_decoded_mb:,} MB; "
-                           "use a smaller image size or fewer images.")
+    # Every image is decoded once and kept in memory: refuse before decoding what would not fit (every copy of the
+    # decoded images and cached features counted), so that a tiny zip of many small files asked for at a large
+    # size cannot take the server's memory, and a large data set cannot take its time.
+    budget.check_finetune(cfg, n_train=len(ds.train), n_val=len(ds.val), device=dev)
     classes = list(ds.classes)
     if any(STRATEGIES[n].pretrained for n in cfg.strategies):
         backbone_state, pretrained, weights_note = _backbone_state(cfg)
@@ -318,13 +317,15 @@ def _run(cfg: FinetuneConfig, cancel, t_run: float, store: dict) -> Iterator[Eve
         for split, (images, kept, _) in decoded.items():
             store[split + "_u8"] = torch.stack(images)
             store[split + "_y"] = torch.tensor(kept, dtype=torch.long)
+            images.clear()  # the stack is the one copy from here on
+        del decoded
         ev = eval_transform(cfg.image_size, decoded=True)
         store["val_x"] = torch.stack([ev(img) for img in store["val_u8"]])
         result.decode_seconds = time.perf_counter() - t0
 
         # 2. One shared pass of the frozen pretrained network for every cached strategy.
         if cached_names:
-            yield from _cache(cfg, cached_names, backbone_state, dev, store, result, stopped, t_run)
+            yield from _cache(cfg, backbone_state, dev, store, result, stopped, t_run)
 
         # 3. Train each strategy.
         for name in cfg.strategies:
@@ -363,28 +364,22 @@ def _refill_splits(decoded: dict, classes: list[str], damaged: list, *, split_gi
             kept.append(o_kept.pop(j))
 
 
-def _cache(cfg, names, backbone_state, dev, store, result, stopped, t_run) -> Iterator[Event]:
+def _cache(cfg, backbone_state, dev, store, result, stopped, t_run) -> Iterator[Event]:
     t0 = time.perf_counter()
-    points = {STRATEGIES[n].cache_point for n in names}
-    net = build_model(cfg.arch)
-    net.load_state_dict(backbone_state)
-    net = devices.prepare(net, dev, cfg.image_size).eval()
+    net = devices.prepare(from_state(cfg.arch, backbone_state), dev, cfg.image_size).eval()
+    # The augmented views, if any, draw from their own seeded generator (never torch's global RNG).
+    gen = torch.Generator().manual_seed(cfg.seed)
     views = [eval_transform(cfg.image_size, decoded=True)]
-    views += [train_transform(cfg.image_size, decoded=True)] * cfg.augmented_views
+    views += [train_transform(cfg.image_size, decoded=True, generator=gen)] * cfg.augmented_views
     n_train, n_val = len(store["train_u8"]), len(store["val_u8"])
-    # Budget: ``last`` caches conv4_x's whole feature map, which can be large at big image sizes.
-    with torch.no_grad():
-        probe = frozen_features(net, store["val_x"][:1].to(dev), points)
-    row_bytes = {p: t[0].numel() * 4 for p, t in probe.items()}
-    total_mb = sum(row_bytes.values()) * (n_train * len(views) + n_val) / 2**20
-    if "layer4_input" in points and total_mb > cfg.cache_mb:
-        points.discard("layer4_input")
-        store["uncached"] = {"last"}
+    row_bytes = budget.cache_row_bytes(budget.resnet_profile(cfg.arch, cfg.image_size))
+    points, uncached, total_mb = cache_plan(cfg, row_bytes, n_train * len(views) + n_val)
+    if uncached:
+        store["uncached"] = uncached
         result.notes.append(f"The conv4_x feature cache would need {total_mb:,.0f} MiB, over the {cfg.cache_mb} MiB "
                             "budget, so 'last' recomputed its frozen part every step.")
     if not points:
         return
-    torch.manual_seed(cfg.seed)  # the augmented views, if any
     jobs = [("train", v, view) for v, view in enumerate(views)] + [("val", 0, views[0])]
     total = sum(n_train if s == "train" else n_val for s, _, _ in jobs)
     done = 0
@@ -413,6 +408,17 @@ def _cache(cfg, names, backbone_state, dev, store, result, stopped, t_run) -> It
         result.notes.append(CACHE_NOTE.format(views=views_note))
 
 
+def cache_plan(cfg: FinetuneConfig, row_bytes: dict, rows: int) -> tuple[set, set, float]:
+    """(points the shared pass computes, strategies that recompute their frozen part instead, MiB of the cache
+    as asked): ``last`` caches conv4_x's whole feature map, which can be large at big image sizes, so over
+    ``cfg.cache_mb`` it recomputes instead. ``resnet.budget`` counts memory with this same plan."""
+    points = {STRATEGIES[n].cache_point for n in cfg.strategies if STRATEGIES[n].cache_point and cfg.cache_features}
+    total_mb = sum(row_bytes[p] for p in points) * rows / 2**20
+    if "layer4_input" in points and total_mb > cfg.cache_mb:
+        return points - {"layer4_input"}, {"last"}, total_mb
+    return points, set(), total_mb
+
+
 def _batches(n: int, batch_size: int, gen: torch.Generator) -> list[torch.Tensor]:
     """A shuffled epoch; a last batch of one is dropped (BatchNorm cannot train on a single value)."""
     order = torch.randperm(n, generator=gen)
@@ -424,10 +430,10 @@ def _batches(n: int, batch_size: int, gen: torch.Generator) -> list[torch.Tensor
 
 def _train(cfg, name, backbone_state, pretrained, dev, store, result, stopped) -> Iterator[Event]:
     s = STRATEGIES[name]
-    seed = _strategy_seed(cfg.seed, name)
-    torch.manual_seed(seed)
-    gen = torch.Generator().manual_seed(seed)
-    net = prepare(name, cfg.arch, len(result.classes), backbone_state=backbone_state)
+    # One generator for everything random in this strategy (new layers, batch order, augmentation), never
+    # torch's global RNG: two visitors running the same seeded job at once each get what one alone gets.
+    gen = torch.Generator().manual_seed(_strategy_seed(cfg.seed, name))
+    net = prepare(name, cfg.arch, len(result.classes), backbone_state=backbone_state, generator=gen)
     trainable, total = net.param_counts()
     lr = cfg.lr or s.lr
     cached = bool(s.cache_point) and cfg.cache_features and name not in store.get("uncached", ())
@@ -440,7 +446,7 @@ def _train(cfg, name, backbone_state, pretrained, dev, store, result, stopped) -
         x_train, y_train, x_val = store["train_u8"], store["train_y"], store["val_x"]
         features = "augmented images every step" + (", frozen part recomputed every step" if s.cache_point else "")
     y_val = store["val_y"]
-    augment = train_transform(cfg.image_size, decoded=True)
+    augment = train_transform(cfg.image_size, decoded=True, generator=gen)
     bn_x = _bn_inputs(cfg, x_train, cached, store)
     # What the trained part sees, images or cached features (a small map or a vector), sets precision and layout.
     size = (x_train.shape[-1] if x_train.dim() == 4 else 1) if cached else cfg.image_size

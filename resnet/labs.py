@@ -18,8 +18,9 @@ from PIL import Image, ImageDraw
 from torch import nn
 from torch.nn import functional as F
 
+from . import budget
 from .images import open_image
-from .model import ARCHS, BasicBlock, build_model, conv1x1
+from .model import ARCHS, BasicBlock, build_model, conv1x1, init_weights
 from .summary import layer_table, run_counting_macs, totals
 
 MEAN = torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1)
@@ -179,24 +180,32 @@ def _strip_batchnorm(module: nn.Module) -> None:
 
 
 def lab_net(name: str, residual: bool = True, *, setting: str = "bn", num_classes: int = 10,
-            seed: int = 0, widths=CIFAR_WIDTHS) -> nn.Module:
-    """``name`` in ``LAB_NETS``, with or without shortcuts, seeded so plain and residual start alike."""
+            seed: int = 0, widths=CIFAR_WIDTHS, device=None) -> nn.Module:
+    """``name`` in ``LAB_NETS``, with or without shortcuts, seeded so plain and residual start alike.
+
+    Built on the meta device, then materialised on the CPU and initialised from a ``torch.Generator`` seeded
+    with ``seed``: never from torch's global RNG, which concurrent requests share. ``device="meta"``: a
+    weightless net for counting (``resnet.budget``)."""
     if name not in LAB_NETS:
         raise ValueError(f"unknown lab network {name!r}; choose one of: {', '.join(LAB_NETS)}")
     if setting not in SETTINGS:
         raise ValueError(f"unknown setting {setting!r}; choose one of: {', '.join(SETTINGS)}")
-    torch.manual_seed(seed)
-    if name in CIFAR_NETS:
-        net = CifarResNet(CIFAR_NETS[name], residual, num_classes, widths)
-    else:
-        net = build_model(name, num_classes, residual=residual)
+    with torch.device("meta"):
+        if name in CIFAR_NETS:
+            net = CifarResNet(CIFAR_NETS[name], residual, num_classes, tuple(widths))
+        else:
+            net = build_model(name, num_classes, residual=residual)
     s = SETTINGS[setting]
     if not s.batchnorm:
         _strip_batchnorm(net)
+    if device is not None and torch.device(device).type == "meta":
+        return net
+    gen = torch.Generator().manual_seed(int(seed))
+    init_weights(net.to_empty(device="cpu"), gen, defaults=True)  # He normal convs, BN 1/0, fc torch's default
     if s.init == "xavier":
         for m in net.modules():
             if isinstance(m, (nn.Conv2d, nn.Linear)):
-                nn.init.xavier_normal_(m.weight)
+                nn.init.xavier_normal_(m.weight, generator=gen)
     return net
 
 
@@ -260,16 +269,14 @@ def layer_gradients(net: nn.Module, x: torch.Tensor, y: torch.Tensor, *, name: s
 def gradient_flow(nets=("cifar20", "cifar56"), settings=("none", "bn"), *, batch_size: int = 32,
                   image_size: int | None = None, seed: int = 0) -> list[GradientProfile]:
     """Per-layer gradient norms at initialisation for each net in ``nets``, plain and residual, under each
-    setting, on the same batch of real images and the same seed."""
-    if not nets or not settings:
-        raise ValueError("choose at least one network and one setting")
-    if not 2 <= int(batch_size) <= 256:
-        raise ValueError("the batch size must be between 2 and 256")
+    setting, on the same batch of real images and the same seed. Settings are checked first (lists from the
+    API deduplicated, and the job refused if it is over this server's budget: ``resnet.budget``)."""
+    nets, settings, batch_size, sizes = budget.check_gradient_flow(nets, settings, batch_size, image_size)
     out = []
     for setting in settings:
         for name in nets:
-            size = int(image_size or default_size(name))
-            x, y = real_batch(int(batch_size), size, seed)
+            size = sizes[name]
+            x, y = real_batch(batch_size, size, seed)
             for residual in (True, False):
                 net = lab_net(name, residual, setting=setting, seed=seed)
                 out.append(layer_gradients(net, x, y, name=name, setting=setting, residual=residual))
@@ -309,13 +316,10 @@ def training_race(steps: int = 120, *, batch_size: int = 16, lr: float = 0.05, n
     Training loss, not test accuracy: the degradation problem is that the deeper plain net fits its own
     training data *worse*, which overfitting cannot explain.
     """
-    steps, batch_size, every = int(steps), int(batch_size), max(1, int(every))
-    if not 1 <= steps <= 5000:
-        raise ValueError("the number of steps must be between 1 and 5000")
-    if not 2 <= batch_size <= 256:
-        raise ValueError("the batch size must be between 2 and 256")
-    if not 0 < lr <= 1:
-        raise ValueError("the learning rate must be between 0 and 1")
+    steps, batch_size, nets, n_images, widths = budget.check_training_race(steps, batch_size, nets, n_images, widths)
+    every = budget.whole(every, 1, 5000, "recording interval")
+    if isinstance(lr, bool) or not isinstance(lr, (int, float)) or not (0 < lr <= 1):  # NaN fails too
+        raise ValueError("The learning rate must be a number above 0 and at most 1.")
     x, y = shapes_dataset(n_images, 32, seed)
     runners = []
     for name, residual in nets:
@@ -380,17 +384,14 @@ def deep_network(name: str = "cifar1202", *, batch_size: int = 2, image_size: in
                  seed: int = 0) -> DeepResult:
     """Build the net (ResNet-1202: n = 200, 19.4 M parameters) with and without shortcuts and run one
     forward and backward pass on a small batch of real images, timing it."""
-    if name not in CIFAR_NETS:
-        raise ValueError(f"choose a CIFAR net: {', '.join(CIFAR_NETS)}")
-    if not 2 <= int(batch_size) <= 32:
-        raise ValueError("the batch size must be between 2 and 32")  # BatchNorm needs at least 2
-    x, y = real_batch(int(batch_size), int(image_size), seed)
+    batch_size, image_size = budget.check_deep_network(name, batch_size, image_size, setting)  # BN needs 2 or more
+    x, y = real_batch(batch_size, image_size, seed)
     profiles = {}
     for residual in (True, False):
         net = lab_net(name, residual, setting=setting, seed=seed)
         profiles[residual] = layer_gradients(net, x, y, name=name, setting=setting, residual=residual)
         del net
-    return DeepResult(net_depth(name), profiles[True], profiles[False], int(batch_size), int(image_size))
+    return DeepResult(net_depth(name), profiles[True], profiles[False], batch_size, image_size)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -415,11 +416,14 @@ def image_tensor(image, size: int = BN_IMAGE_SIZE) -> torch.Tensor:
 
 def image_pool(photos, n: int = 64, size: int = BN_IMAGE_SIZE, seed: int = 0) -> torch.Tensor:
     """``n`` random crops (random scale, position and flip) of the given photos: a small "training set"
-    whose statistics the batch statistics are compared with."""
+    whose statistics the batch statistics are compared with. Checked against this server's budget first (the
+    BatchNorm lab's biggest part: ``resnet.budget.check_bn_lab``)."""
+    photos = list(photos)
+    if not photos:
+        raise ValueError("the image pool needs at least one photo")
+    n = budget.check_bn_lab(n, size, len(photos))
     rng = np.random.default_rng(seed)
     imgs = [open_image(p) for p in photos]
-    if not imgs:
-        raise ValueError("the image pool needs at least one photo")
     out = []
     for i in range(n):
         img = imgs[i % len(imgs)]
@@ -653,15 +657,16 @@ def bias_cancellation(cin: int = 3, cout: int = 16, size: int = 32, batch_size: 
                       x: torch.Tensor | None = None) -> BiasCheck:
     """BN subtracts the batch mean per channel, and a conv bias adds a constant per channel: it is
     removed again, so it changes nothing and receives no gradient."""
-    torch.manual_seed(seed)
-    with_bias = nn.Conv2d(cin, cout, 3, padding=1, bias=True)
-    nn.init.normal_(with_bias.bias, 0.0, 1.0)  # a large bias, so cancelling it is not a rounding accident
-    without = nn.Conv2d(cin, cout, 3, padding=1, bias=False)
+    gen = torch.Generator().manual_seed(seed)  # not torch's global RNG: other requests share that one
+    with_bias = nn.Conv2d(cin, cout, 3, padding=1, bias=True, device="meta").to_empty(device="cpu")
+    nn.init.kaiming_uniform_(with_bias.weight, a=math.sqrt(5), generator=gen)  # nn.Conv2d's default init
+    nn.init.normal_(with_bias.bias, 0.0, 1.0, generator=gen)  # a large bias: cancelling it is no rounding accident
+    without = nn.Conv2d(cin, cout, 3, padding=1, bias=False, device="meta").to_empty(device="cpu")
     with torch.no_grad():
         without.weight.copy_(with_bias.weight)
     bn_a, bn_b = nn.BatchNorm2d(cout), nn.BatchNorm2d(cout)
     if x is None:
-        x = torch.randn(batch_size, cin, size, size, generator=torch.Generator().manual_seed(seed))
+        x = torch.randn(batch_size, cin, size, size, generator=gen)
     ya, yb = bn_a(with_bias(x)), bn_b(without(x))
     # Any loss will do; a fixed, uneven weighting of the outputs gives every parameter a real gradient.
     target = torch.sin(torch.arange(ya.numel(), dtype=torch.float32)).view_as(ya)
@@ -713,14 +718,9 @@ def measure_conv(cin: int, cout: int, groups: int, kernel: int = 3, size: int = 
 
 def conv_costs(cin: int = 128, cout: int = 128, groups: int = 32, size: int = 28, kernel: int = 3) -> list[ConvCost]:
     """A normal, a grouped and a depthwise conv with the same input and output shapes (depthwise: one
-    group per input channel; it needs cout to be a multiple of cin, else it keeps cin outputs)."""
-    cin, cout, groups, size = int(cin), int(cout), int(groups), int(size)
-    if not (1 <= cin <= 4096 and 1 <= cout <= 4096):
-        raise ValueError("the channel counts must be between 1 and 4096")
-    if not 1 <= size <= 512:
-        raise ValueError("the feature-map size must be between 1 and 512")
-    if groups < 1:
-        raise ValueError("the number of groups must be at least 1")
+    group per input channel; it needs cout to be a multiple of cin, else it keeps cin outputs). Everything runs
+    on the meta device, so the largest settings cost no memory; ``resnet.budget.check_group_conv`` checks them."""
+    cin, cout, groups, size = budget.check_group_conv(cin, cout, groups, size)
     dw_out = cout if cout % cin == 0 else cin
     return [measure_conv(cin, cout, 1, kernel, size, "normal"),
             measure_conv(cin, cout, groups, kernel, size, "grouped"),
@@ -746,9 +746,9 @@ def block_cost(arch: str, image_size: int = 224) -> BlockCost:
     """The second block of conv2_x (256 → 256 channels at 56×56, no projection) measured layer by layer,
     and the whole model's totals from the layer table."""
     spec = ARCHS[arch]
-    block = build_model(arch).layer1[1]
+    block = build_model(arch, device="meta").layer1[1]  # weightless: shapes and counts only, no RNG, no memory
     size = image_size // 4
-    x = torch.zeros(1, block.conv1.in_channels, size, size)
+    x = torch.zeros(1, block.conv1.in_channels, size, size, device="meta")
     layers = []
     with torch.no_grad():
         for conv, bn, relu in ((block.conv1, block.bn1, True), (block.conv2, block.bn2, True), (block.conv3, None, False)):

@@ -1,0 +1,641 @@
+"""Every job's memory and work, estimated before it starts and checked against what this machine can give.
+
+Why: one request with values the page itself allows (ResNeXt-101 at 512 px, batch 256) would need hundreds of
+gigabytes for one training step; it must be refused in a fraction of a second, with a sentence that names the
+limit and a setting that fits, before any data or weights are loaded.
+
+How: each network is run once per (network, image size) on the meta device (no memory, no arithmetic) with
+forward hooks that count, per part of the network, the elements of every leaf module's output (what autograd
+keeps for the backward pass, a slight over-count: ResNet-18 at 64–128 px keeps 0.7–0.75× of it, measured by
+``tests/test_budget.py``), the widest single output (the working set of a pass without gradients) and the
+multiply-adds. Those per-image counts are then scaled by the batch size and the bytes per element the run
+will use (bf16 / fp16 where ``resnet.device.amp_dtype`` says so), and added to the parameters, gradients and
+optimiser state of the part that trains, and to the data held in memory, phase by phase, every copy that is
+alive at once (``finetune_estimate`` lists them).
+
+Budgets (``machine_budget``): memory is ``RESNET_MEMORY_BUDGET_MB`` or 60 % of what is available when the job is
+checked (``MemAvailable``; free GPU memory for the part that lives on a GPU); work is ``RESNET_WORK_BUDGET_TMACS``
+or 60 TMACs on a CPU (about ten minutes of training on two cores; the app's default run, ResNet-18 at 128 px on
+the built-in set, is 3.5) and 2000 on a GPU.
+"""
+from __future__ import annotations
+
+import dataclasses
+import math
+import os
+import threading
+from dataclasses import dataclass
+from functools import lru_cache
+
+import torch
+from torch import nn
+
+from . import config
+from . import device as devices
+from .errors import LabError
+
+GB = 2 ** 30
+MB = 2 ** 20
+CPU_WORK_TMACS, GPU_WORK_TMACS = 60.0, 2000.0
+MEMORY_SHARE = 0.6          # of the memory available when a job is checked
+ADAM_BYTES = 16             # fp32 weight, gradient and AdamW's two moments per trainable parameter
+SGD_BYTES = 12              # weight, gradient, momentum
+TRANSIENT = 3               # widest activation × this: gradients in and out of a layer, or a no-grad pass's in/out
+KNOWN_COUNTS = {"hymenoptera": (244, 153)}  # (train, val) of a named data set, for the check before it is loaded
+# What finetune.run keeps per run beside its arrays (see finetune.EVAL_BATCH / BN_IMAGES; copied to avoid a cycle).
+EVAL_BATCH, BN_IMAGES = 64, 64
+
+
+class BudgetExceeded(LabError, ValueError):
+    """A job that would need more memory or work than this server allows; the message is one sentence that
+    names the limit and a setting that fits."""
+
+
+# ---------------------------------------------------------------------------- the machine
+
+@dataclass(frozen=True)
+class Budget:
+    memory: int        # bytes one job may plan to use on its device
+    host: int          # bytes of host memory (the same as ``memory`` on a CPU)
+    work: float        # multiply-adds
+    device: str
+
+
+def available_ram() -> int:
+    """Bytes of memory available now: ``MemAvailable`` from /proc/meminfo, else free pages (no psutil needed)."""
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    try:
+        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError, AttributeError):
+        return 8 * GB  # nothing to read: a modest machine
+
+
+def machine_budget(device: torch.device | str | None = None) -> Budget:
+    """What one job may plan to use here and now (the operator's settings win)."""
+    dev = torch.device(device) if device is not None else devices.pick_device()
+    set_mb, set_tmacs = config.get("RESNET_MEMORY_BUDGET_MB"), config.get("RESNET_WORK_BUDGET_TMACS")
+    host = set_mb * MB if set_mb else int(MEMORY_SHARE * available_ram())
+    memory = host
+    if dev.type == "cuda" and not set_mb:
+        free, _ = torch.cuda.mem_get_info(dev)
+        memory = int(MEMORY_SHARE * free)
+    work = (set_tmacs if set_tmacs else GPU_WORK_TMACS if dev.type == "cuda" else CPU_WORK_TMACS) * 1e12
+    return Budget(memory, host, work, dev.type)
+
+
+# ---------------------------------------------------------------------------- counting on the meta device
+
+@dataclass(frozen=True)
+class Profile:
+    """Per-image counts of one network at one input size, per top-level part (``conv1`` … ``layer4``, ``fc``)."""
+
+    saved: dict      # part → elements of its leaf modules' outputs (what a backward pass keeps)
+    widest: dict     # part → the largest single leaf output (elements)
+    macs: dict       # part → multiply-adds
+    params: dict     # part → parameters
+    out: dict        # part → elements of the part's own output
+
+    def scaled(self, factor: float) -> "Profile":
+        """Roughly this network at ``factor`` times the input side: maps scale by its square, vectors stay (a
+        first guess for a size that fits, checked with an exact count before it is offered)."""
+        f2 = factor * factor
+        grow = lambda d: {k: (v if k in ("avgpool", "fc") else int(v * f2)) for k, v in d.items()}  # noqa: E731
+        return Profile(grow(self.saved), grow(self.widest), grow(self.macs), dict(self.params), grow(self.out))
+
+    def total(self, key: str, parts=None) -> int:
+        d = getattr(self, key)
+        vals = [d[p] for p in (parts if parts is not None else d)]
+        return max(vals, default=0) if key == "widest" else sum(vals)
+
+
+_META_LOCK = threading.Lock()  # a meta model is shared; its hooks must see one pass at a time
+
+
+def count(model: nn.Module, size: int, channels: int = 3) -> Profile:
+    """One pass of ``model`` (on the meta device) on a 1×channels×size×size input, counting as ``Profile`` says."""
+    saved, widest, macs, params, out = {}, {}, {}, {}, {}
+    handles = []
+
+    def leaf_hook(part):
+        def hook(m, inputs, output):
+            n = output.numel()
+            saved[part] += n
+            widest[part] = max(widest[part], n)
+            if isinstance(m, nn.Conv2d):
+                kh, kw = m.kernel_size
+                macs[part] += n * (m.in_channels // m.groups) * kh * kw
+            elif isinstance(m, nn.Linear):
+                macs[part] += n * m.in_features
+        return hook
+
+    def part_hook(part):
+        def hook(m, inputs, output):
+            out[part] = output.numel()
+        return hook
+
+    for part, child in model.named_children():
+        saved[part] = widest[part] = macs[part] = out[part] = 0
+        params[part] = sum(p.numel() for p in child.parameters())
+        handles.append(child.register_forward_hook(part_hook(part)))
+        handles += [m.register_forward_hook(leaf_hook(part)) for m in child.modules() if not list(m.children())]
+    try:
+        with torch.no_grad():
+            model.eval()(torch.empty(1, channels, size, size, device="meta"))
+    finally:
+        for h in handles:
+            h.remove()
+    return Profile(saved, widest, macs, params, out)
+
+
+@lru_cache(maxsize=16)
+def _meta_resnet(arch: str) -> nn.Module:
+    from .model import build_model
+    return build_model(arch, device="meta")
+
+
+@lru_cache(maxsize=256)
+def resnet_profile(arch: str, size: int) -> Profile:
+    """``count`` for ``resnet.build_model(arch)`` at ``size`` px (cached: a few milliseconds to 0.1 s cold)."""
+    with _META_LOCK:
+        return count(_meta_resnet(arch), size)
+
+
+@lru_cache(maxsize=256)
+def lab_profile(name: str, residual: bool, setting: str, widths: tuple, size: int) -> Profile:
+    """``count`` for ``resnet.labs.lab_net``. A CIFAR net of n blocks per stage counts exactly what one of one
+    block does plus n − 1 times the difference to two blocks (every further block is the same): ResNet-1202
+    is counted in milliseconds instead of the seconds a 1202-layer meta pass takes."""
+    from .labs import CIFAR_NETS, lab_net
+    if name not in CIFAR_NETS:
+        with _META_LOCK:
+            return count(lab_net(name, residual, setting=setting, widths=widths, device="meta"), size)
+
+    one, two = (_cifar_profile(n, residual, setting, widths, size) for n in (1, 2))
+    k = CIFAR_NETS[name] - 1
+    grow = lambda a, b: {p: a[p] + k * (b[p] - a[p]) for p in a}  # noqa: E731
+    return Profile(grow(one.saved, two.saved), dict(two.widest), grow(one.macs, two.macs),
+                   grow(one.params, two.params), dict(two.out))
+
+
+@lru_cache(maxsize=64)
+def _cifar_profile(n: int, residual: bool, setting: str, widths: tuple, size: int) -> Profile:
+    from .labs import SETTINGS, CifarResNet, _strip_batchnorm
+    with torch.device("meta"):
+        net = CifarResNet(n, residual, 10, widths)
+    if not SETTINGS[setting].batchnorm:
+        _strip_batchnorm(net)
+    with _META_LOCK:
+        return count(net, size)
+
+
+# ---------------------------------------------------------------------------- helpers
+
+def act_bytes(dev: torch.device, size: int | None) -> int:
+    """Bytes per activation element of a training step on inputs ``size`` px across (mixed precision: 2)."""
+    return 2 if devices.amp_dtype(dev, size) is not None else 4
+
+
+def show_bytes(n: float) -> str:
+    return f"{n / GB:,.0f} GB" if n >= 10 * GB else f"{n / GB:.1f} GB" if n >= GB else f"{max(n, MB) / MB:,.0f} MB"
+
+
+def show_macs(n: float) -> str:
+    return f"{n / 1e12:,.0f} TMACs" if n >= 1e13 else f"{n / 1e12:.1f} TMACs" if n >= 1e11 else f"{n / 1e9:,.1f} GMACs"
+
+
+def whole(value, lo: int, hi: int, what: str) -> int:
+    """``value`` as an int in [lo, hi] (an integral float is accepted: sliders send them), else one sentence."""
+    ok = isinstance(value, int) or (isinstance(value, float) and math.isfinite(value) and value.is_integer())
+    if isinstance(value, bool) or not ok or not lo <= value <= hi:
+        raise ValueError(f"The {what} must be a whole number from {lo} to {hi}, not {_short(value)}.")
+    return int(value)
+
+
+def choices(values, allowed, what: str, limit: int | None = None) -> tuple:
+    """A list input from the API: one name or a list of names from ``allowed``, duplicates collapsed, capped."""
+    if isinstance(values, str):
+        values = [v for v in values.split(",")]
+    if not isinstance(values, (list, tuple)):
+        raise ValueError(f"The {what} must be a list of names, not {_short(values)}.")
+    limit = limit or len(allowed)
+    if len(values) > 4 * limit:  # a request padded with thousands of copies is not worth reading
+        raise ValueError(f"Choose at most {limit} {what}.")
+    out = []
+    for v in values:
+        v = v.strip() if isinstance(v, str) else v
+        if not isinstance(v, str) or v not in allowed:
+            raise ValueError(f"Unknown {what[:-1] if what.endswith('s') else what} {_short(v)}; choose from "
+                             f"{', '.join(allowed)}.")
+        if v not in out:
+            out.append(v)
+    if not out:
+        raise ValueError(f"Choose at least one of the {what}.")
+    if len(out) > limit:
+        raise ValueError(f"Choose at most {limit} {what}.")
+    return tuple(out)
+
+
+def _short(value) -> str:
+    text = repr(value)
+    return text if len(text) <= 24 else text[:20] + "…"
+
+
+# ---------------------------------------------------------------------------- fine-tuning
+
+FROZEN_TO_LAYER3 = ("conv1", "bn1", "relu", "maxpool", "layer1", "layer2", "layer3")
+LAST_PART = ("layer4", "avgpool", "fc")
+
+
+def cache_row_bytes(prof: Profile) -> dict:
+    """Bytes of one image's row in each of the engine's feature caches (fp32)."""
+    return {"layer4_input": prof.out["layer3"] * 4, "pooled": prof.out["avgpool"] * 4, "logits": prof.out["fc"] * 4}
+
+
+@dataclass
+class Estimate:
+    """Peak memory (bytes, on the job's device and on the host) and total multiply-adds of one job."""
+
+    memory: int                  # on the device (host + device on a CPU)
+    host: int
+    work: float
+    step: int                    # the largest single training step alone (activations + its model), for messages
+    data: int                    # decoded images and cached features held at once, at their peak
+    what: str = ""               # where the peak is, in words
+
+
+def _counts(cfg, n_images: int | None) -> tuple[int, int]:
+    """(train, val) images: given, known from the configuration, or (0, 0) when not known yet (an upload)."""
+    from .data import ImageSet
+    if n_images is None:
+        if isinstance(cfg.dataset, ImageSet):
+            return len(cfg.dataset.train), len(cfg.dataset.val)
+        name = str(cfg.dataset).strip()
+        if name in KNOWN_COUNTS:
+            return KNOWN_COUNTS[name]
+        n_images = cfg.synthetic_images if name == "synthetic" else 0
+    vf = cfg.val_fraction or (0.25 if str(cfg.dataset) == "synthetic" else 0.2)
+    n_val = min(n_images, max(1, round(n_images * vf))) if n_images else 0
+    return n_images - n_val, n_val
+
+
+def _in_memory_bytes(cfg, n: int) -> int:
+    """The data set's own copy in memory: the synthetic set's images (files on disk are read as needed)."""
+    from .data import ImageSet
+    ds = cfg.dataset
+    if isinstance(ds, ImageSet):
+        base = getattr(ds.train, "dataset", ds.train)
+        images = getattr(base, "images", None)
+        return sum(im.size[0] * im.size[1] * len(im.getbands()) for im in images) if images else 0
+    return n * cfg.image_size ** 2 * 3 if str(ds).strip() == "synthetic" else 0
+
+
+def finetune_estimate(cfg, n_images: int | None = None, *, n_train: int | None = None, n_val: int | None = None,
+                      device: torch.device | None = None, profile: Profile | None = None) -> Estimate:
+    """Peak memory and total work of ``finetune.run(cfg)``, phase by phase, as the engine really runs.
+
+    Alive for the whole run: the data set's own images (synthetic), the decoded uint8 squares, the
+    normalised validation images, the seeded BatchNorm sample, the feature cache, the 1000-class backbone
+    state, and each finished strategy's model (``keep_models``). On top, the largest of: loading the
+    weights (state, model and file), stacking the decoded images (the list and the stack), the one-off
+    cache pass (frozen net at ``EVAL_BATCH``, the feature lists and their concatenation), and each
+    strategy's training (its network, gradients, AdamW state and autocast copies, one step's activations
+    or an evaluation pass at ``EVAL_BATCH``, whichever is larger).
+    """
+    from .finetune import cache_plan  # the engine's own decision of what is cached
+    from .transfer import STRATEGIES
+    cfg = cfg.validated()
+    dev = torch.device(device) if device is not None else devices.pick_device(cfg.device)
+    on_gpu = dev.type != "cpu"
+    if n_train is None or n_val is None:
+        n_train, n_val = _counts(cfg, n_images)
+    n = n_train + n_val
+    s, b = cfg.image_size, cfg.batch_size
+    prof = profile or resnet_profile(cfg.arch, s)
+    P = prof.total("params")
+    views = 1 + cfg.augmented_views
+    rows = n_train * views + n_val
+    r = round(s / 0.875)  # data.resize_size
+    u8, val_x = n * 3 * r * r, n_val * 3 * s * s * 4
+    row_bytes = cache_row_bytes(prof)
+    points, uncached, _ = cache_plan(cfg, row_bytes, rows)
+    cache = rows * sum(row_bytes[p] for p in points)
+
+    def cached(name: str) -> bool:
+        return STRATEGIES[name].cache_point in points and name not in uncached
+
+    full_net = [x for x in cfg.strategies if not cached(x)]
+    bn_x = min(BN_IMAGES, n_train) * 3 * s * s * 4 if full_net else 0
+    host = _in_memory_bytes(cfg, n) + u8 + val_x + bn_x
+    dev_mem = cache if on_gpu else 0
+    host += 0 if on_gpu else cache
+    pretrained = any(STRATEGIES[x].pretrained for x in cfg.strategies)
+    state = 4 * P if pretrained else 0
+    host += state
+    ab_full = act_bytes(dev, s)
+    amp_copy = 2 * P if ab_full == 2 else 0
+
+    # One-off phases.
+    phases = {"loading the weights": (8 * P, 0), "stacking the decoded images": (u8, 0)}
+    if points:
+        deepest = FROZEN_TO_LAYER3 if points == {"layer4_input"} else tuple(prof.params)
+        work_set = EVAL_BATCH * (TRANSIENT * prof.total("widest", deepest) * ab_full + 2 * 3 * s * s * 4)
+        frozen = 4 * P + amp_copy + work_set + cache  # the net, one batch, and the feature lists before torch.cat
+        phases["the feature cache pass"] = (0, frozen) if on_gpu else (frozen, 0)
+    # Training, strategy by strategy; finished strategies' models stay (on the CPU).
+    step_max, work = 0, 0.0
+    m_full, m_frozen = prof.total("macs"), prof.total("macs", FROZEN_TO_LAYER3)
+    if points:
+        work += (n_train * views + n_val) * (m_full if points - {"layer4_input"} else m_frozen)
+    for k, name in enumerate(cfg.strategies):
+        st = STRATEGIES[name]
+        if st.cache_point is None:
+            trained, fed = tuple(prof.params), s
+        elif st.cache_point == "layer4_input":
+            trained, fed = LAST_PART, max(1, s // 16)
+        else:
+            trained, fed = ("fc",), 1
+        on_cache = cached(name)
+        ab = act_bytes(dev, fed if on_cache else s)
+        p_train = prof.total("params", trained) if st.cache_point != "logits" else prof.params["fc"]
+        macs_trained = prof.total("macs", trained)
+        acts = b * prof.total("saved", trained) * ab
+        widest = prof.total("widest", trained if on_cache else tuple(prof.params))
+        passes = max(b, EVAL_BATCH) * TRANSIENT * widest * ab
+        x_in = 0 if on_cache else 2 * b * 3 * s * s * 4
+        step = 4 * P + (ADAM_BYTES - 4) * p_train + (amp_copy if ab == 2 else 0) + acts + passes + x_in
+        kept = 4 * P * k if cfg.keep_models else 0
+        phases[f"training '{name}'"] = (kept, step) if on_gpu else (kept + step, 0)
+        step_max = max(step_max, step)
+        fwd_extra = 0 if on_cache else (m_full - macs_trained)  # the frozen part, recomputed every step
+        per_epoch = n_train * (views if on_cache else 1) * (3 * macs_trained + fwd_extra) \
+            + (n_val + min(BN_IMAGES, n_train)) * (macs_trained if on_cache else m_full)
+        work += cfg.epochs * per_epoch
+    what = max(phases, key=lambda k: sum(phases[k]))
+    host_peak = host + max(h for h, _ in phases.values())
+    dev_peak = dev_mem + max(d for _, d in phases.values())
+    data = u8 + max(u8, val_x + bn_x + 2 * cache)  # the list and its stack; later the features' lists and their cat
+    return Estimate(dev_peak if on_gpu else host_peak, host_peak, work, step_max, data, what)
+
+
+def _largest(lo: int, hi: int, ok) -> int | None:
+    """The largest v in [lo, hi] with ok(v), for ok monotone (true below some point); None if none."""
+    if hi < lo or not ok(lo):
+        return None
+    while lo < hi:
+        mid = (lo + hi + 1) // 2
+        lo, hi = (mid, hi) if ok(mid) else (lo, mid - 1)
+    return lo
+
+
+def _smaller_size(cfg, ok) -> int | None:
+    """The largest image size below cfg's, a multiple of 16 as on the page's slider, that passes ``ok(size,
+    guess)``: first by the scaled counts (no meta pass), then confirmed, stepping down, with exact ones."""
+    sizes = [v for v in range(512, 31, -16) if v < cfg.image_size]  # descending
+    start = next((i for i, v in enumerate(sizes) if ok(v, True)), len(sizes) - 1)
+    if start > 0 and ok(sizes[start - 1], False):  # the guess was cautious: one size up fits too
+        return sizes[start - 1]
+    return next((v for v in sizes[start:] if ok(v, False)), None)
+
+
+def check_finetune(cfg, n_images: int | None = None, *, n_train: int | None = None, n_val: int | None = None,
+                   device: torch.device | str | None = None) -> Estimate:
+    """Refuse (``BudgetExceeded``) a fine-tuning run over this machine's budget; return its estimate otherwise.
+
+    ``cfg``: a ``FinetuneConfig`` (validated here; a bad setting raises ``ValueError``). ``n_images``, or
+    ``n_train`` and ``n_val``: how many images the data set holds. Unknown (an upload not yet listed), only what
+    does not depend on the data set is checked (one step's memory), so call again once it is known. The limits,
+    in order: memory (``machine_budget``), the decoded images and their features (``cfg.max_decoded_mb``, the
+    operator's ``RESNET_MAX_DATASET_MB``), work. The setting offered in the message fits all three.
+    """
+    from .model import ARCHS
+    cfg = cfg.validated()
+    dev = torch.device(device) if device is not None else devices.pick_device(cfg.device)
+    budget = machine_budget(dev)
+    if n_train is not None and n_val is not None:
+        n_images = n_train + n_val
+    elif n_images is None and _counts(cfg, None)[0] > 0:
+        n_images = sum(_counts(cfg, None))
+    known = n_images is not None
+    data_limit = cfg.max_decoded_mb * MB
+
+    def estimate(guess: bool = False, **change) -> Estimate | None:
+        try:
+            new = dataclasses.replace(cfg, **change).validated()
+        except ValueError:
+            return None
+        prof = resnet_profile(cfg.arch, cfg.image_size).scaled(new.image_size / cfg.image_size) if guess else None
+        same = known and n_train is not None and not guess and new.image_size == cfg.image_size
+        return finetune_estimate(new, n_images, n_train=n_train if same else None, n_val=n_val if same else None,
+                                 device=dev, profile=prof)
+
+    def over(e: Estimate) -> str | None:
+        if e.memory > budget.memory or e.host > budget.host:
+            return "memory"
+        if known and e.data > data_limit:
+            return "data"
+        return "work" if known and e.work > budget.work else None
+
+    e = finetune_estimate(cfg, n_images, n_train=n_train, n_val=n_val, device=dev)
+    why = over(e)
+    if why is None:
+        return e
+    order = ("memory", "data", "work")
+
+    def fits(only: str | None, guess: bool = False, **change) -> bool:
+        """Does ``cfg`` with ``change`` meet every limit (``only=None``), or at least ``only`` and those before it
+        (a later limit may then speak, with its own offer)?"""
+        x = estimate(guess, **change)
+        left = "invalid" if x is None else over(x)
+        return left is None or (only is not None and left in order and order.index(left) > order.index(only))
+
+    def offers(only: str | None) -> list[str]:
+        out = []
+        if why == "memory":
+            bs = _largest(1, cfg.batch_size - 1, lambda v: fits(only, batch_size=v))
+            out += [f"batch size {bs}"] if bs else []
+        if why == "work":
+            ep = _largest(1, cfg.epochs - 1, lambda v: fits(only, epochs=v))
+            out += [f"{ep} epoch{'s' if ep > 1 else ''}"] if ep else []
+        size = _smaller_size(cfg, lambda v, guess: fits(only, guess, image_size=v))
+        return out + ([f"{size} px"] if size else [])
+
+    options = offers(None) or offers(why)
+    if not options and why in ("memory", "work"):  # no one knob is enough: a smaller size, then the most that fits
+        knob, lo, word = ("batch_size", 2, "batch size {}") if why == "memory" else ("epochs", 1, "{} epochs")
+        size = _smaller_size(cfg, lambda v, guess: fits(why, guess, image_size=v, **{knob: lo}))
+        best = size and _largest(lo, getattr(cfg, knob), lambda v: fits(why, image_size=size, **{knob: v}))
+        if best:
+            options.append(word.format(best).replace("1 epochs", "1 epoch") + f" at {size} px")
+    if not options:
+        smaller = next((ARCHS[a].title for a in ARCHS if a != cfg.arch and fits(None, arch=a)), None)
+        options.append(f"{smaller} with these settings" if smaller else "fewer images" if known else "fewer strategies")
+    fits = options[0] + (f" (or {options[1]})" if len(options) > 1 else "") + " fits."
+    title, images = ARCHS[cfg.arch].title, f"{n_images} image{'s' if n_images != 1 else ''}"
+    if why == "memory":
+        need, limit = (e.memory, budget.memory) if e.memory > budget.memory else (e.host, budget.host)
+        where = "for one training step" if e.what.startswith("training") else f"for {e.what}"
+        data = f" and {images}" if known and e.data > 0.25 * need else ""
+        raise BudgetExceeded(f"{title} at {cfg.image_size} px with batch size {cfg.batch_size}{data} would need about "
+                             f"{show_bytes(need)} of memory {where}, over this server's budget of "
+                             f"{show_bytes(limit)}; {fits}")
+    if why == "data":
+        raise BudgetExceeded(f"{images} at {cfg.image_size} px would need about {e.data / MB:,.0f} MB of memory for "
+                             f"the decoded images and their cached features, over this server's limit of "
+                             f"{cfg.max_decoded_mb:,} MB; {fits}")
+    n_s = len(cfg.strategies)
+    raise BudgetExceeded(f"{title} at {cfg.image_size} px for {cfg.epochs} epoch{'s' if cfg.epochs > 1 else ''} of "
+                         f"{n_s} strateg{'ies' if n_s > 1 else 'y'} on {images} would need about {show_macs(e.work)} "
+                         f"of computation, over this server's budget of {show_macs(budget.work)}; {fits}")
+
+
+# ---------------------------------------------------------------------------- labs
+
+def _check_lab(what: str, need, value: int, lo: int, offer: str, otherwise: str) -> None:
+    """Refuse a lab whose ``need(value)`` = (bytes, multiply-adds) is over this server's budget (labs run on the
+    CPU), offering the largest value from ``lo`` up that fits."""
+    budget = machine_budget("cpu")
+
+    def within(v: int) -> bool:
+        mem, work = need(v)
+        return mem <= budget.host and work <= budget.work
+
+    if within(value):
+        return
+    best = _largest(lo, value - 1, within)
+    fits = (offer.format(best) if best else otherwise) + " fits."
+    mem, work = need(value)
+    if mem > budget.host:
+        raise BudgetExceeded(f"{what} would need about {show_bytes(mem)} of memory, over this server's budget of "
+                             f"{show_bytes(budget.host)}; {fits}")
+    raise BudgetExceeded(f"{what} would need about {show_macs(work)} of computation, over this server's budget of "
+                         f"{show_macs(budget.work)}; {fits}")
+
+
+def _lab_step(name, residual, setting, widths, size, batch) -> tuple[int, int, float]:
+    """(one step's memory without parameters, parameters, multiply-adds of forward + backward) of a lab net, fp32."""
+    p = lab_profile(name, residual, setting, tuple(widths), size)
+    acts = batch * (p.total("saved") + TRANSIENT * p.total("widest")) * 4 + 2 * batch * 3 * size * size * 4
+    return acts, p.total("params"), 3.0 * batch * p.total("macs")
+
+
+def gradient_flow_estimate(nets, settings, batch_size: int, sizes: dict) -> tuple[int, float]:
+    """Nets are built and run one at a time (the previous one still alive while the next is built); one batch of
+    the built-in shapes per size (and numpy's copies while it is drawn)."""
+    mem, work, params = 0, 0.0, 0
+    for setting in settings:
+        for name in nets:
+            for residual in (True, False):
+                acts, p, w = _lab_step(name, residual, setting, (16, 32, 64), sizes[name], batch_size)
+                mem, work, params = max(mem, acts + 8 * p), work + w, max(params, p)
+    data = sum(max(batch_size, 8) * 3 * sizes[n] ** 2 * 4 * 3 for n in set(nets))
+    return mem + 4 * params + data, work
+
+
+def check_gradient_flow(nets, settings, batch_size, image_size=None) -> tuple[tuple, tuple, int, dict]:
+    """Validate the gradient-flow lab's settings (lists from the API deduplicated and capped) and refuse what
+    is over the budget; returns (nets, settings, batch size, input size per net)."""
+    from .labs import LAB_NETS, SETTINGS, default_size
+    nets = choices(nets, LAB_NETS, "networks")
+    settings = choices(settings, tuple(SETTINGS), "settings")
+    batch_size = whole(batch_size, 2, 256, "batch size")
+    if image_size is not None:
+        image_size = whole(image_size, 32, 256, "image size")
+    sizes = {n: image_size or default_size(n) for n in nets}
+    _check_lab(f"The gradient-flow lab with {len(nets)} network(s) at batch size {batch_size}",
+               lambda b: gradient_flow_estimate(nets, settings, b, sizes), batch_size, 2, "batch size {}",
+               "a shallower network")
+    return nets, settings, batch_size, sizes
+
+
+def race_estimate(steps: int, batch_size: int, nets, n_images: int, widths) -> tuple[int, float]:
+    """All nets and their SGD state live together; one net's step runs at a time; the set of shapes (and numpy's
+    copies while it is drawn)."""
+    steps_mem, params, work = 0, 0, 0.0
+    for name, residual in nets:
+        acts, p, w = _lab_step(name, residual, "bn", tuple(widths), 32, batch_size)
+        steps_mem, params, work = max(steps_mem, acts), params + p, work + w * steps
+    return steps_mem + SGD_BYTES * params + n_images * 3 * 32 * 32 * 4 * 3, work
+
+
+def check_training_race(steps, batch_size, nets, n_images, widths) -> tuple[int, int, tuple, int, tuple]:
+    """Validate (racers deduplicated, at most 8) and budget the training race; returns (steps, batch size,
+    racers, images, widths)."""
+    from .labs import LAB_NETS
+    steps = whole(steps, 1, 5000, "number of steps")
+    batch_size = whole(batch_size, 2, 256, "batch size")
+    n_images = whole(n_images, 8, 4096, "number of images")
+    if not isinstance(nets, (list, tuple)) or not nets or len(nets) > 32:
+        raise ValueError("The race needs a list of up to 8 (network, residual) pairs.")
+    pairs = []
+    for item in nets:
+        if not (isinstance(item, (list, tuple)) and len(item) == 2 and item[0] in LAB_NETS
+                and isinstance(item[1], bool)):
+            raise ValueError(f"Each racer must be a (network, residual) pair, not {_short(item)}.")
+        if tuple(item) not in pairs:
+            pairs.append(tuple(item))
+    if len(pairs) > 8:
+        raise ValueError("The race takes at most 8 networks.")
+    if not (isinstance(widths, (list, tuple)) and len(widths) == 3):
+        raise ValueError("The widths must be three whole numbers.")
+    widths = tuple(whole(w, 1, 64, "width") for w in widths)
+    _check_lab(f"A race of {steps} steps at batch size {batch_size}",
+               lambda v: race_estimate(v, batch_size, pairs, n_images, widths), steps, 1, "{} steps",
+               "a smaller batch size")
+    return steps, batch_size, tuple(pairs), n_images, widths
+
+
+def check_deep_network(name, batch_size, image_size, setting) -> tuple[int, int]:
+    """Validate and budget the 1000-layer lab (two nets, one after the other); returns (batch size, image size)."""
+    from .labs import CIFAR_NETS, SETTINGS
+    if name not in CIFAR_NETS:
+        raise ValueError(f"Choose a CIFAR net: {', '.join(CIFAR_NETS)}.")
+    if setting not in SETTINGS:
+        raise ValueError(f"Unknown setting {_short(setting)}; choose from {', '.join(SETTINGS)}.")
+    batch_size = whole(batch_size, 2, 32, "batch size")
+    image_size = whole(image_size, 8, 128, "image size")
+
+    def need(b: int) -> tuple[int, float]:
+        mem, work, params = 0, 0.0, 0
+        for residual in (True, False):
+            acts, p, w = _lab_step(name, residual, setting, (16, 32, 64), image_size, b)
+            mem, work, params = max(mem, acts + 8 * p), work + w, max(params, p)
+        return mem + 4 * params + b * 3 * image_size ** 2 * 4 * 3, work
+    _check_lab(f"ResNet-{6 * CIFAR_NETS[name] + 2} at {image_size} px with batch size {batch_size}", need,
+               batch_size, 2, "batch size {}", "32 px")
+    return batch_size, image_size
+
+
+def bn_lab_estimate(pool_size: int, image_size: int, n_photos: int) -> tuple[int, float]:
+    """ResNet-18 (a private copy) over the crop pool: no gradients, the whole pool through at once to the chosen
+    layer (its features kept), and every photo of the pool decoded at once (each up to the pixel limit)."""
+    p = resnet_profile("resnet18", image_size)
+    pool = pool_size * 3 * image_size ** 2 * 4
+    passes = pool_size * (TRANSIENT + 1) * p.total("widest") * 4
+    photos = n_photos * config.get("RESNET_MAX_IMAGE_PIXELS") * 3
+    return 8 * p.total("params") + 2 * pool + passes + photos, 4.0 * pool_size * p.total("macs")
+
+
+def check_bn_lab(pool_size, image_size: int = 128, n_photos: int = 6) -> int:
+    """Validate and budget the BatchNorm lab's image pool (``labs.image_pool``); returns the pool size."""
+    pool_size = whole(pool_size, 1, 256, "pool size")
+    image_size = whole(image_size, 32, 512, "image size")
+    n_photos = whole(n_photos, 1, 64, "number of photos")
+    _check_lab(f"A pool of {pool_size} crops at {image_size} px",
+               lambda n: bn_lab_estimate(n, image_size, n_photos), pool_size, 1, "a pool of {}",
+               "a smaller image size")
+    return pool_size
+
+
+def check_group_conv(cin, cout, groups, size) -> tuple[int, int, int, int]:
+    """The group-convolution lab runs on the meta device (no memory, no arithmetic): only the ranges matter."""
+    cin, cout = whole(cin, 1, 4096, "number of input channels"), whole(cout, 1, 4096, "number of output channels")
+    groups, size = whole(groups, 1, 4096, "number of groups"), whole(size, 1, 512, "feature-map size")
+    if cin % groups or cout % groups:
+        raise ValueError(f"The groups ({groups}) must divide both channel counts ({cin} in, {cout} out).")
+    return cin, cout, groups, size
