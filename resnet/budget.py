@@ -78,14 +78,16 @@ def available_ram() -> int:
 
 
 def machine_budget(device: torch.device | str | None = None) -> Budget:
-    """What one job may plan to use here and now (the operator's settings win)."""
+    """What one job may plan to use here and now (the operator's settings win). Without a setting, the share of
+    free memory is divided among the training jobs that may run at once, so that jobs admitted together fit."""
     dev = torch.device(device) if device is not None else devices.pick_device()
     set_mb, set_tmacs = config.get("RESNET_MEMORY_BUDGET_MB"), config.get("RESNET_WORK_BUDGET_TMACS")
-    host = set_mb * MB if set_mb else int(MEMORY_SHARE * available_ram())
+    share = MEMORY_SHARE / config.train_concurrency()
+    host = set_mb * MB if set_mb else int(share * available_ram())
     memory = host
     if dev.type == "cuda" and not set_mb:
         free, _ = torch.cuda.mem_get_info(dev)
-        memory = int(MEMORY_SHARE * free)
+        memory = int(share * free)
     work = (set_tmacs if set_tmacs else GPU_WORK_TMACS if dev.type == "cuda" else CPU_WORK_TMACS) * 1e12
     return Budget(memory, host, work, dev.type)
 

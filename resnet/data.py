@@ -16,8 +16,6 @@ import re
 import shutil
 import stat
 import tempfile
-import urllib.error
-import urllib.request
 import zipfile
 import zlib
 from dataclasses import dataclass, field
@@ -31,7 +29,9 @@ from torchvision import datasets
 from torchvision.transforms import v2
 
 from .images import BadImage, open_image
-from .weights import sha256 as file_sha256
+from . import config, downloads
+from .downloads import file_sha256
+from .errors import LabError
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -56,7 +56,7 @@ HYMENOPTERA = {
 }
 
 
-class DatasetError(ValueError):
+class DatasetError(LabError, ValueError):
     """A dataset that cannot be used; the message is one sentence for the UI."""
 
 
@@ -555,50 +555,31 @@ def from_zip(path: str | os.PathLike, *, val_fraction: float = 0.2, seed: int = 
 
 def data_dir() -> Path:
     """``$RESNET_DATA_DIR``, else ``$XDG_CACHE_HOME/resnet-lab`` (``~/.cache/resnet-lab``)."""
-    if os.environ.get("RESNET_DATA_DIR"):
-        return Path(os.environ["RESNET_DATA_DIR"])
+    if config.get("RESNET_DATA_DIR"):
+        return Path(config.get("RESNET_DATA_DIR"))
     return Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "resnet-lab"
 
 
-def download(url: str, dst: Path, *, sha256: str | None = None, max_bytes: int = HYMENOPTERA["max_download_bytes"],
-             timeout: float = 30) -> Path:
-    """Download ``url`` to ``dst`` through a ``.partial`` file, size-capped and hash-checked."""
-    dst.parent.mkdir(parents=True, exist_ok=True)
-    tmp = dst.with_name(dst.name + ".partial")
+def download(url: str, dst: Path, *, sha256: str | None = None,
+             max_bytes: int = HYMENOPTERA["max_download_bytes"]) -> Path:
+    """Download ``url`` to ``dst`` (https, timeouts, size cap, back-off: ``resnet.downloads``), hash-checked."""
     try:
-        with urllib.request.urlopen(url, timeout=timeout) as r, open(tmp, "wb") as out:
-            n = 0
-            while chunk := r.read(1 << 20):
-                n += len(chunk)
-                if n > max_bytes:
-                    raise DatasetError(f"The download from {url} is larger than {max_bytes / 2**20:.0f} MiB; stopped.")
-                out.write(chunk)
-    except (urllib.error.URLError, OSError, ValueError) as e:
-        tmp.unlink(missing_ok=True)
-        if isinstance(e, DatasetError):
-            raise
-        reason = getattr(e, "reason", None) or e
-        raise DatasetError(f"Could not download {url} ({reason}); you are probably offline, so use the built-in "
-                           "synthetic set or upload a zip instead.") from None
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    got = file_sha256(tmp)
-    if sha256 and got != sha256.lower():
-        tmp.unlink(missing_ok=True)
-        raise DatasetError(f"The file downloaded from {url} does not match its expected checksum; it was deleted.")
-    tmp.replace(dst)
-    return dst
+        return downloads.fetch(url, dst, max_bytes=max_bytes, sha256_prefix=sha256)
+    except downloads.HashMismatch:
+        raise DatasetError("The downloaded data set does not match its expected checksum; it was deleted.") from None
+    except downloads.DownloadFailed as e:
+        raise DatasetError(f"Could not download the data set: {e} Use the built-in synthetic set or upload a zip "
+                           "instead.") from None
 
 
-def hymenoptera(*, cache_dir: str | os.PathLike | None = None, url: str | None = None, sha256: str | None = None,
-                timeout: float = 30) -> ImageSet:
+def hymenoptera(*, cache_dir: str | os.PathLike | None = None, url: str | None = None,
+                sha256: str | None = None) -> ImageSet:
     """Ants vs bees (PyTorch's transfer-learning tutorial): downloaded once, checksummed, cached, extracted.
 
     ``url`` / ``RESNET_HYMENOPTERA_URL`` point at a mirror; ``sha256`` / ``RESNET_HYMENOPTERA_SHA256`` pin its hash.
     """
-    url = url or os.environ.get("RESNET_HYMENOPTERA_URL") or HYMENOPTERA["url"]
-    pinned = sha256 or os.environ.get("RESNET_HYMENOPTERA_SHA256") or HYMENOPTERA["sha256"]
+    url = url or config.get("RESNET_HYMENOPTERA_URL") or HYMENOPTERA["url"]
+    pinned = sha256 or config.get("RESNET_HYMENOPTERA_SHA256") or HYMENOPTERA["sha256"]
     cache = Path(cache_dir) if cache_dir else data_dir()
     folder = cache / HYMENOPTERA["folder"]
     done = folder / ".complete"
@@ -607,7 +588,7 @@ def hymenoptera(*, cache_dir: str | os.PathLike | None = None, url: str | None =
         recorded = cache / "hymenoptera_data.zip.sha256"
         expected = pinned or (recorded.read_text().strip() if recorded.is_file() else None)
         if not archive.is_file() or (expected and file_sha256(archive) != expected.lower()):
-            download(url, archive, sha256=expected, timeout=timeout)
+            download(url, archive, sha256=expected)
         if not recorded.is_file():
             recorded.write_text(file_sha256(archive) + "\n")
         staging = cache / (HYMENOPTERA["folder"] + ".partial")

@@ -10,7 +10,7 @@ from PIL import Image
 
 import resnet
 from resnet.images import BadImage, open_image
-from resnet.weights import categories, file_name
+from resnet.weights import categories
 
 MODES = ["1", "L", "LA", "P", "PA-transparency", "RGBA", "CMYK", "I;16", "F", "RGB"]
 
@@ -30,7 +30,7 @@ def as_mode(img: Image.Image, mode: str) -> Image.Image:
 
 @pytest.fixture(scope="module")
 def model(weights_dir):
-    return resnet.load_pretrained("resnet18", path=weights_dir / file_name("resnet18"))
+    return resnet.load_pretrained("resnet18", path=next(weights_dir.glob("resnet18-*.pth")))
 
 
 @pytest.mark.parametrize("mode", MODES)
@@ -93,10 +93,10 @@ def test_bad_images_are_clear_errors(tmp_path):
 def test_cli_classify_json(weights_dir, photos):
     import json
     out = subprocess.run([sys.executable, "-m", "resnet", "classify", str(photos["cheetah"]), "--weights",
-                          str(weights_dir / file_name("resnet18")), "--json", "--top-k", "3"],
+                          str(next(weights_dir.glob("resnet18-*.pth"))), "--json", "--top-k", "3"],
                          capture_output=True, text=True, check=True).stdout
     data = json.loads(out)
     assert data["pretrained"] is True and len(data["top"]) == 3
     bad = subprocess.run([sys.executable, "-m", "resnet", "classify", __file__, "--weights",
-                          str(weights_dir / file_name("resnet18"))], capture_output=True, text=True)
+                          str(next(weights_dir.glob("resnet18-*.pth")))], capture_output=True, text=True)
     assert bad.returncode == 2 and "error:" in bad.stderr and "Traceback" not in bad.stderr

@@ -8,7 +8,7 @@ import torchvision
 from resnet import build_model
 from resnet.finetune import FinetuneConfig, run
 from resnet.transfer import STRATEGIES, TransferNet, frozen_features, load_export, prepare, save_export
-from resnet.weights import file_name, read_state_dict
+from resnet.weights import read_state_dict
 
 
 def n_params(module) -> int:
@@ -62,7 +62,7 @@ def test_frozen_modules_stay_in_eval_mode():
 
 @pytest.fixture(scope="module")
 def checkpoint(weights_dir):
-    return weights_dir / file_name("resnet18")
+    return next(weights_dir.glob("resnet18-*.pth"))
 
 
 @pytest.mark.parametrize("cache", [True, False], ids=["cached", "recomputed"])
