@@ -9,17 +9,16 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-
-def _env_pixels(default: int = 40_000_000) -> int:
-    try:
-        return max(1, int(os.environ.get("RESNET_MAX_IMAGE_PIXELS", default)))
-    except ValueError:  # a typo in the setting must not stop the app from starting
-        return default
+from . import config
+from .errors import LabError
 
 
-MAX_PIXELS = _env_pixels()  # ~ a 7700×5200 photo
+def pixel_limit() -> int:
+    """``RESNET_MAX_IMAGE_PIXELS`` (default 40 million, about a 7700×5200 photo), read when an image is opened."""
+    return config.get("RESNET_MAX_IMAGE_PIXELS")
+
 # Longest side / shortest side. Preprocessing scales the short side up to ~256 px, so a 40000×1 strip (a tiny
-# file, far under MAX_PIXELS) would become a 10-million-pixel-wide, multi-gigabyte image; panoramas are ≤ ~10:1.
+# file, far under the pixel limit) would become a 10-million-pixel-wide, multi-gigabyte image; panoramas are ≤ ~10:1.
 MAX_ASPECT = 200
 # Decoders for what phones, cameras and scanners produce; Pillow's rarer decoders (QOI, SGI, DDS, …) fail on
 # hostile files with raw IndexError/NotImplementedError, so untrusted bytes never reach them.
@@ -30,13 +29,13 @@ CHUNK_PIXELS = 1 << 18  # wide images are rescaled this many pixels at a time (1
 log = logging.getLogger("resnet.images")
 
 
-class BadImage(ValueError):
+class BadImage(LabError, ValueError):
     """The input is not an image we can read; the message says why in one sentence (and nothing of the server)."""
 
 
 def open_image(source, *, max_pixels: int | None = None) -> Image.Image:
     """Open a path, bytes, file object or PIL image as an RGB image, refusing huge ones before decoding."""
-    limit = max_pixels or MAX_PIXELS
+    limit = max_pixels or pixel_limit()
     if isinstance(source, Image.Image):
         img = source
     else:

@@ -293,6 +293,7 @@ def gradient_ratio(profiles: list[GradientProfile], net: str, setting: str) -> f
 # The race: plain and residual, shallow and deep, trained side by side on the same batches.
 RACE_NETS = (("cifar20", False), ("cifar56", False), ("cifar20", True), ("cifar56", True))
 RACE_WIDTHS = (8, 16, 32)  # half the paper's widths: the same depths, a quarter of the work, so it runs live
+RACE_IMAGES = 512  # built-in shapes the race trains on
 
 
 @dataclass
@@ -309,7 +310,7 @@ class RaceUpdate:
 
 
 def training_race(steps: int = 120, *, batch_size: int = 16, lr: float = 0.05, nets=RACE_NETS, every: int = 10,
-                  seed: int = 0, n_images: int = 512, widths=RACE_WIDTHS, cancel=None) -> Iterator[RaceUpdate]:
+                  seed: int = 0, n_images: int = RACE_IMAGES, widths=RACE_WIDTHS, cancel=None) -> Iterator[RaceUpdate]:
     """Train each net in ``nets`` for ``steps`` SGD steps on the built-in shapes, all on the same
     mini-batches, and yield the loss curves every ``every`` steps (so the UI can redraw while it runs).
 

@@ -55,12 +55,12 @@ def test_stop_ends_a_long_run_and_the_server_takes_the_next(client):
 
 
 @pytest.mark.parametrize("change,expected", [
-    # The sliders' documented limits (resnet.finetune.LIMITS) are checked before the run starts.
-    ({"epochs": 0}, "less than minimum value 1"),
-    ({"epochs": 10**6}, "greater than maximum value 100"),
-    ({"batch": 0}, "less than minimum value 1"),
-    ({"size": 10_000}, "greater than maximum value 512"),
-    ({"size": 1}, "less than minimum value 32"),
+    # The sliders' documented limits (resnet.finetune.LIMITS) are checked before the job joins the queue.
+    ({"epochs": 0}, "epochs must be a whole number from 1 to 100, not 0"),
+    ({"epochs": 10**6}, "epochs must be a whole number from 1 to 100, not 1000000"),
+    ({"batch": 0}, "batch size must be a whole number from 1 to 256, not 0"),
+    ({"size": 10_000}, "image size must be a whole number from 32 to 512, not 10000"),
+    ({"size": 1}, "image size must be a whole number from 32 to 512, not 1"),
     ({"strategies": []}, "at least one strategy"),
     ({"dataset": "upload"}, "Upload a .zip"),
 ])

@@ -301,3 +301,36 @@ def test_messages_never_name_a_server_path(app_server, app_env, photos, tmp_path
                 assert secret not in text, (secret, text)
     finally:
         client.close()
+
+
+@pytest.mark.parametrize("arch", list(resnet.ARCHS))
+def test_a_finetune_over_the_budget_is_refused_before_it_queues(app_server, monkeypatch, arch):
+    """Every arch at the largest size, batch and epochs the API takes, on a 16 GB server: refused at once, by
+    the join request itself (so no job ran: no data set, no weights), with a setting that fits."""
+    monkeypatch.setenv("RESNET_MEMORY_BUDGET_MB", "16000")
+    t0 = time.perf_counter()
+    r = post(app_server, "finetune", ["synthetic", None, ["all", "last", "head", "replace", "scratch"], arch, 100,
+                                      512, 256, 0])
+    seconds = time.perf_counter() - t0
+    assert r.status_code == 422 and "over this server's" in r.text and "fits" in r.text, r.text[:400]
+    assert seconds < 3, seconds  # about 0.05–0.5 s here; generous for a busy CI machine
+
+
+def test_every_lab_over_the_budget_is_refused_before_it_queues(app_server, monkeypatch, photos):
+    monkeypatch.setenv("RESNET_MEMORY_BUDGET_MB", "20")  # a tiny server: the labs' largest settings are over
+    monkeypatch.setenv("RESNET_WORK_BUDGET_TMACS", "0.001")
+    calls = {"gradient_flow": [["cifar110", "resnet34", "cifar20"], ["none", "bn"], 64],
+             "training_race": [600, 64, 0.05], "deep_network": [4, "bn"]}
+    for api, data in calls.items():
+        t0 = time.perf_counter()
+        r = post(app_server, api, data)
+        assert r.status_code == 422 and "over this server's" in r.text, (api, r.text[:300])
+        assert time.perf_counter() - t0 < 3, api
+    client = Client(app_server, verbose=False)  # the BatchNorm lab takes an upload
+    try:
+        t0 = time.perf_counter()
+        with pytest.raises(Exception, match="over this server's"):
+            client.predict(handle_file(str(photos["lion"])), "bn1", 0, 128, api_name="/bn_lab")
+        assert time.perf_counter() - t0 < 10  # the upload included
+    finally:
+        client.close()

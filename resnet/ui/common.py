@@ -85,6 +85,20 @@ def friendly(fn):
     return wrapper
 
 
+def early(check):
+    """A Gradio validator made of ``check(*inputs, lang)``: it runs when a job asks to join the queue, so a
+    request over a limit (a bad setting, a file that was not uploaded, the memory or work budget) is refused at
+    once with the same sentence the job would give, instead of after waiting its turn."""
+    def validator(*inputs, request: gr.Request = None):
+        try:
+            check(*inputs, lang(request))
+            verdicts = [gr.validate(True, "")] * len(inputs)
+        except Exception as e:
+            verdicts = [gr.validate(False, _as_gr_error(e).message)] + [gr.validate(True, "")] * (len(inputs) - 1)
+        return verdicts[0] if len(verdicts) == 1 else verdicts
+    return validator
+
+
 def arch_choices() -> list[tuple[str, str]]:
     from ..model import ARCHS
     return [(spec.title, name) for name, spec in ARCHS.items()]

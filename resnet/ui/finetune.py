@@ -7,6 +7,7 @@ from pathlib import Path
 
 import gradio as gr
 
+from .. import budget
 from .. import device as devices
 from ..finetune import LIMITS, FinetuneConfig, run
 from ..i18n import t
@@ -14,7 +15,7 @@ from ..plots_training import training_figure
 from ..predict import classify
 from ..transfer import STRATEGIES, load_export
 from . import disk
-from .common import arch_choices, friendly, lang, on_gpu, payload_path
+from .common import arch_choices, early, friendly, lang, on_gpu, payload_path
 
 DATASETS = [("Built-in shapes · 内置图形 (offline)", "synthetic"), ("Ants & bees · 蚂蚁和蜜蜂 (download)", "hymenoptera"),
             ("Your .zip · 你的 .zip", "upload")]
@@ -102,10 +103,18 @@ def make_config(dataset, zip_file, strategies, arch, epochs, image_size, batch_s
         lr = float(lr) if lr not in (None, "") else 0.0
     except (TypeError, ValueError):
         raise ValueError(f"The learning rate must be a number, not {lr!r}.") from None
+    if not isinstance(strategies, (list, tuple)) or len(strategies) > len(STRATEGIES) * 2:
+        raise ValueError(f"Choose strategies from {', '.join(STRATEGIES)}.")
     cfg = FinetuneConfig(dataset=dataset, arch=arch, strategies=tuple(strategies), epochs=to_int(epochs, "epochs"),
                          image_size=to_int(image_size, "image_size"), batch_size=to_int(batch_size, "batch_size"),
                          lr=None if lr == 0 else lr)
-    return cfg.validated()
+    cfg = cfg.validated()  # duplicated strategies collapse to one run each
+    budget.check_finetune(cfg)  # memory and work, before any data or weights are loaded
+    return cfg
+
+
+def check_start(dataset, zip_file, strategies, arch, epochs, image_size, batch_size, lr, state, L: str) -> None:
+    make_config(dataset, zip_file, strategies, arch, epochs, image_size, batch_size, lr, L)
 
 
 def make_handlers(ctx, runs: Runs):
@@ -244,7 +253,7 @@ def build(ctx) -> None:
         dataset.change(lambda d: gr.update(visible=d == "upload"), dataset, zip_file, api_visibility="private", queue=False)
         run_event = start.click(start_fn, [dataset, zip_file, strategies, arch, epochs, image_size, batch_size, lr, state],
                                 [status, curves, results, files, try_model, state], api_name="finetune",
-                                preprocess=False, **ctx.train)
+                                preprocess=False, validator=early(check_start), **ctx.train)
         # The switch stops the training thread; ``cancels`` ends the event in the page (or drops it from the queue).
         stop.click(stop_fn, None, status, cancels=[run_event], api_name="stop_finetune", concurrency_limit=None,
                    queue=False)

@@ -8,11 +8,11 @@ import math
 
 import gradio as gr
 
-from .. import labs
+from .. import budget, labs
 from .. import plots_labs as plots
 from ..i18n import t
 from ..predict import model_categories
-from .common import example_photos, friendly, lang, payload_path
+from .common import early, example_photos, friendly, lang, payload_path
 
 FLOW_NETS = [("20 · CIFAR", "cifar20"), ("56 · CIFAR", "cifar56"), ("110 · CIFAR", "cifar110"),
              ("18 · ImageNet", "resnet18"), ("34 · ImageNet", "resnet34")]
@@ -32,12 +32,25 @@ def _sci(v: float) -> str:
 
 # ---- Lab 1: gradient flow and the race ------------------------------------------------------------
 
+# Each lab's ``*_args`` turns the page's (or a stranger's) values into the library's, with a sentence for what
+# is wrong; its validator also runs the lab's budget check, before the job waits in the queue.
+
+def flow_args(nets, settings, batch_size, L: str) -> tuple[tuple, tuple, int]:
+    if not isinstance(nets, list) or not isinstance(settings, list) or not nets or not settings:
+        raise ValueError(t("labs.flow.choose", L))
+    return tuple(nets), tuple(settings), batch_size if batch_size is not None else DEFAULTS["flow_batch"]
+
+
+def check_flow(nets, settings, batch_size, L: str) -> None:
+    nets, settings, batch = flow_args(nets, settings, batch_size, L)
+    budget.check_gradient_flow(nets, settings, batch)
+
+
 @friendly
 def run_gradient_flow(nets: list[str], settings: list[str], batch_size: float, request: gr.Request = None):
     L = lang(request)
-    if not nets or not settings:
-        raise ValueError(t("labs.flow.choose", L))
-    profiles = labs.gradient_flow(tuple(nets), tuple(settings), batch_size=int(batch_size or DEFAULTS["flow_batch"]))
+    nets, settings, batch = flow_args(nets, settings, batch_size, L)
+    profiles = labs.gradient_flow(nets, settings, batch_size=batch)
     lines = []
     for setting in dict.fromkeys(p.setting for p in profiles):
         lines.append(f"**{t(f'labs.setting.{setting}', L)}**")
@@ -51,17 +64,27 @@ def run_gradient_flow(nets: list[str], settings: list[str], batch_size: float, r
     return plots.gradient_flow_figure(profiles, L), "\n".join(lines)
 
 
+def race_args(steps, batch_size, lr, L: str) -> tuple[int, int, float]:
+    lo, hi = LIMITS["race_steps"]
+    steps = budget.whole(steps if steps is not None else DEFAULTS["race_steps"], 1, 10**6, "number of steps")
+    if not lo <= steps <= hi:
+        raise ValueError(t("labs.race.steps_range", L, lo=lo, hi=hi))
+    batch = budget.whole(batch_size if batch_size is not None else DEFAULTS["race_batch"], 1, 10**6, "batch size")
+    return steps, batch, lr if lr is not None else DEFAULTS["race_lr"]
+
+
+def check_race(steps, batch_size, lr, L: str) -> None:
+    steps, batch, _ = race_args(steps, batch_size, lr, L)
+    budget.check_training_race(steps, batch, labs.RACE_NETS, labs.RACE_IMAGES, labs.RACE_WIDTHS)
+
+
 @friendly
 def run_race(steps: float, batch_size: float, lr: float, request: gr.Request = None):
     """A generator: the loss-curve figure after every few steps, then a one-line verdict."""
     L = lang(request)
-    lo, hi = LIMITS["race_steps"]
-    steps = int(steps or DEFAULTS["race_steps"])
-    if not lo <= steps <= hi:
-        raise ValueError(t("labs.race.steps_range", L, lo=lo, hi=hi))
+    steps, batch, lr = race_args(steps, batch_size, lr, L)
     every = max(5, steps // 20)
-    for update in labs.training_race(steps, batch_size=int(batch_size or DEFAULTS["race_batch"]),
-                                     lr=float(lr or DEFAULTS["race_lr"]), every=every):
+    for update in labs.training_race(steps, batch_size=batch, lr=lr, every=every):
         text = t("labs.race.progress", L, step=update.step, steps=update.steps, seconds=update.seconds)
         if update.done:
             final = update.final()
@@ -73,14 +96,24 @@ def run_race(steps: float, batch_size: float, lr: float, request: gr.Request = N
 
 # ---- Lab 2: over 1000 layers --------------------------------------------------------------------
 
+def deep_args(batch_size, setting, L: str) -> tuple[int, str]:
+    lo, hi = LIMITS["deep_batch"]
+    b = budget.whole(batch_size if batch_size is not None else DEFAULTS["deep_batch"], 1, 10**6, "batch size")
+    if not lo <= b <= hi:
+        raise ValueError(t("labs.deep.batch_range", L, lo=lo, hi=hi))
+    return b, setting or "bn"
+
+
+def check_deep(batch_size, setting, L: str) -> None:
+    b, setting = deep_args(batch_size, setting, L)
+    budget.check_deep_network("cifar1202", b, 32, setting)
+
+
 @friendly
 def run_deep(batch_size: float, setting: str, request: gr.Request = None):
     L = lang(request)
-    lo, hi = LIMITS["deep_batch"]
-    b = int(batch_size or DEFAULTS["deep_batch"])
-    if not lo <= b <= hi:
-        raise ValueError(t("labs.deep.batch_range", L, lo=lo, hi=hi))
-    r = labs.deep_network("cifar1202", batch_size=b, setting=setting or "bn")
+    b, setting = deep_args(batch_size, setting, L)
+    r = labs.deep_network("cifar1202", batch_size=b, setting=setting)
     text = t("labs.deep.result", L, depth=r.depth, params=r.residual.params / 1e6, seconds=r.residual.seconds,
              res_first=_sci(r.residual.first), res_ok=100 * labs.first_finite_fraction(r.residual),
              plain_params=r.plain.params / 1e6, plain_seconds=r.plain.seconds, plain_first=_sci(r.plain.first),
@@ -90,19 +123,30 @@ def run_deep(batch_size: float, setting: str, request: gr.Request = None):
 
 # ---- Lab 3: BatchNorm ---------------------------------------------------------------------------
 
+def bn_args(image, layer, channel, pool_size, L: str) -> tuple[str, str, int, int]:
+    path = payload_path(image, L)
+    if not path:
+        raise ValueError(t("labs.bn.no_image", L))
+    if layer not in BN_LAYERS:
+        raise ValueError(t("labs.bn.bad_layer", L, layer=layer))
+    lo, hi = LIMITS["bn_pool"]
+    n = budget.whole(pool_size if pool_size is not None else DEFAULTS["bn_pool"], 1, 10**6, "pool size")
+    if not lo <= n <= hi:
+        raise ValueError(t("labs.bn.pool_range", L, lo=lo, hi=hi))
+    channel = budget.whole(channel if channel is not None else 0, 0, 10**6, "channel")
+    budget.check_bn_lab(n, labs.BN_IMAGE_SIZE, 1 + len(example_photos()))  # before the upload is decoded
+    return path, layer, channel, n
+
+
+def check_bn(image, layer, channel, pool_size, L: str) -> None:
+    bn_args(image, layer, channel, pool_size, L)
+
+
 def make_bn_lab(ctx):
     @friendly
     def run_bn_lab(image, layer: str, channel: float, pool_size: float, request: gr.Request = None):
         L = lang(request)
-        path = payload_path(image, L)
-        if not path:
-            raise ValueError(t("labs.bn.no_image", L))
-        if layer not in BN_LAYERS:
-            raise ValueError(t("labs.bn.bad_layer", L, layer=layer))
-        lo, hi = LIMITS["bn_pool"]
-        n = int(pool_size or DEFAULTS["bn_pool"])
-        if not lo <= n <= hi:
-            raise ValueError(t("labs.bn.pool_range", L, lo=lo, hi=hi))
+        path, layer, channel, n = bn_args(image, layer, channel, pool_size, L)
         entry = ctx.models.get("resnet18")
         model = labs.lab_copy(entry.model)  # never touch the shared model's mode or statistics
         x = labs.image_tensor(path)
@@ -111,7 +155,7 @@ def make_bn_lab(ctx):
         gathered = labs.ensure_statistics(model, pool)
         # 1. Algorithm 1 on this image's feature map.
         features, bn = labs.bn_input(model, x, layer)
-        steps = labs.bn_steps(features, bn, int(channel or 0) % features.shape[1])
+        steps = labs.bn_steps(features, bn, channel % features.shape[1])
         # 2. Train vs eval mode.
         te = labs.train_vs_eval(model, x, pool, model_categories(entry.model))
         # 3. Batch statistics against the whole pool's.
@@ -194,7 +238,7 @@ def build(ctx) -> None:
             flow_plot = gr.Plot(label=ctx("labs.flow.plot"), elem_id="labs-flow-plot")
             flow_text = gr.Markdown(elem_id="labs-flow-text")
             flow_button.click(run_gradient_flow, [nets, settings, batch], [flow_plot, flow_text],
-                              api_name="gradient_flow", **ctx.quick)
+                              api_name="gradient_flow", validator=early(check_flow), **ctx.quick)
 
             gr.Markdown(ctx("labs.race.explain"))
             with gr.Row():
@@ -207,7 +251,7 @@ def build(ctx) -> None:
             race_plot = gr.Plot(label=ctx("labs.race.plot"), elem_id="labs-race-plot")
             race_text = gr.Markdown(elem_id="labs-race-text")
             race = race_button.click(run_race, [steps, race_batch, lr], [race_plot, race_text], api_name="training_race",
-                                     **ctx.train)
+                                     validator=early(check_race), **ctx.train)
             race_stop.click(None, None, None, cancels=[race], api_visibility="private")
 
         with gr.Accordion(ctx("labs.deep.title"), open=False, elem_id="labs-deep"):
@@ -221,7 +265,7 @@ def build(ctx) -> None:
             deep_plot = gr.Plot(label=ctx("labs.deep.plot"))
             deep_text = gr.Markdown(elem_id="labs-deep-text")
             deep_button.click(run_deep, [deep_batch, deep_setting], [deep_plot, deep_text], api_name="deep_network",
-                              **ctx.train)
+                              validator=early(check_deep), **ctx.train)
 
         with gr.Accordion(ctx("labs.bn.title"), open=False, elem_id="labs-bn"):
             gr.Markdown(ctx("labs.bn.explain"))
@@ -243,7 +287,8 @@ def build(ctx) -> None:
                 stats_text = gr.Markdown(elem_id="labs-bn-batch")
             bn_button.click(make_bn_lab(ctx), [image, layer, channel, pool],
                             [bn_steps_plot, bn_steps_text, te_plot, te_text, stats_plot, stats_text],
-                            api_name="bn_lab", preprocess=False, **ctx.quick)
+                            api_name="bn_lab", preprocess=False,
+                            validator=early(check_bn), **ctx.quick)
 
         with gr.Accordion(ctx("labs.group.title"), open=False, elem_id="labs-group"):
             gr.Markdown(ctx("labs.group.explain"))
