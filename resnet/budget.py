@@ -33,7 +33,7 @@ from torch import nn
 
 from . import config
 from . import device as devices
-from .errors import LabError
+from .errors import BadSetting, BudgetExceeded
 
 GB = 2 ** 30
 MB = 2 ** 20
@@ -45,11 +45,6 @@ TRANSIENT = 3               # widest activation × this: gradients in and out of
 KNOWN_COUNTS = {"hymenoptera": (244, 153)}  # (train, val) of a named data set, for the check before it is loaded
 # What finetune.run keeps per run beside its arrays (see finetune.EVAL_BATCH / BN_IMAGES; copied to avoid a cycle).
 EVAL_BATCH, BN_IMAGES = 64, 64
-
-
-class BudgetExceeded(LabError, ValueError):
-    """A job that would need more memory or work than this server allows; the message is one sentence that
-    names the limit and a setting that fits."""
 
 
 # ---------------------------------------------------------------------------- the machine
@@ -216,7 +211,7 @@ def whole(value, lo: int, hi: int, what: str) -> int:
     """``value`` as an int in [lo, hi] (an integral float is accepted: sliders send them), else one sentence."""
     ok = isinstance(value, int) or (isinstance(value, float) and math.isfinite(value) and value.is_integer())
     if isinstance(value, bool) or not ok or not lo <= value <= hi:
-        raise ValueError(f"The {what} must be a whole number from {lo} to {hi}, not {_short(value)}.")
+        raise BadSetting(f"The {what} must be a whole number from {lo} to {hi}, not {_short(value)}.")
     return int(value)
 
 
@@ -225,22 +220,22 @@ def choices(values, allowed, what: str, limit: int | None = None) -> tuple:
     if isinstance(values, str):
         values = [v for v in values.split(",")]
     if not isinstance(values, (list, tuple)):
-        raise ValueError(f"The {what} must be a list of names, not {_short(values)}.")
+        raise BadSetting(f"The {what} must be a list of names, not {_short(values)}.")
     limit = limit or len(allowed)
     if len(values) > 4 * limit:  # a request padded with thousands of copies is not worth reading
-        raise ValueError(f"Choose at most {limit} {what}.")
+        raise BadSetting(f"Choose at most {limit} {what}.")
     out = []
     for v in values:
         v = v.strip() if isinstance(v, str) else v
         if not isinstance(v, str) or v not in allowed:
-            raise ValueError(f"Unknown {what[:-1] if what.endswith('s') else what} {_short(v)}; choose from "
+            raise BadSetting(f"Unknown {what[:-1] if what.endswith('s') else what} {_short(v)}; choose from "
                              f"{', '.join(allowed)}.")
         if v not in out:
             out.append(v)
     if not out:
-        raise ValueError(f"Choose at least one of the {what}.")
+        raise BadSetting(f"Choose at least one of the {what}.")
     if len(out) > limit:
-        raise ValueError(f"Choose at most {limit} {what}.")
+        raise BadSetting(f"Choose at most {limit} {what}.")
     return tuple(out)
 
 
@@ -574,18 +569,18 @@ def check_training_race(steps, batch_size, nets, n_images, widths) -> tuple[int,
     batch_size = whole(batch_size, 2, 256, "batch size")
     n_images = whole(n_images, 8, 4096, "number of images")
     if not isinstance(nets, (list, tuple)) or not nets or len(nets) > 32:
-        raise ValueError("The race needs a list of up to 8 (network, residual) pairs.")
+        raise BadSetting("The race needs a list of up to 8 (network, residual) pairs.")
     pairs = []
     for item in nets:
         if not (isinstance(item, (list, tuple)) and len(item) == 2 and item[0] in LAB_NETS
                 and isinstance(item[1], bool)):
-            raise ValueError(f"Each racer must be a (network, residual) pair, not {_short(item)}.")
+            raise BadSetting(f"Each racer must be a (network, residual) pair, not {_short(item)}.")
         if tuple(item) not in pairs:
             pairs.append(tuple(item))
     if len(pairs) > 8:
-        raise ValueError("The race takes at most 8 networks.")
+        raise BadSetting("The race takes at most 8 networks.")
     if not (isinstance(widths, (list, tuple)) and len(widths) == 3):
-        raise ValueError("The widths must be three whole numbers.")
+        raise BadSetting("The widths must be three whole numbers.")
     widths = tuple(whole(w, 1, 64, "width") for w in widths)
     _check_lab(f"A race of {steps} steps at batch size {batch_size}",
                lambda v: race_estimate(v, batch_size, pairs, n_images, widths), steps, 1, "{} steps",
@@ -597,9 +592,9 @@ def check_deep_network(name, batch_size, image_size, setting) -> tuple[int, int]
     """Validate and budget the 1000-layer lab (two nets, one after the other); returns (batch size, image size)."""
     from .labs import CIFAR_NETS, SETTINGS
     if name not in CIFAR_NETS:
-        raise ValueError(f"Choose a CIFAR net: {', '.join(CIFAR_NETS)}.")
+        raise BadSetting(f"Choose a CIFAR net: {', '.join(CIFAR_NETS)}.")
     if setting not in SETTINGS:
-        raise ValueError(f"Unknown setting {_short(setting)}; choose from {', '.join(SETTINGS)}.")
+        raise BadSetting(f"Unknown setting {_short(setting)}; choose from {', '.join(SETTINGS)}.")
     batch_size = whole(batch_size, 2, 32, "batch size")
     image_size = whole(image_size, 8, 128, "image size")
 
@@ -640,5 +635,5 @@ def check_group_conv(cin, cout, groups, size) -> tuple[int, int, int, int]:
     cin, cout = whole(cin, 1, 4096, "number of input channels"), whole(cout, 1, 4096, "number of output channels")
     groups, size = whole(groups, 1, 4096, "number of groups"), whole(size, 1, 512, "feature-map size")
     if cin % groups or cout % groups:
-        raise ValueError(f"The groups ({groups}) must divide both channel counts ({cin} in, {cout} out).")
+        raise BadSetting(f"The groups ({groups}) must divide both channel counts ({cin} in, {cout} out).")
     return cin, cout, groups, size

@@ -31,7 +31,7 @@ from torchvision.transforms import v2
 from .images import BadImage, open_image
 from . import config, downloads
 from .downloads import file_sha256
-from .errors import LabError
+from .errors import DatasetError
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -54,10 +54,6 @@ HYMENOPTERA = {
     "classes": ["ants", "bees"],
     "max_download_bytes": 200 * 2**20,
 }
-
-
-class DatasetError(LabError, ValueError):
-    """A dataset that cannot be used; the message is one sentence for the UI."""
 
 
 class DamagedImage(DatasetError):

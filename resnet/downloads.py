@@ -16,14 +16,10 @@ import urllib.request
 from pathlib import Path
 
 from . import config
-from .errors import LabError
+from .errors import DownloadFailed
 
 log = logging.getLogger("resnet.downloads")
 MAX_BACKOFF_S = 3600.0
-
-
-class DownloadFailed(LabError):
-    """A download did not complete; the message is for the visitor (no URL of the server's, no errno)."""
 
 
 _failures: dict[str, tuple[int, float]] = {}  # url → (failures in a row, monotonic time of the last)

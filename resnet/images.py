@@ -10,7 +10,7 @@ import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from . import config
-from .errors import LabError
+from .errors import BadImage
 
 
 def pixel_limit() -> int:
@@ -27,10 +27,6 @@ WIDE_MODES = ("I", "I;16", "I;16B", "I;16L", "I;16N", "F")
 CHUNK_PIXELS = 1 << 18  # wide images are rescaled this many pixels at a time (1 MB of float32 scratch)
 # Messages never carry a path, an errno string or a decoder's own words (those go to this log, for the operator).
 log = logging.getLogger("resnet.images")
-
-
-class BadImage(LabError, ValueError):
-    """The input is not an image we can read; the message says why in one sentence (and nothing of the server)."""
 
 
 def open_image(source, *, max_pixels: int | None = None) -> Image.Image:

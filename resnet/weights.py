@@ -23,20 +23,12 @@ from torchvision.models import get_model_weights
 
 from . import config, downloads
 from .downloads import file_sha256 as sha256
-from .errors import LabError
+from .errors import WeightsUnavailable
 from .model import ARCHS, build_model
 
 log = logging.getLogger("resnet.weights")
 HASH_IN_NAME = re.compile(r"-([a-f0-9]{8,64})\.")  # torch.hub's convention: <name>-<sha256 prefix>.<ext>
 MAX_WEIGHTS_BYTES = 1 << 30  # the largest torchvision ResNet file is about 340 MB
-
-
-class WeightsUnavailable(LabError, RuntimeError):
-    """No usable pretrained weights; the message says what happened (no server paths), ``detail`` says where."""
-
-    def __init__(self, message: str, detail: str | None = None):
-        super().__init__(message)
-        self.detail = detail or message
 
 
 class WeightsNotFound(WeightsUnavailable):

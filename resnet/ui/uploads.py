@@ -18,17 +18,15 @@ import logging
 import os
 from pathlib import Path
 
+from ..errors import NotUploaded
 from ..i18n import lang_from_header, t
 
 log = logging.getLogger("resnet.ui")
 MAX_JSON_BODY = 1 << 20  # an API call's JSON names files; it never carries them
 
 
-class NotUploaded(ValueError):
-    """The request names a file that was not uploaded through this server."""
-
-    def __init__(self, lang: str = "en"):
-        super().__init__(t("upload.refused", lang))
+def not_uploaded(lang: str = "en") -> NotUploaded:
+    return NotUploaded(t("upload.refused", lang))
 
 
 def upload_root() -> str:
@@ -51,20 +49,20 @@ def uploaded_path(value, lang: str = "en") -> Path | None:
     if value is None:
         return None
     if not isinstance(value, dict):
-        raise NotUploaded(lang)
+        raise not_uploaded(lang)
     meta, path = value.get("meta"), value.get("path")
     if not isinstance(meta, dict) or meta.get("_type") != "gradio.FileData" or not isinstance(path, str):
-        raise NotUploaded(lang)
+        raise not_uploaded(lang)
     if not path:
         return None
     root = upload_root()
     if ("://" in path or "\x00" in path or not os.path.isabs(path) or os.path.normpath(path) != path
             or not _inside(path, root)):
-        raise NotUploaded(lang)  # decided from the string alone: nothing outside the folder is looked at
+        raise not_uploaded(lang)  # decided from the string alone: nothing outside the folder is looked at
     real_root = os.path.realpath(root)
     real = os.path.realpath(path)
     if os.path.relpath(real, real_root) != os.path.relpath(path, root) or not os.path.isfile(real):
-        raise NotUploaded(lang)  # a link inside the upload folder, or a name that is not a file there
+        raise not_uploaded(lang)  # a link inside the upload folder, or a name that is not a file there
     return Path(real)
 
 
