@@ -67,7 +67,7 @@ def test_architecture_and_classify(browser, app_server, photos, tmp_path):
     page.locator("#classify-image input[type=file]").set_input_files(str(photos["grace_hopper"]))
     page.locator("#classify-button").click()
     label = page.locator("#classify-label")
-    playwright.expect(page.locator("#classify-info")).to_contain_text("pretrained ImageNet weights", timeout=60_000)
+    playwright.expect(page.locator("#classify-info")).to_contain_text("with pretrained weights", timeout=60_000)
     playwright.expect(label).not_to_contain_text("Waiting", timeout=60_000)
     assert label.inner_text().strip()
     shot(page, tmp_path, "classify")
