@@ -1,16 +1,43 @@
-"""Shared fixtures: a test-made ResNet-18 checkpoint, real photos, and a launched app."""
+"""Shared fixtures: a test-made ResNet-18 checkpoint, real photos, and a launched app; the tiers.
+
+Tiers (markers registered in pyproject.toml): ``unit`` (library level, the fast tier: ``python -m pytest -m unit``),
+``served`` (a launched Gradio server), ``browser`` (Chromium through Playwright), ``load`` (many clients at once).
+A module states its tier with ``pytestmark``; in a module that mixes tiers, a test without a tier of its own gets
+one from its fixtures (see ``pytest_collection_modifyitems``)."""
 from __future__ import annotations
 
 import os
 import socket
-import sys
 from pathlib import Path
 
 import pytest
 import torch
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
+TIERS = ("unit", "served", "browser", "load")
+# Fixtures that launch the app: a test using one (directly or through ``client``) is never ``unit``.
+SERVER_FIXTURES = {"app_server"}
+# Browser tests in modules of another tier, named until their module marks them ``@pytest.mark.browser`` itself.
+BROWSER_TESTS = {"test_robustness.py::test_a_broken_upload_shows_a_sentence_on_the_page"}
+
+
+@pytest.hookimpl(tryfirst=True)  # before ``-m`` deselects by marker
+def pytest_collection_modifyitems(config, items):
+    """Give every test exactly the tier it needs: its own or its module's mark, else one read from its fixtures
+    (``browser`` → browser, ``app_server``/``client`` → served, none of these → unit)."""
+    for item in items:
+        tiers = {m.name for m in item.iter_markers() if m.name in TIERS}
+        fixtures = set(getattr(item, "fixturenames", ()))
+        uses_server = bool(SERVER_FIXTURES & fixtures)
+        if not tiers:
+            if "browser" in fixtures or f"{item.path.name}::{getattr(item, 'originalname', item.name)}" in BROWSER_TESTS:
+                tier = "browser"
+            else:
+                tier = "served" if uses_server else "unit"
+            item.add_marker(tier)
+        elif tiers == {"unit"} and uses_server:
+            raise pytest.UsageError(f"{item.nodeid} launches the app (fixture app_server or client) but is marked "
+                                    "unit: mark it served (pytest.mark.served), or its module if all its tests are")
 
 
 def free_port() -> int:

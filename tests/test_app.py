@@ -4,6 +4,8 @@ from gradio_client import handle_file
 
 from resnet.weights import categories
 
+pytestmark = pytest.mark.served
+
 
 def test_named_endpoints_exist(client):
     names = client.view_api(print_info=False, return_format="dict")["named_endpoints"]

@@ -23,6 +23,8 @@ from resnet.finetune import LIMITS, FinetuneConfig
 from resnet.images import to_rgb
 from resnet.model import ARCHS, build_model
 
+pytestmark = pytest.mark.unit
+
 ROOT = Path(__file__).resolve().parent.parent
 LARGEST = dict(image_size=LIMITS["image_size"][1], batch_size=LIMITS["batch_size"][1], allow_download=False)
 

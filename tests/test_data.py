@@ -20,6 +20,8 @@ from PIL import Image
 from resnet import data
 from resnet.data import DatasetError
 
+pytestmark = pytest.mark.unit
+
 
 def png_bytes(colour=(200, 30, 30), size=8, fmt="PNG") -> bytes:
     buf = io.BytesIO()

@@ -15,6 +15,8 @@ from resnet.model import build_model
 from resnet.summary import _measure, layer_table
 from resnet.transfer import prepare
 
+pytestmark = pytest.mark.unit
+
 TINY = dict(arch="resnet18", dataset="synthetic", image_size=32, batch_size=16, epochs=1, synthetic_images=48,
             strategies="all,head,scratch", allow_download=False, seed=3)
 

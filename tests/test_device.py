@@ -8,6 +8,8 @@ import torch.nn.functional as F
 from resnet import build_model
 from resnet import device as devices
 
+pytestmark = pytest.mark.unit
+
 CPU = torch.device("cpu")
 
 

@@ -14,6 +14,8 @@ from resnet.features import (ALL_STAGES, feature_maps, grad_cam, model_view, sta
 from resnet.plots_features import cam_overlay, feature_grid
 from resnet.predict import model_categories, to_batch
 
+pytestmark = pytest.mark.unit
+
 SHAPES_224 = {"conv1": (64, 112, 112), "conv2_x": (64, 56, 56), "conv3_x": (128, 28, 28),
               "conv4_x": (256, 14, 14), "conv5_x": (512, 7, 7)}
 SHAPES_160 = {"conv1": (64, 80, 80), "conv2_x": (64, 40, 40), "conv3_x": (128, 20, 20),

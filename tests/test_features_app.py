@@ -3,6 +3,8 @@ import pytest
 from gradio_client import handle_file
 from PIL import Image
 
+pytestmark = pytest.mark.served
+
 
 def test_feature_maps_for_a_real_photo(client, photos):
     grid, cam, info = client.predict(handle_file(str(photos["cheetah"])), "resnet18", "conv1", 8, "top class",

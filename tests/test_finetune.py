@@ -20,6 +20,8 @@ from resnet.plots_training import training_figure
 from resnet.transfer import STRATEGIES, TransferNet, frozen_features, load_export, prepare
 from resnet.weights import read_state_dict
 
+pytestmark = pytest.mark.unit
+
 TINY = dict(image_size=32, batch_size=16, allow_download=False)
 
 

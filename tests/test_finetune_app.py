@@ -7,6 +7,8 @@ from gradio_client import handle_file
 
 from resnet.transfer import load_export
 
+pytestmark = pytest.mark.served
+
 
 def finetune_args(strategies, epochs=2, size=64, batch=16, dataset="synthetic", zip_file=None):
     return (dataset, zip_file, strategies, "resnet18", epochs, size, batch, 0)

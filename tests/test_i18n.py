@@ -2,7 +2,11 @@
 import re
 from pathlib import Path
 
+import pytest
+
 from resnet import i18n
+
+pytestmark = pytest.mark.unit
 
 ROOT = Path(__file__).resolve().parent.parent
 CJK = re.compile(r"[\u4e00-\u9fff]")

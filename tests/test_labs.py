@@ -10,6 +10,8 @@ from resnet import labs, plots_labs
 from resnet.fonts import use_cjk_fallback
 from resnet.i18n import table
 
+pytestmark = pytest.mark.unit
+
 
 def test_shapes_dataset_is_deterministic_and_balanced():
     x1, y1 = labs.shapes_dataset(64, 32, 0)

@@ -2,6 +2,8 @@
 import pytest
 from gradio_client import handle_file
 
+pytestmark = pytest.mark.served
+
 LAB_ENDPOINTS = ("/gradient_flow", "/training_race", "/deep_network", "/bn_lab", "/group_conv")
 
 

@@ -26,6 +26,8 @@ import corpus
 import resnet
 from conftest import ROOT, free_port
 
+pytestmark = pytest.mark.load
+
 
 CLIENTS, REQUESTS = 20, 5
 

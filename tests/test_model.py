@@ -7,6 +7,8 @@ from torchvision.models import get_model_weights
 import resnet
 from resnet.model import BasicBlock, Bottleneck
 
+pytestmark = pytest.mark.unit
+
 
 @pytest.mark.parametrize("arch", list(resnet.ARCHS))
 def test_state_dict_round_trip_and_logits_match_torchvision(arch):

@@ -12,6 +12,8 @@ import resnet
 from resnet.images import BadImage, open_image
 from resnet.weights import categories
 
+pytestmark = pytest.mark.unit
+
 MODES = ["1", "L", "LA", "P", "PA-transparency", "RGBA", "CMYK", "I;16", "F", "RGB"]
 
 

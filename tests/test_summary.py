@@ -9,6 +9,8 @@ from torchvision.models import get_model_weights
 import resnet
 from resnet.summary import totals
 
+pytestmark = pytest.mark.unit
+
 NOTE_GMACS = {"resnet18": 1.8, "resnet34": 3.6, "resnet50": 3.8, "resnet101": 7.6, "resnet152": 11.3}
 
 

@@ -10,6 +10,8 @@ from resnet.finetune import FinetuneConfig, run
 from resnet.transfer import STRATEGIES, TransferNet, frozen_features, load_export, prepare, save_export
 from resnet.weights import read_state_dict
 
+pytestmark = pytest.mark.unit
+
 
 def n_params(module) -> int:
     return sum(p.numel() for p in module.parameters())

@@ -13,6 +13,8 @@ import torchvision
 import resnet
 from resnet import weights
 
+pytestmark = pytest.mark.unit
+
 
 @pytest.fixture
 def isolated(monkeypatch, tmp_path):
