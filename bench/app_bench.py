@@ -12,12 +12,9 @@ from __future__ import annotations
 import argparse
 import os
 import statistics
-import sys
 import time
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from load_bench import Server  # noqa: E402 - python app.py on a free port, waited for until it answers
+from load_bench import Server  # python app.py on a free port, waited for until it answers
 
 
 def cold_start() -> float:

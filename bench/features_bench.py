@@ -8,15 +8,12 @@ tab reuses conv5_x from the feature pass, so a whole request costs about one for
 """
 import argparse
 import statistics
-import sys
 import time
-from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from resnet import build_model  # noqa: E402
-from resnet.features import ALL_STAGES, feature_maps, grad_cam  # noqa: E402
+from resnet import build_model
+from resnet.features import ALL_STAGES, feature_maps, grad_cam
 
 
 def median_times(fns: dict, repeats: int) -> dict:

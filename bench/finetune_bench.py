@@ -9,17 +9,15 @@ than an ``all`` epoch. Weights: a seeded random checkpoint stands in for ImageNe
 the values), unless --weights names a real one.
 """
 import argparse
-import sys
 import tempfile
 import time
 from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from resnet.data import synthetic  # noqa: E402
-from resnet.finetune import FinetuneConfig, run  # noqa: E402
-from resnet.transfer import STRATEGIES  # noqa: E402
+from resnet.data import synthetic
+from resnet.finetune import FinetuneConfig, run
+from resnet.transfer import STRATEGIES
 
 
 def timed_run(cfg: FinetuneConfig):

@@ -3,15 +3,12 @@
     python bench/inference_bench.py [--repeats 10]
 """
 import argparse
-import sys
 import time
-from pathlib import Path
 
 import torch
 import torchvision
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-import resnet  # noqa: E402
+import resnet
 
 
 def best_time(model, x, repeats: int) -> float:
