@@ -35,6 +35,9 @@ def pytest_collection_modifyitems(config, items):
             else:
                 tier = "served" if uses_server else "unit"
             item.add_marker(tier)
+        elif len(tiers) > 1:
+            raise pytest.UsageError(f"{item.nodeid} is marked with several tiers ({', '.join(sorted(tiers))}): "
+                                    "one test, one tier")
         elif tiers == {"unit"} and uses_server:
             raise pytest.UsageError(f"{item.nodeid} launches the app (fixture app_server or client) but is marked "
                                     "unit: mark it served (pytest.mark.served), or its module if all its tests are")
