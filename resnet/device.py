@@ -99,5 +99,6 @@ def describe(device: torch.device, size: int | None = None) -> str:
     training = {None: "fp32", torch.bfloat16: "bf16 mixed", torch.float16: "fp16 mixed"}[dtype]
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else device.type.upper()
     if device.type == "cpu":
-        name += f" ({torch.get_num_threads()} threads)"
+        n = torch.get_num_threads()
+        name += f" ({n} thread{'s' if n != 1 else ''} per job)"
     return f"{name}, fp32 inference, {training} training"
