@@ -26,15 +26,12 @@ import torch
 from PIL import Image, ImageDraw, ImageFilter, UnidentifiedImageError
 from torch.utils.data import Dataset, Subset
 from torchvision import datasets
-from torchvision.transforms import v2
 
-from .images import BadImage, open_image
 from . import config, downloads
+from .preprocess import BadImage, Pipeline, RandomAugment, open_image, recipe, transform  # noqa: F401 (RandomAugment)
 from .downloads import file_sha256
 from .errors import DatasetError
 
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
 IMAGE_EXTENSIONS = datasets.folder.IMG_EXTENSIONS  # .jpg .jpeg .png .ppm .bmp .pgm .tif .tiff .webp
 
 ZIP_LIMITS = {
@@ -106,76 +103,26 @@ def targets(ds: Dataset) -> list[int]:
     return list(ds.targets)
 
 
-# ---------------------------------------------------------------- transforms (torchvision.transforms.v2)
+# ---------------------------------------------------------------- transforms (names kept; made by resnet.preprocess)
 
 def resize_size(image_size: int) -> int:
-    """The short side before the centre crop, in ImageNet's 256 → 224 proportion."""
-    return int(round(image_size / 0.875))
+    """The short side before the centre crop, in the weights' 256 → 224 proportion."""
+    return recipe(image_size).resize
 
 
-def _normalize() -> list:
-    return [v2.ToDtype(torch.float32, scale=True), v2.Normalize(IMAGENET_MEAN, IMAGENET_STD)]
-
-
-def decode_transform(image_size: int) -> v2.Compose:
+def decode_transform(image_size: int) -> Pipeline:
     """PIL → uint8 square tensor of ``resize_size``: done once per image, before any epoch."""
-    r = resize_size(image_size)
-    return v2.Compose([v2.ToImage(), v2.Resize(r, antialias=True), v2.CenterCrop(r)])
+    return transform("decode", image_size)
 
 
-def eval_transform(image_size: int, *, decoded: bool = False) -> v2.Compose:
+def eval_transform(image_size: int, *, decoded: bool = False) -> Pipeline:
     """Resize, centre crop, normalise. ``decoded=True``: the input is already ``decode_transform``'s output."""
-    head = [] if decoded else list(decode_transform(image_size).transforms)
-    return v2.Compose(head + [v2.CenterCrop(image_size)] + _normalize())
+    return transform("eval", image_size, decoded=decoded)
 
 
-def train_transform(image_size: int, *, decoded: bool = False, generator: torch.Generator | None = None) -> v2.Compose:
-    """Random resized crop and horizontal flip (the usual ImageNet augmentation, milder crops), normalise.
-    ``generator``: where the random draws come from (None: torch's global RNG; request paths pass their own)."""
-    head = [] if decoded else list(decode_transform(image_size).transforms)
-    return v2.Compose(head + [RandomAugment(image_size, generator)] + _normalize())
-
-
-class RandomAugment:
-    """``v2.RandomResizedCrop(size, scale=(0.5, 1))`` then ``v2.RandomHorizontalFlip()``, with the same draws, but
-    from a given ``torch.Generator``: torchvision's v2 transforms draw from the process-wide RNG, so two visitors
-    training at once would change each other's augmentation (and neither run would repeat)."""
-
-    def __init__(self, size: int, generator: torch.Generator | None = None, scale=(0.5, 1.0), ratio=(3 / 4, 4 / 3)):
-        self.size, self.generator, self.scale = size, generator, scale
-        self.log_ratio = (math.log(ratio[0]), math.log(ratio[1]))
-        self.ratio = ratio
-
-    def _uniform(self, lo: float, hi: float) -> float:
-        return float(torch.empty(1).uniform_(lo, hi, generator=self.generator))
-
-    def crop(self, height: int, width: int) -> tuple[int, int, int, int]:
-        """(top, left, height, width): torchvision's ``RandomResizedCrop`` rule, ten tries then a centre crop."""
-        area = height * width
-        for _ in range(10):
-            target = area * self._uniform(*self.scale)
-            aspect = math.exp(self._uniform(*self.log_ratio))
-            w, h = int(round(math.sqrt(target * aspect))), int(round(math.sqrt(target / aspect)))
-            if 0 < w <= width and 0 < h <= height:
-                i = int(torch.randint(0, height - h + 1, (1,), generator=self.generator))
-                j = int(torch.randint(0, width - w + 1, (1,), generator=self.generator))
-                return i, j, h, w
-        in_ratio = width / height
-        if in_ratio < min(self.ratio):
-            w, h = width, int(round(width / min(self.ratio)))
-        elif in_ratio > max(self.ratio):
-            w, h = int(round(height * max(self.ratio))), height
-        else:
-            w, h = width, height
-        return (height - h) // 2, (width - w) // 2, h, w
-
-    def __call__(self, img):
-        height, width = v2.functional.get_size(img)
-        i, j, h, w = self.crop(height, width)
-        img = v2.functional.resized_crop(img, i, j, h, w, [self.size, self.size], antialias=True)
-        if float(torch.rand(1, generator=self.generator)) < 0.5:
-            img = v2.functional.horizontal_flip(img)
-        return img
+def train_transform(image_size: int, *, decoded: bool = False, generator: torch.Generator | None = None) -> Pipeline:
+    """Random resized crop and horizontal flip (``RandomAugment``), normalise; draws from ``generator``."""
+    return transform("train", image_size, decoded=decoded, generator=generator)
 
 
 # ---------------------------------------------------------------- the built-in synthetic set

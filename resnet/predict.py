@@ -4,13 +4,17 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from .images import open_image
-from .weights import categories, preprocess
+from .preprocess import Pipeline, open_image, transform
+from .weights import categories
 
 
-def model_transforms(model: nn.Module):
-    """The eval transform for this model's weights (torchvision's metadata for its arch)."""
-    return getattr(model, "transforms", None) or preprocess(getattr(model, "arch", "resnet18"))
+def model_transforms(model: nn.Module, image_size: int | None = None) -> Pipeline:
+    """The eval transform for this model: the one it carries (a fine-tuned model's), else its weights' metadata
+    for its arch; ``image_size`` replaces the crop size (keeping the weights' resize ratio)."""
+    own = getattr(model, "transforms", None)
+    if own is not None and image_size is None:
+        return own
+    return transform("eval", image_size, arch=getattr(model, "arch", None))
 
 
 def model_categories(model: nn.Module) -> list[str]:
@@ -21,9 +25,9 @@ def model_categories(model: nn.Module) -> list[str]:
     return categories() if n == 1000 else [f"class {i}" for i in range(n)]
 
 
-def to_batch(model: nn.Module, image) -> torch.Tensor:
+def to_batch(model: nn.Module, image, image_size: int | None = None) -> torch.Tensor:
     """One image (path, bytes or PIL, any mode) → a normalised 1×3×H×W tensor on the model's device."""
-    x = model_transforms(model)(open_image(image)).unsqueeze(0)
+    x = model_transforms(model, image_size)(open_image(image)).unsqueeze(0)
     return x.to(next(model.parameters()).device)
 
 

@@ -64,8 +64,10 @@ def categories(arch: str = "resnet18") -> list[str]:
 
 
 def preprocess(arch: str = "resnet18"):
-    """The eval transform the weights were trained for (resize, centre crop, normalise)."""
-    return weights_enum(arch).transforms()
+    """The eval transform the weights were trained for (resize, centre crop, normalise: ``resnet.preprocess``)."""
+    from .preprocess import transform
+    weights_enum(arch)  # an unknown arch is refused here, as before
+    return transform("eval", arch=arch)
 
 
 def weights_url(arch: str) -> str:

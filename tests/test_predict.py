@@ -102,3 +102,35 @@ def test_cli_classify_json(weights_dir, photos):
     bad = subprocess.run([sys.executable, "-m", "resnet", "classify", __file__, "--weights",
                           str(next(weights_dir.glob("resnet18-*.pth")))], capture_output=True, text=True)
     assert bad.returncode == 2 and "error:" in bad.stderr and "Traceback" not in bad.stderr
+
+
+@pytest.mark.parametrize("arch", ["resnet18", "resnet50"])
+def test_the_eval_transform_is_the_weights_own(photos, arch):
+    """One factory (``resnet.preprocess``) makes every pipeline; its ``eval`` is torchvision's preset for the weights
+    (ResNet-50's V2 weights resize to 232, not 256), with mean and std read from that metadata, not written down."""
+    from torchvision.models import get_model_weights
+    from resnet.preprocess import transform
+    preset = get_model_weights(arch).DEFAULT.transforms()
+    ours = transform("eval", arch=arch)
+    assert ours.resize_size == preset.resize_size and ours.crop_size == preset.crop_size
+    assert ours.mean == list(preset.mean) and ours.std == list(preset.std)
+    assert resnet.weights.preprocess(arch).resize_size == preset.resize_size
+    for name in ("cheetah", "lion", "bus"):
+        img = open_image(photos[name])
+        torch.testing.assert_close(ours(img), preset(img), rtol=0, atol=1e-5)
+
+
+def test_the_factorys_kinds(photos):
+    from resnet.preprocess import transform
+    img = open_image(photos["cheetah"])  # 502×343
+    square = transform("decode", 96)(img)
+    assert square.dtype == torch.uint8 and tuple(square.shape) == (3, 110, 110)
+    view = transform("view", 96)(img)
+    assert isinstance(view, Image.Image) and view.size == (96, 96)
+    assert torch.equal(transform("eval", 96, decoded=True)(view), transform("eval", 96)(img))
+    before = torch.get_rng_state()
+    a, b = (transform("train", 96, generator=torch.Generator().manual_seed(3))(img) for _ in range(2))
+    assert torch.equal(a, b) and a.shape == (3, 96, 96) and torch.equal(torch.get_rng_state(), before)
+    with pytest.raises(ValueError, match="unknown transform"):
+        transform("test", 96)
+
