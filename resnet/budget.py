@@ -34,6 +34,7 @@ from torch import nn
 from . import config
 from . import device as devices
 from .errors import BadSetting, BudgetExceeded
+from .i18n import Text, error, has
 
 GB = 2 ** 30
 MB = 2 ** 20
@@ -207,11 +208,21 @@ def show_macs(n: float) -> str:
     return f"{n / 1e12:,.0f} TMACs" if n >= 1e13 else f"{n / 1e12:.1f} TMACs" if n >= 1e11 else f"{n / 1e9:,.1f} GMACs"
 
 
+# The sentences below are ``resnet.i18n.Text``s (``budget.*`` in assets/i18n/safety.json): English as ``str(e)`` for
+# the command line and the logs, and in the visitor's language on the page (``resnet.i18n.message``).
+
+def _what(what: str) -> Text | str:
+    """A setting's name (``"batch size"``) as a translatable ``budget.what.batch_size`` where the table has it."""
+    key = "budget.what." + what.replace(" ", "_").replace("-", "_")
+    return Text(key) if has(key) else what
+
+
 def whole(value, lo: int, hi: int, what: str) -> int:
-    """``value`` as an int in [lo, hi] (an integral float is accepted: sliders send them), else one sentence."""
+    """``value`` as an int in [lo, hi] (an integral float is accepted: sliders send them), else one sentence.
+    ``what`` names the setting in English (``"batch size"``); its translation is ``budget.what.batch_size``."""
     ok = isinstance(value, int) or (isinstance(value, float) and math.isfinite(value) and value.is_integer())
     if isinstance(value, bool) or not ok or not lo <= value <= hi:
-        raise BadSetting(f"The {what} must be a whole number from {lo} to {hi}, not {_short(value)}.")
+        raise error(BadSetting, "budget.whole", what=_what(what), lo=lo, hi=hi, value=_short(value))
     return int(value)
 
 
@@ -220,22 +231,22 @@ def choices(values, allowed, what: str, limit: int | None = None) -> tuple:
     if isinstance(values, str):
         values = [v for v in values.split(",")]
     if not isinstance(values, (list, tuple)):
-        raise BadSetting(f"The {what} must be a list of names, not {_short(values)}.")
+        raise error(BadSetting, "budget.not_a_list", what=_what(what), value=_short(values))
     limit = limit or len(allowed)
     if len(values) > 4 * limit:  # a request padded with thousands of copies is not worth reading
-        raise BadSetting(f"Choose at most {limit} {what}.")
+        raise error(BadSetting, "budget.at_most", limit=limit, what=_what(what))
     out = []
     for v in values:
         v = v.strip() if isinstance(v, str) else v
         if not isinstance(v, str) or v not in allowed:
-            raise BadSetting(f"Unknown {what[:-1] if what.endswith('s') else what} {_short(v)}; choose from "
-                             f"{', '.join(allowed)}.")
+            raise error(BadSetting, "budget.unknown", what=_what(what[:-1] if what.endswith("s") else what),
+                        value=_short(v), allowed=", ".join(allowed))
         if v not in out:
             out.append(v)
     if not out:
-        raise BadSetting(f"Choose at least one of the {what}.")
+        raise error(BadSetting, "budget.at_least_one", what=_what(what))
     if len(out) > limit:
-        raise BadSetting(f"Choose at most {limit} {what}.")
+        raise error(BadSetting, "budget.at_most", limit=limit, what=_what(what))
     return tuple(out)
 
 
@@ -452,51 +463,70 @@ def check_finetune(cfg, n_images: int | None = None, *, n_train: int | None = No
         left = "invalid" if x is None else over(x)
         return left is None or (only is not None and left in order and order.index(left) > order.index(only))
 
-    def offers(only: str | None) -> list[str]:
+    def offers(only: str | None) -> list[Text]:
         out = []
         if why == "memory":
             bs = _largest(1, cfg.batch_size - 1, lambda v: fits(only, batch_size=v))
-            out += [f"batch size {bs}"] if bs else []
+            out += [Text("budget.offer.batch_size", n=bs)] if bs else []
         if why == "work":
             ep = _largest(1, cfg.epochs - 1, lambda v: fits(only, epochs=v))
-            out += [f"{ep} epoch{'s' if ep > 1 else ''}"] if ep else []
+            out += [_epochs(ep)] if ep else []
         size = _smaller_size(cfg, lambda v, guess: fits(only, guess, image_size=v))
-        return out + ([f"{size} px"] if size else [])
+        return out + ([Text("budget.offer.size", size=size)] if size else [])
 
     options = offers(None) or offers(why)
     if not options and why in ("memory", "work"):  # no one knob is enough: a smaller size, then the most that fits
-        knob, lo, word = ("batch_size", 2, "batch size {}") if why == "memory" else ("epochs", 1, "{} epochs")
+        knob, lo = ("batch_size", 2) if why == "memory" else ("epochs", 1)
         size = _smaller_size(cfg, lambda v, guess: fits(why, guess, image_size=v, **{knob: lo}))
         best = size and _largest(lo, getattr(cfg, knob), lambda v: fits(why, image_size=size, **{knob: v}))
         if best:
-            options.append(word.format(best).replace("1 epochs", "1 epoch") + f" at {size} px")
+            offer = Text("budget.offer.batch_size", n=best) if knob == "batch_size" else _epochs(best)
+            options.append(Text("budget.offer.at_size", offer=offer, size=size))
     if not options:
         smaller = next((ARCHS[a].title for a in ARCHS if a != cfg.arch and fits(None, arch=a)), None)
-        options.append(f"{smaller} with these settings" if smaller else "fewer images" if known else "fewer strategies")
-    fits = options[0] + (f" (or {options[1]})" if len(options) > 1 else "") + " fits."
-    title, images = ARCHS[cfg.arch].title, f"{n_images} image{'s' if n_images != 1 else ''}"
+        options.append(Text("budget.offer.arch", title=smaller) if smaller else
+                       Text("budget.offer.fewer_images") if known else Text("budget.offer.fewer_strategies"))
+    fits = _fits(*options[:2])
+    title = ARCHS[cfg.arch].title
+    images = Text("budget.images.one" if n_images == 1 else "budget.images", n=n_images)
     if why == "memory":
         need, limit = (e.memory, budget.memory) if e.memory > budget.memory else (e.host, budget.host)
-        where = "for one training step" if e.what.startswith("training") else f"for {e.what}"
-        data = f" and {images}" if known and e.data > 0.25 * need else ""
-        raise BudgetExceeded(f"{title} at {cfg.image_size} px with batch size {cfg.batch_size}{data} would need about "
-                             f"{show_bytes(need)} of memory {where}, over this server's budget of "
-                             f"{show_bytes(limit)}; {fits}")
+        where = Text("budget.where.step") if e.what.startswith("training") else _phase(e.what)
+        key = "budget.finetune.memory_data" if known and e.data > 0.25 * need else "budget.finetune.memory"
+        raise error(BudgetExceeded, key, title=title, size=cfg.image_size, batch=cfg.batch_size, images=images,
+                    need=show_bytes(need), where=where, limit=show_bytes(limit), fits=fits)
     if why == "data":
-        raise BudgetExceeded(f"{images} at {cfg.image_size} px would need about {e.data / MB:,.0f} MB of memory for "
-                             f"the decoded images and their cached features, over this server's limit of "
-                             f"{cfg.max_decoded_mb:,} MB; {fits}")
+        raise error(BudgetExceeded, "budget.finetune.data", images=images, size=cfg.image_size,
+                    need=f"{e.data / MB:,.0f} MB", limit=f"{cfg.max_decoded_mb:,} MB", fits=fits)
     n_s = len(cfg.strategies)
-    raise BudgetExceeded(f"{title} at {cfg.image_size} px for {cfg.epochs} epoch{'s' if cfg.epochs > 1 else ''} of "
-                         f"{n_s} strateg{'ies' if n_s > 1 else 'y'} on {images} would need about {show_macs(e.work)} "
-                         f"of computation, over this server's budget of {show_macs(budget.work)}; {fits}")
+    raise error(BudgetExceeded, "budget.finetune.work", title=title, size=cfg.image_size, epochs=_epochs(cfg.epochs),
+                strategies=Text("budget.strategies.one" if n_s == 1 else "budget.strategies", n=n_s), images=images,
+                need=show_macs(e.work), limit=show_macs(budget.work), fits=fits)
+
+
+def _epochs(n: int) -> Text:
+    return Text("budget.offer.epochs.one" if n == 1 else "budget.offer.epochs", n=n)
+
+
+def _fits(offer: Text, other: Text | None = None) -> Text:
+    """"batch size 8 fits." / "batch size 8 (or 96 px) fits."."""
+    return Text("budget.fits_or", offer=offer, other=other) if other else Text("budget.fits", offer=offer)
+
+
+# The one-off phases of ``finetune_estimate`` that may be a run's largest, as the refusal names them.
+PHASES = {"loading the weights": "budget.phase.loading", "stacking the decoded images": "budget.phase.stacking",
+          "the feature cache pass": "budget.phase.cache"}
+
+
+def _phase(what: str) -> Text:
+    return Text(PHASES[what]) if what in PHASES else Text("budget.phase.other", phase=what)
 
 
 # ---------------------------------------------------------------------------- labs
 
-def _check_lab(what: str, need, value: int, lo: int, offer: str, otherwise: str) -> None:
+def _check_lab(what: Text, need, value: int, lo: int, offer: str, otherwise: Text) -> None:
     """Refuse a lab whose ``need(value)`` = (bytes, multiply-adds) is over this server's budget (labs run on the
-    CPU), offering the largest value from ``lo`` up that fits."""
+    CPU), offering the largest value from ``lo`` up that fits (``Text(offer, n=that value)``), else ``otherwise``."""
     budget = machine_budget("cpu")
 
     def within(v: int) -> bool:
@@ -506,13 +536,13 @@ def _check_lab(what: str, need, value: int, lo: int, offer: str, otherwise: str)
     if within(value):
         return
     best = _largest(lo, value - 1, within)
-    fits = (offer.format(best) if best else otherwise) + " fits."
+    fits = _fits(Text(offer, n=best) if best else otherwise)
     mem, work = need(value)
     if mem > budget.host:
-        raise BudgetExceeded(f"{what} would need about {show_bytes(mem)} of memory, over this server's budget of "
-                             f"{show_bytes(budget.host)}; {fits}")
-    raise BudgetExceeded(f"{what} would need about {show_macs(work)} of computation, over this server's budget of "
-                         f"{show_macs(budget.work)}; {fits}")
+        raise error(BudgetExceeded, "budget.lab.memory", what=what, need=show_bytes(mem),
+                    limit=show_bytes(budget.host), fits=fits)
+    raise error(BudgetExceeded, "budget.lab.work", what=what, need=show_macs(work), limit=show_macs(budget.work),
+                fits=fits)
 
 
 def _lab_step(name, residual, setting, widths, size, batch) -> tuple[int, int, float]:
@@ -545,9 +575,9 @@ def check_gradient_flow(nets, settings, batch_size, image_size=None) -> tuple[tu
     if image_size is not None:
         image_size = whole(image_size, 32, 256, "image size")
     sizes = {n: image_size or default_size(n) for n in nets}
-    _check_lab(f"The gradient-flow lab with {len(nets)} network(s) at batch size {batch_size}",
-               lambda b: gradient_flow_estimate(nets, settings, b, sizes), batch_size, 2, "batch size {}",
-               "a shallower network")
+    _check_lab(Text("budget.lab.flow", n=len(nets), batch=batch_size),
+               lambda b: gradient_flow_estimate(nets, settings, b, sizes), batch_size, 2, "budget.offer.batch_size",
+               Text("budget.offer.shallower"))
     return nets, settings, batch_size, sizes
 
 
@@ -569,22 +599,22 @@ def check_training_race(steps, batch_size, nets, n_images, widths) -> tuple[int,
     batch_size = whole(batch_size, 2, 256, "batch size")
     n_images = whole(n_images, 8, 4096, "number of images")
     if not isinstance(nets, (list, tuple)) or not nets or len(nets) > 32:
-        raise BadSetting("The race needs a list of up to 8 (network, residual) pairs.")
+        raise error(BadSetting, "budget.race.pairs")
     pairs = []
     for item in nets:
         if not (isinstance(item, (list, tuple)) and len(item) == 2 and item[0] in LAB_NETS
                 and isinstance(item[1], bool)):
-            raise BadSetting(f"Each racer must be a (network, residual) pair, not {_short(item)}.")
+            raise error(BadSetting, "budget.race.pair", value=_short(item))
         if tuple(item) not in pairs:
             pairs.append(tuple(item))
     if len(pairs) > 8:
-        raise BadSetting("The race takes at most 8 networks.")
+        raise error(BadSetting, "budget.race.at_most")
     if not (isinstance(widths, (list, tuple)) and len(widths) == 3):
-        raise BadSetting("The widths must be three whole numbers.")
+        raise error(BadSetting, "budget.race.widths")
     widths = tuple(whole(w, 1, 64, "width") for w in widths)
-    _check_lab(f"A race of {steps} steps at batch size {batch_size}",
-               lambda v: race_estimate(v, batch_size, pairs, n_images, widths), steps, 1, "{} steps",
-               "a smaller batch size")
+    _check_lab(Text("budget.lab.race", steps=steps, batch=batch_size),
+               lambda v: race_estimate(v, batch_size, pairs, n_images, widths), steps, 1, "budget.offer.steps",
+               Text("budget.offer.smaller_batch"))
     return steps, batch_size, tuple(pairs), n_images, widths
 
 
@@ -592,9 +622,10 @@ def check_deep_network(name, batch_size, image_size, setting) -> tuple[int, int]
     """Validate and budget the 1000-layer lab (two nets, one after the other); returns (batch size, image size)."""
     from .labs import CIFAR_NETS, SETTINGS
     if name not in CIFAR_NETS:
-        raise BadSetting(f"Choose a CIFAR net: {', '.join(CIFAR_NETS)}.")
+        raise error(BadSetting, "budget.deep.net", allowed=", ".join(CIFAR_NETS))
     if setting not in SETTINGS:
-        raise BadSetting(f"Unknown setting {_short(setting)}; choose from {', '.join(SETTINGS)}.")
+        raise error(BadSetting, "budget.unknown", what=_what("setting"), value=_short(setting),
+                    allowed=", ".join(SETTINGS))
     batch_size = whole(batch_size, 2, 32, "batch size")
     image_size = whole(image_size, 8, 128, "image size")
 
@@ -604,8 +635,8 @@ def check_deep_network(name, batch_size, image_size, setting) -> tuple[int, int]
             acts, p, w = _lab_step(name, residual, setting, (16, 32, 64), image_size, b)
             mem, work, params = max(mem, acts + 8 * p), work + w, max(params, p)
         return mem + 4 * params + b * 3 * image_size ** 2 * 4 * 3, work
-    _check_lab(f"ResNet-{6 * CIFAR_NETS[name] + 2} at {image_size} px with batch size {batch_size}", need,
-               batch_size, 2, "batch size {}", "32 px")
+    _check_lab(Text("budget.lab.deep", depth=6 * CIFAR_NETS[name] + 2, size=image_size, batch=batch_size), need,
+               batch_size, 2, "budget.offer.batch_size", Text("budget.offer.size", size=32))
     return batch_size, image_size
 
 
@@ -624,9 +655,9 @@ def check_bn_lab(pool_size, image_size: int = 128, n_photos: int = 6) -> int:
     pool_size = whole(pool_size, 1, 256, "pool size")
     image_size = whole(image_size, 32, 512, "image size")
     n_photos = whole(n_photos, 1, 64, "number of photos")
-    _check_lab(f"A pool of {pool_size} crops at {image_size} px",
-               lambda n: bn_lab_estimate(n, image_size, n_photos), pool_size, 1, "a pool of {}",
-               "a smaller image size")
+    _check_lab(Text("budget.lab.pool", n=pool_size, size=image_size),
+               lambda n: bn_lab_estimate(n, image_size, n_photos), pool_size, 1, "budget.offer.pool",
+               Text("budget.offer.smaller_size"))
     return pool_size
 
 
@@ -635,5 +666,5 @@ def check_group_conv(cin, cout, groups, size) -> tuple[int, int, int, int]:
     cin, cout = whole(cin, 1, 4096, "number of input channels"), whole(cout, 1, 4096, "number of output channels")
     groups, size = whole(groups, 1, 4096, "number of groups"), whole(size, 1, 512, "feature-map size")
     if cin % groups or cout % groups:
-        raise BadSetting(f"The groups ({groups}) must divide both channel counts ({cin} in, {cout} out).")
+        raise error(BadSetting, "budget.groups", groups=groups, cin=cin, cout=cout)
     return cin, cout, groups, size

@@ -9,15 +9,16 @@ from dataclasses import dataclass, field
 import gradio as gr
 
 from ..errors import LabError
-from ..i18n import lang_from_header, t
+from ..i18n import lang_from_header, message, t
 from ..serving import ModelCache, Settings
 from .uploads import uploaded_path
 
 log = logging.getLogger("resnet.ui")
 
-# Exceptions whose message is already a sentence for the user. OSError and RuntimeError are not: their text
-# can hold server paths, errno strings or torch internals, so they are logged and answered generically.
-USER_ERRORS = (LabError, ValueError)
+# The exceptions whose message is a sentence for the visitor (``resnet.errors``). Anything else (a plain
+# ValueError, an OSError, a RuntimeError) may hold server paths, errno strings or torch internals: it is logged and
+# answered with the generic sentence.
+USER_ERRORS = (LabError,)
 
 
 @dataclass
@@ -54,17 +55,26 @@ def lang(request: gr.Request | None) -> str:
     return lang_from_header(headers.get("accept-language"))
 
 
-def _as_gr_error(e: Exception) -> gr.Error:
+def _request_lang(args, kwargs) -> str:
+    """The visitor's language, from the ``gr.Request`` among a handler's arguments (English without one)."""
+    for value in (*args, *kwargs.values()):
+        if isinstance(value, gr.Request):
+            return lang(value)
+    return "en"
+
+
+def _as_gr_error(e: Exception, L: str = "en") -> gr.Error:
     if isinstance(e, gr.Error):
         return e
     if isinstance(e, USER_ERRORS):
-        return gr.Error(str(e).splitlines()[0][:400] or type(e).__name__, print_exception=False)
+        return gr.Error(message(e, L).splitlines()[0][:400] or type(e).__name__, print_exception=False)
     log.exception("unexpected error")
-    return gr.Error(t("error.unexpected"), print_exception=False)
+    return gr.Error(t("error.unexpected", L), print_exception=False)
 
 
 def friendly(fn):
-    """Turn any failure into a one-sentence ``gr.Error``: no stack trace ever reaches the page."""
+    """Turn any failure into a one-sentence ``gr.Error`` in the visitor's language: a ``LabError``'s own sentence,
+    anything else logged and answered generically. No stack trace ever reaches the page."""
     if inspect.isgeneratorfunction(fn):
         @functools.wraps(fn)
         def gen(*args, **kwargs):
@@ -73,7 +83,7 @@ def friendly(fn):
             except GeneratorExit:
                 raise
             except Exception as e:
-                raise _as_gr_error(e) from None
+                raise _as_gr_error(e, _request_lang(args, kwargs)) from None
         return gen
 
     @functools.wraps(fn)
@@ -81,22 +91,41 @@ def friendly(fn):
         try:
             return fn(*args, **kwargs)
         except Exception as e:
-            raise _as_gr_error(e) from None
+            raise _as_gr_error(e, _request_lang(args, kwargs)) from None
     return wrapper
 
 
 def early(check):
     """A Gradio validator made of ``check(*inputs, lang)``: it runs when a job asks to join the queue, so a
     request over a limit (a bad setting, a file that was not uploaded, the memory or work budget) is refused at
-    once with the same sentence the job would give, instead of after waiting its turn."""
-    def validator(*inputs, request: gr.Request = None):
+    once with the same sentence the job would give, in the visitor's language, instead of after waiting its turn."""
+    n = len(inspect.signature(check).parameters) - 1  # the event's inputs; the last parameter is the language
+
+    def validator(*args):
+        inputs, request = args[:n], (args[n] if len(args) > n else None)
+        L = lang(request)
         try:
-            check(*inputs, lang(request))
+            check(*inputs, L)
             verdicts = [gr.validate(True, "")] * len(inputs)
         except Exception as e:
-            verdicts = [gr.validate(False, _as_gr_error(e).message)] + [gr.validate(True, "")] * (len(inputs) - 1)
+            verdicts = [gr.validate(False, _as_gr_error(e, L).message)] + [gr.validate(True, "")] * (len(inputs) - 1)
         return verdicts[0] if len(verdicts) == 1 else verdicts
+
+    # Gradio passes the request only to a positional parameter annotated gr.Request: spell the signature out.
+    P = inspect.Parameter
+    validator.__signature__ = inspect.Signature(
+        [P(f"input_{i}", P.POSITIONAL_OR_KEYWORD) for i in range(n)]
+        + [P("request", P.POSITIONAL_OR_KEYWORD, default=None, annotation=gr.Request)])
+    validator.__annotations__ = {"request": gr.Request}
     return validator
+
+
+def weights_reason(entry, L: str) -> str:
+    """Why a model has no pretrained weights, for the visitor. The library's reasons are English sentences
+    (``resnet.weights``): only the one for a download under way is known here, the rest are summed up."""
+    if entry.source == t("weights.fetching", "en"):
+        return t("weights.fetching", L)
+    return entry.source if L == "en" else t("weights.unavailable", L)
 
 
 def arch_choices() -> list[tuple[str, str]]:
