@@ -4,7 +4,6 @@ Every label comes from the string table, so the plots follow the user's language
 """
 from __future__ import annotations
 
-
 import numpy as np
 from matplotlib.figure import Figure
 from matplotlib.patches import FancyArrowPatch, FancyBboxPatch
@@ -148,7 +147,7 @@ def train_eval_figure(te: TrainEval, L: str = "en") -> Figure:
     for i, (mode, probs) in enumerate(te.probs.items()):
         ys = np.arange(n) + (i - (len(te.probs) - 1) / 2) * h
         ax.barh(ys, probs, height=h, color=MODE_COLOURS[mode],
-                label=t(f"labs.mode.{mode}", L) + f" (TV {te.distance[mode]:.2f})")
+                label=t("labs.plot.mode_distance", L, mode=t(f"labs.mode.{mode}", L), tv=te.distance[mode]))
     ax.set_yticks(np.arange(n), [label[:28] for label in te.labels], fontsize=8)
     ax.invert_yaxis()
     ax.set_xlabel(t("labs.plot.probability", L))
@@ -166,7 +165,7 @@ def batch_stats_figure(bs: BatchStats, L: str = "en") -> Figure:
     ax.plot(bs.sizes, bs.mean_error, "o-", color="#2b6cb0", label=t("labs.plot.mean_error", L))
     ax.plot(bs.sizes, bs.std_error, "s-", color="#c53030", label=t("labs.plot.std_error", L))
     ref = bs.mean_error[0] / np.sqrt(np.asarray(bs.sizes, dtype=float))
-    ax.plot(bs.sizes, ref, ":", color="#718096", label="∝ 1/√batch")
+    ax.plot(bs.sizes, ref, ":", color="#718096", label=t("labs.plot.trend", L))
     ax.set_xscale("log", base=2)
     ax.set_yscale("log")
     ax.set_xticks(bs.sizes, [str(s) for s in bs.sizes])
@@ -241,7 +240,8 @@ def group_block_figure(blocks: list[BlockCost], cost: ConvCost, L: str = "en") -
     a.set_xlim(-2, 2.6)
     a.set_ylim(-4.2, 1.8)
     a.axis("off")
-    a.set_title(f"{r.title}\n{_human(r.block_params)} params, {_human(r.block_macs)} MACs", fontsize=9)
+    a.set_title(t("labs.plot.block_cost", L, title=r.title, params=_human(r.block_params), macs=_human(r.block_macs)),
+                fontsize=9)
     bottom = _stack(a, 0, [("1×1, 64", conv), ("3×3, 64", conv), ("1×1, 256", conv)], 0.6)
     _plus(a, 0, bottom, 0.6, 1.8)
     a.text(0, 1.6, t("labs.plot.block_in", L), ha="center", fontsize=8)
@@ -250,7 +250,8 @@ def group_block_figure(blocks: list[BlockCost], cost: ConvCost, L: str = "en") -
     b.set_xlim(-4.4, 4.6)
     b.set_ylim(-4.2, 1.8)
     b.axis("off")
-    b.set_title(f"{x.title}\n{_human(x.block_params)} params, {_human(x.block_macs)} MACs", fontsize=9)
+    b.set_title(t("labs.plot.block_cost", L, title=x.title, params=_human(x.block_params), macs=_human(x.block_macs)),
+                fontsize=9)
     for px, label in ((-3, "1"), (-1.5, "2"), (1.5, "32")):
         _stack(b, px, [("1×1, 4", conv), ("3×3, 4", grouped), ("1×1, 256", conv)], 0.6, width=1.25)
         b.text(px, 1.05, t("labs.plot.path", L, i=label), ha="center", fontsize=7)

@@ -1,27 +1,30 @@
 """Training curves of a fine-tuning run: validation accuracy and loss per strategy, one figure.
 
-A ``Figure`` object (Agg canvas), never pyplot: no global state, safe from several threads at once.
+A ``Figure`` object (Agg canvas), never pyplot: no global state, safe from several threads at once. Axis labels and
+the legend come from the string table (``plot.training.*``), in the language asked for.
 """
 from __future__ import annotations
 
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
+from .i18n import t
+
 # One colour per strategy, the same in every figure, so a class can follow "head" across runs.
 COLOURS = {"all": "#2b6cb0", "last": "#2f855a", "head": "#c05621", "replace": "#805ad5", "scratch": "#718096"}
-LABELS = {"accuracy": "validation accuracy", "loss": "loss (solid: validation, dashed: training)",
-          "epoch": "epoch", "chance": "chance"}
+LABEL_KEYS = {"accuracy": "plot.training.accuracy", "loss": "plot.training.loss", "epoch": "plot.training.epoch",
+              "chance": "plot.training.chance"}
 
 
-def training_figure(history: dict, *, labels: dict | None = None, names: dict | None = None,
+def training_figure(history: dict, *, lang: str = "en", labels: dict | None = None, names: dict | None = None,
                     chance: float | None = None, title: str | None = None) -> Figure:
     """``history[strategy]`` holds lists ``epoch``, ``val_acc``, ``val_loss``, ``train_loss`` (as ``RunResult``).
 
-    ``labels`` overrides the axis texts (e.g. Chinese, see ``LABELS``); ``names`` maps strategy → legend text;
-    ``chance`` (1 / number of classes) draws a dotted line on the accuracy plot. Strategies still training, with
-    fewer epochs so far, are drawn as far as they got.
+    The axis texts are in ``lang``; ``labels`` overrides some of them (keys of ``LABEL_KEYS``); ``names`` maps
+    strategy → legend text; ``chance`` (1 / number of classes) draws a dotted line on the accuracy plot. Strategies
+    still training, with fewer epochs so far, are drawn as far as they got.
     """
-    text = {**LABELS, **(labels or {})}
+    text = {name: t(key, lang) for name, key in LABEL_KEYS.items()} | (labels or {})
     fig = Figure(figsize=(9, 3.6), dpi=100)
     FigureCanvasAgg(fig)
     ax_acc, ax_loss = fig.subplots(1, 2)

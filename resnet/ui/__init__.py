@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import os
-from pathlib import Path
 
 import gradio as gr
 import torch
@@ -10,14 +9,27 @@ from starlette.middleware import Middleware
 
 from .. import device as devices
 from ..fonts import use_cjk_fallback
-from ..i18n import translations
+from ..i18n import I18N_DIR, t, translations
 from ..serving import ModelCache, Settings
 from . import about, architecture, classify, disk, fairshare, features, finetune, labs
-from .common import Context
+from .common import Context, lang
 from .uploads import UploadGuard
 
-ASSETS = Path(__file__).resolve().parent.parent.parent / "assets"
+ASSETS = I18N_DIR.parent  # assets/: the strings' folder's parent, in the checkout or an installed copy
 TABS = (architecture, classify, features, finetune, labs, about)
+
+
+def device_line(device: torch.device, L: str) -> str:
+    """Where inference and training run, and at what precision, in ``L`` (``resnet.device.describe``, translated)."""
+    training = {None: "fp32", torch.bfloat16: "bf16", torch.float16: "fp16"}[devices.amp_dtype(device)]
+    if device.type == "cuda":
+        name = torch.cuda.get_device_name(device)
+    elif device.type == "cpu":
+        name = t("app.device.cpu", L, threads=torch.get_num_threads())
+    else:
+        name = device.type.upper()
+    key = "app.device.line" if training == "fp32" else "app.device.line_mixed"
+    return "`" + t(key, L, name=name, training=training) + "`"
 
 
 def create_app(settings: Settings | None = None, models: ModelCache | None = None) -> tuple[gr.Blocks, dict]:
@@ -31,7 +43,11 @@ def create_app(settings: Settings | None = None, models: ModelCache | None = Non
     # delete_cache: Gradio's copies of uploads and of fine-tuned model files go after an hour.
     with gr.Blocks(title="ResNet Lab", delete_cache=(900, 3600)) as demo:
         gr.Markdown(i18n("app.title"), elem_id="title")
-        gr.Markdown(f"`{devices.describe(models.device)}`", elem_id="device-line")
+        device = gr.Markdown(elem_id="device-line")
+
+        def show_device(request: gr.Request):
+            return device_line(models.device, lang(request))
+        ctx.on_load(show_device, None, device)
         with gr.Tabs():
             for tab in TABS:
                 tab.build(ctx)

@@ -1,39 +1,70 @@
 """Architecture tab: pick a depth, see the note's layer table computed from the real model, and its block."""
 from __future__ import annotations
 
+import re
+
 import gradio as gr
 
-from ..i18n import t
+from ..errors import BadSetting
+from ..i18n import error, has, t
 from ..model import ARCHS
 from ..plots import block_diagram
 from ..summary import display_rows, layer_table, totals
 from .common import arch_choices, friendly, lang
 
-HEADERS = ["layer", "output size", "block", "params", "multiply-adds"]
+HEADER_KEYS = ("arch.col.layer", "arch.col.output_size", "arch.col.block", "arch.col.params", "arch.col.macs")
+VERSIONS = (("arch.version.v1", "v1"), ("arch.version.v15", "v1.5"))
 MIN_SIZE, MAX_SIZE = 32, 1024
+
+
+def headers(L: str) -> list[str]:
+    """The layer table's column names in ``L`` (a Dataframe's headers are not translated by the browser)."""
+    return [t(key, L) for key in HEADER_KEYS]
+
+
+def _block(name: str, text: str, L: str) -> str:
+    """The paper's words in the table's block column (``7×7, 64, stride 2`` …) in ``L``; the stages' notation
+    (``[3×3, 64; 3×3, 64] × 2``) needs none. A text the table does not know is shown as the library wrote it."""
+    params = {}
+    if name == "fc" and (m := re.fullmatch(r"average pool, (\d+)-d fc, softmax", text)):
+        params = {"n": int(m.group(1))}
+    key = f"arch.block.{name}"
+    if has(key) and text == t(key, "en", **params):
+        return t(key, L, **params)
+    return text
+
+
+def table_value(arch: str, table: list[dict], L: str) -> dict:
+    """The Dataframe's value: headers, row names and the paper's words in ``L`` (a Dataframe's headers are not
+    translated by the browser); sizes, counts and the stages' names stay as they are."""
+    rows = display_rows(arch, table)
+    for row in rows:
+        row[2] = _block(row[0], row[2], L)
+        if has(f"arch.row.{row[0]}"):  # pool, total
+            row[0] = t(f"arch.row.{row[0]}", L)
+    return {"headers": headers(L), "data": rows}
 
 
 @friendly
 def show_layer_table(arch: str, image_size: float, version: str, request: gr.Request = None):
     """The table rows, a totals sentence, and the block drawing."""
+    L = lang(request)
     if arch not in ARCHS:
-        raise ValueError(t("arch.unknown", lang(request), arch=arch))
+        raise error(BadSetting, "arch.unknown", arch=arch)
     size = int(image_size or 224)
     if not MIN_SIZE <= size <= MAX_SIZE:
-        raise ValueError(t("arch.size_range", lang(request), lo=MIN_SIZE, hi=MAX_SIZE))
+        raise error(BadSetting, "arch.size_range", lo=MIN_SIZE, hi=MAX_SIZE)
     v1 = version == "v1"
     table = layer_table(arch, size, stride_in_1x1=v1)
     tot = totals(table)
     paper = ARCHS[arch].paper_gmacs
-    L = lang(request)
     summary = t("arch.totals", L, title=ARCHS[arch].title, params=tot["params"] / 1e6, macs=tot["macs"] / 1e9,
                 size=size)
     if paper:
         summary += " " + t("arch.paper_flops", L, paper=paper)
         if not v1:
             summary += " " + t("arch.v15_note", L)
-    fig = block_diagram(arch, (t("arch.identity", L), t("arch.projection", L)))
-    return display_rows(arch, table), summary, fig
+    return table_value(arch, table, L), summary, block_diagram(arch, L)
 
 
 def build(ctx) -> None:
@@ -42,10 +73,10 @@ def build(ctx) -> None:
         with gr.Row():
             arch = gr.Dropdown(arch_choices(), value="resnet50", label=ctx("arch.depth"), elem_id="arch-depth")
             size = gr.Number(224, label=ctx("arch.image_size"), minimum=MIN_SIZE, maximum=MAX_SIZE, precision=0)
-            version = gr.Radio([("v1 · paper", "v1"), ("v1.5 · torchvision", "v1.5")],
-                               value="v1.5", label=ctx("arch.version"))
+            version = gr.Radio([(ctx(key), value) for key, value in VERSIONS], value="v1.5", label=ctx("arch.version"))
         summary = gr.Markdown(elem_id="arch-summary")
-        table = gr.Dataframe(headers=HEADERS, interactive=False, wrap=True, elem_id="arch-table")
+        # No static headers: the page's first load fills the table, headers in the visitor's language.
+        table = gr.Dataframe(column_count=len(HEADER_KEYS), interactive=False, wrap=True, elem_id="arch-table")
         with gr.Row():
             diagram = gr.Plot(label=ctx("arch.block"), show_label=True)
             gr.Markdown(ctx("arch.why"))

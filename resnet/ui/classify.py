@@ -3,10 +3,11 @@ from __future__ import annotations
 
 import gradio as gr
 
-from ..i18n import t
+from ..errors import BadSetting
+from ..i18n import error, t
 from ..model import ARCHS
 from ..predict import classify
-from .common import arch_choices, example_photos, friendly, lang, payload_path
+from .common import arch_choices, example_photos, friendly, lang, payload_path, weights_reason
 
 
 def weights_banner(entry, L: str) -> str:
@@ -14,7 +15,7 @@ def weights_banner(entry, L: str) -> str:
     title = ARCHS[entry.arch].title
     if entry.pretrained:
         return t("classify.pretrained", L, title=title, source=entry.source)
-    return t("classify.random", L, title=title, arch=entry.arch, reason=entry.source)
+    return t("classify.random", L, title=title, arch=entry.arch, reason=weights_reason(entry, L))
 
 
 def make_classifier(ctx):
@@ -23,9 +24,9 @@ def make_classifier(ctx):
         L = lang(request)
         path = payload_path(image, L)
         if not path:
-            raise ValueError(t("classify.no_image", L))
+            raise error(BadSetting, "classify.no_image")
         if arch not in ARCHS:
-            raise ValueError(t("arch.unknown", L, arch=arch))
+            raise error(BadSetting, "arch.unknown", arch=arch)
         entry = ctx.models.get(arch)
         top = classify(entry.model, path, top_k=5)
         return dict(top), weights_banner(entry, L)

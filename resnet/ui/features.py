@@ -4,20 +4,29 @@ from __future__ import annotations
 import gradio as gr
 import gradio.media
 
+from ..errors import BadSetting
 from ..features import ALL_STAGES, feature_maps, grad_cam, model_view, resolve_target, stage_info, to_input
-from ..i18n import t
+from ..i18n import error, has, t
 from ..model import ARCHS
 from ..plots_features import cam_overlay, feature_grid
 from ..predict import model_categories
 from .common import arch_choices, example_photos, friendly, lang, payload_path
 
 MIN_CHANNELS, MAX_CHANNELS, DEFAULT_CHANNELS = 4, 64, 16
-TOP_CLASS = "top class"  # the target value meaning "the class the network predicts"
-TOP_LABEL = "top class · 最可能的类别"  # a choice label is not translated by gr.I18n, so both languages
+TOP_CLASS = "top class"  # the target value meaning "the class the network predicts" (its label: features.top_class)
 
 
 def shape_text(shape) -> str:
     return "×".join(str(int(d)) for d in shape)
+
+
+def stage_meaning(row: dict, L: str) -> str:
+    """What a stage's channels tend to respond to, from the string table (``stage.<name>.meaning``)."""
+    key = row.get("meaning_key") or f"stage.{row['stage']}.meaning"
+    if has(key):
+        return t(key, L)
+    meaning = row.get("meaning")  # a library without assets/i18n/stages.json: its own {"en", "zh-CN"} dict
+    return (meaning.get(L) or meaning["en"]) if isinstance(meaning, dict) else str(meaning or "")
 
 
 def stage_table(info: list[dict], current: str, L: str) -> str:
@@ -25,17 +34,17 @@ def stage_table(info: list[dict], current: str, L: str) -> str:
     rows = [t("features.table_head", L)]
     for row in info:
         name = f"**{row['stage']}**" if row["stage"] == current else row["stage"]
-        rows.append(f"| {name} | {shape_text(row['shape'])} | {row['meaning'].get(L) or row['meaning']['en']} |")
+        rows.append(f"| {name} | {shape_text(row['shape'])} | {stage_meaning(row, L)} |")
     return "\n".join(rows)
 
 
-def _target_index(model, target, L: str) -> int | None:
-    """The Grad-CAM class the user asked for, with the error in their language."""
+def _target_index(model, target) -> int | None:
+    """The Grad-CAM class the user asked for (None: the top class), or a sentence saying what to type."""
     try:
         return resolve_target(model, target)
     except ValueError:
-        raise ValueError(t("features.bad_target", L, target=repr(str(target)),
-                           last=len(model_categories(model)) - 1)) from None
+        raise error(BadSetting, "features.bad_target", target=repr(str(target)),
+                    last=len(model_categories(model)) - 1) from None
 
 
 def make_handler(ctx):
@@ -45,22 +54,22 @@ def make_handler(ctx):
         L = lang(request)
         path = payload_path(image, L)
         if not path:
-            raise ValueError(t("features.no_image", L))
+            raise error(BadSetting, "features.no_image")
         if arch not in ARCHS:
-            raise ValueError(t("arch.unknown", L, arch=arch))
+            raise error(BadSetting, "arch.unknown", arch=arch)
         if stage not in ALL_STAGES:
-            raise ValueError(t("features.bad_stage", L, stage=stage))
+            raise error(BadSetting, "features.bad_stage", stage=stage)
         try:
             n = int(n_channels if n_channels is not None else DEFAULT_CHANNELS)
         except (TypeError, ValueError):
             n = -1
         if not MIN_CHANNELS <= n <= MAX_CHANNELS:
-            raise ValueError(t("features.bad_channels", L, lo=MIN_CHANNELS, hi=MAX_CHANNELS))
+            raise error(BadSetting, "features.bad_channels", lo=MIN_CHANNELS, hi=MAX_CHANNELS)
 
         progress(0.05, desc=t("features.loading", L))
         entry = ctx.models.get(arch)
         model = entry.model
-        idx = _target_index(model, target, L)
+        idx = _target_index(model, target)
 
         progress(0.3, desc=t("features.computing", L))
         # One forward pass serves both: the chosen stage for the grid and conv5_x for Grad-CAM.
@@ -100,7 +109,7 @@ def build(ctx) -> None:
                                  elem_id="features-stage")
                 n_channels = gr.Slider(MIN_CHANNELS, MAX_CHANNELS, value=DEFAULT_CHANNELS, step=1,
                                        label=ctx("features.channels"), elem_id="features-channels")
-                target = gr.Dropdown(target_choices(), value=TOP_CLASS, allow_custom_value=True,
+                target = gr.Dropdown(target_choices(ctx), value=TOP_CLASS, allow_custom_value=True,
                                      filterable=True, label=ctx("features.target"), info=ctx("features.target_info"),
                                      elem_id="features-target")
                 button = gr.Button(ctx("features.run"), variant="primary", elem_id="features-button")
@@ -115,7 +124,8 @@ def build(ctx) -> None:
                      preprocess=False, **ctx.quick)
 
 
-def target_choices() -> list:
-    """"top class" first, then the ImageNet class names (torchvision's metadata; no model needed)."""
+def target_choices(ctx) -> list:
+    """"top class" first (its label translated in the browser), then the ImageNet class names (torchvision's
+    metadata, English: the names the network was trained with; no model needed)."""
     from ..weights import categories
-    return [(TOP_LABEL, TOP_CLASS)] + categories()
+    return [(ctx("features.top_class"), TOP_CLASS)] + categories()

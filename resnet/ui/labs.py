@@ -10,16 +10,16 @@ import gradio as gr
 
 from .. import budget, labs
 from .. import plots_labs as plots
-from ..i18n import t
+from ..errors import BadSetting
+from ..i18n import error, t
 from ..predict import model_categories
 from .common import early, example_photos, friendly, lang, payload_path
 
-FLOW_NETS = [("20 · CIFAR", "cifar20"), ("56 · CIFAR", "cifar56"), ("110 · CIFAR", "cifar110"),
-             ("18 · ImageNet", "resnet18"), ("34 · ImageNet", "resnet34")]
+FLOW_NETS = ("cifar20", "cifar56", "cifar110", "resnet18", "resnet34")  # labels: labs.net.<name>
 BN_LAYERS = ["bn1", "layer1.0.bn1", "layer2.0.bn1", "layer3.0.bn1", "layer4.0.bn1"]
 DEFAULTS = dict(flow_batch=32, race_steps=120, race_batch=16, race_lr=0.05, deep_batch=2, bn_pool=64,
                 cin=128, cout=128, groups=32, size=28)
-LIMITS = dict(race_steps=(10, 600), bn_pool=(8, 128), deep_batch=(2, 4))
+LIMITS = dict(race_steps=(10, 600), bn_pool=(8, 128), deep_batch=(2, 4), race_lr=(0.001, 1.0))
 
 
 def _sci(v: float) -> str:
@@ -37,7 +37,7 @@ def _sci(v: float) -> str:
 
 def flow_args(nets, settings, batch_size, L: str) -> tuple[tuple, tuple, int]:
     if not isinstance(nets, list) or not isinstance(settings, list) or not nets or not settings:
-        raise ValueError(t("labs.flow.choose", L))
+        raise error(BadSetting, "labs.flow.choose")
     return tuple(nets), tuple(settings), batch_size if batch_size is not None else DEFAULTS["flow_batch"]
 
 
@@ -68,9 +68,13 @@ def race_args(steps, batch_size, lr, L: str) -> tuple[int, int, float]:
     lo, hi = LIMITS["race_steps"]
     steps = budget.whole(steps if steps is not None else DEFAULTS["race_steps"], 1, 10**6, "number of steps")
     if not lo <= steps <= hi:
-        raise ValueError(t("labs.race.steps_range", L, lo=lo, hi=hi))
+        raise error(BadSetting, "labs.race.steps_range", lo=lo, hi=hi)
     batch = budget.whole(batch_size if batch_size is not None else DEFAULTS["race_batch"], 1, 10**6, "batch size")
-    return steps, batch, lr if lr is not None else DEFAULTS["race_lr"]
+    lr = lr if lr is not None else DEFAULTS["race_lr"]
+    lo, hi = LIMITS["race_lr"]
+    if isinstance(lr, bool) or not isinstance(lr, (int, float)) or not lo <= lr <= hi:  # NaN fails the comparison
+        raise error(BadSetting, "labs.race.lr_range", lo=lo, hi=hi)
+    return steps, batch, float(lr)
 
 
 def check_race(steps, batch_size, lr, L: str) -> None:
@@ -100,7 +104,7 @@ def deep_args(batch_size, setting, L: str) -> tuple[int, str]:
     lo, hi = LIMITS["deep_batch"]
     b = budget.whole(batch_size if batch_size is not None else DEFAULTS["deep_batch"], 1, 10**6, "batch size")
     if not lo <= b <= hi:
-        raise ValueError(t("labs.deep.batch_range", L, lo=lo, hi=hi))
+        raise error(BadSetting, "labs.deep.batch_range", lo=lo, hi=hi)
     return b, setting or "bn"
 
 
@@ -126,13 +130,13 @@ def run_deep(batch_size: float, setting: str, request: gr.Request = None):
 def bn_args(image, layer, channel, pool_size, L: str) -> tuple[str, str, int, int]:
     path = payload_path(image, L)
     if not path:
-        raise ValueError(t("labs.bn.no_image", L))
+        raise error(BadSetting, "labs.bn.no_image")
     if layer not in BN_LAYERS:
-        raise ValueError(t("labs.bn.bad_layer", L, layer=layer))
+        raise error(BadSetting, "labs.bn.bad_layer", layer=layer)
     lo, hi = LIMITS["bn_pool"]
     n = budget.whole(pool_size if pool_size is not None else DEFAULTS["bn_pool"], 1, 10**6, "pool size")
     if not lo <= n <= hi:
-        raise ValueError(t("labs.bn.pool_range", L, lo=lo, hi=hi))
+        raise error(BadSetting, "labs.bn.pool_range", lo=lo, hi=hi)
     channel = budget.whole(channel if channel is not None else 0, 0, 10**6, "channel")
     budget.check_bn_lab(n, labs.BN_IMAGE_SIZE, 1 + len(example_photos()))  # before the upload is decoded
     return path, layer, channel, n
@@ -202,13 +206,20 @@ def bias_text(b: labs.BiasCheck, L: str) -> str:
 
 # ---- Lab 4: group convolution -------------------------------------------------------------------
 
+def group_args(cin, cout, groups, size) -> tuple[int, int, int, int]:
+    """The four numbers as whole numbers in range, the groups dividing both channel counts (else a sentence)."""
+    return budget.check_group_conv(*(DEFAULTS[k] if v is None else v
+                                     for k, v in zip(("cin", "cout", "groups", "size"), (cin, cout, groups, size))))
+
+
+def check_group(cin, cout, groups, size, L: str) -> None:
+    group_args(cin, cout, groups, size)
+
+
 @friendly
 def run_group_conv(cin: float, cout: float, groups: float, size: float, request: gr.Request = None):
     L = lang(request)
-    try:
-        costs = labs.conv_costs(int(cin), int(cout), int(groups), int(size))
-    except (TypeError, ValueError) as e:
-        raise ValueError(t("labs.group.bad", L, why=str(e))) from None
+    costs = labs.conv_costs(*group_args(cin, cout, groups, size))
     blocks = [labs.block_cost(arch) for arch in labs.BLOCK_PAIR]
     normal, grouped, depthwise = costs
     lines = [t("labs.group.result", L, groups=grouped.groups, params=grouped.params, macs=grouped.macs,
@@ -230,7 +241,8 @@ def build(ctx) -> None:
         with gr.Accordion(ctx("labs.flow.title"), open=True, elem_id="labs-flow"):
             gr.Markdown(ctx("labs.flow.explain"))
             with gr.Row():
-                nets = gr.CheckboxGroup(FLOW_NETS, value=["cifar20", "cifar56"], label=ctx("labs.flow.nets"))
+                nets = gr.CheckboxGroup([(ctx(f"labs.net.{k}"), k) for k in FLOW_NETS], value=["cifar20", "cifar56"],
+                                        label=ctx("labs.flow.nets"))
                 settings = gr.CheckboxGroup([(ctx(f"labs.setting.{k}"), k) for k in labs.SETTINGS],
                                             value=["none", "bn"], label=ctx("labs.flow.settings"))
                 batch = gr.Slider(4, 64, DEFAULTS["flow_batch"], step=4, label=ctx("labs.batch_size"))
@@ -238,7 +250,8 @@ def build(ctx) -> None:
             flow_plot = gr.Plot(label=ctx("labs.flow.plot"), elem_id="labs-flow-plot")
             flow_text = gr.Markdown(elem_id="labs-flow-text")
             flow_button.click(run_gradient_flow, [nets, settings, batch], [flow_plot, flow_text],
-                              api_name="gradient_flow", validator=early(check_flow), **ctx.quick)
+                              api_name="gradient_flow", preprocess=False, validator=early(check_flow),
+                              **ctx.quick)
 
             gr.Markdown(ctx("labs.race.explain"))
             with gr.Row():
@@ -251,7 +264,7 @@ def build(ctx) -> None:
             race_plot = gr.Plot(label=ctx("labs.race.plot"), elem_id="labs-race-plot")
             race_text = gr.Markdown(elem_id="labs-race-text")
             race = race_button.click(run_race, [steps, race_batch, lr], [race_plot, race_text], api_name="training_race",
-                                     validator=early(check_race), **ctx.train)
+                                     preprocess=False, validator=early(check_race), **ctx.train)
             race_stop.click(None, None, None, cancels=[race], api_visibility="private")
 
         with gr.Accordion(ctx("labs.deep.title"), open=False, elem_id="labs-deep"):
@@ -265,7 +278,7 @@ def build(ctx) -> None:
             deep_plot = gr.Plot(label=ctx("labs.deep.plot"))
             deep_text = gr.Markdown(elem_id="labs-deep-text")
             deep_button.click(run_deep, [deep_batch, deep_setting], [deep_plot, deep_text], api_name="deep_network",
-                              validator=early(check_deep), **ctx.train)
+                              preprocess=False, validator=early(check_deep), **ctx.train)
 
         with gr.Accordion(ctx("labs.bn.title"), open=False, elem_id="labs-bn"):
             gr.Markdown(ctx("labs.bn.explain"))
@@ -303,4 +316,4 @@ def build(ctx) -> None:
                 group_text = gr.Markdown(elem_id="labs-group-text")
             block_plot = gr.Plot(label=ctx("labs.group.block_plot"))
             group_button.click(run_group_conv, [cin, cout, groups, size], [cost_plot, block_plot, group_text],
-                               api_name="group_conv", **ctx.quick)
+                               api_name="group_conv", validator=early(check_group), **ctx.quick)
