@@ -20,7 +20,7 @@ from torch.nn import functional as F
 
 from . import budget
 from .images import open_image
-from .model import ARCHS, BasicBlock, build_model, conv1x1, init_weights
+from .model import ARCHS, BasicBlock, StageWalk, build_model, conv1x1, init_weights
 from .summary import layer_table, run_counting_macs, totals
 
 MEAN = torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1)
@@ -98,13 +98,17 @@ def real_batch(batch_size: int, size: int, seed: int = 0) -> tuple[torch.Tensor,
 CIFAR_WIDTHS = (16, 32, 64)
 
 
-class CifarResNet(nn.Module):
+class CifarResNet(StageWalk):
     """The ResNet paper's CIFAR-10 net: a 3×3 stem, three stages of ``n`` basic blocks (16/32/64 channels,
     32×32 → 16×16 → 8×8), global average pool, fc: 6n + 2 weighted layers.
 
     ``residual=False`` is the matching plain net: the very same layers with no shortcut (and so no
     projection convs). Projection shortcuts (1×1 conv + BN) are used where the shape changes.
     """
+
+    # The same walk and point names as the ImageNet ResNet (``resnet.model.StageWalk``): a 3×3 stem, no max pool.
+    points = {"conv1": ("conv1", "bn1", "relu"), "conv2_x": ("layer1",), "conv3_x": ("layer2",),
+              "conv4_x": ("layer3",), "avgpool": ("avgpool", "flatten"), "fc": ("fc",)}
 
     def __init__(self, n: int, residual: bool = True, num_classes: int = 10, widths=CIFAR_WIDTHS):
         super().__init__()
@@ -129,11 +133,6 @@ class CifarResNet(nn.Module):
         for m in self.modules():
             if isinstance(m, nn.Conv2d):
                 nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.relu(self.bn1(self.conv1(x)))
-        x = self.layer3(self.layer2(self.layer1(x)))
-        return self.fc(torch.flatten(self.avgpool(x), 1))
 
 
 # name → (title, builder(residual, num_classes), default input size)

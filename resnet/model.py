@@ -14,6 +14,22 @@ from torch import nn
 
 STAGES = ("conv2_x", "conv3_x", "conv4_x", "conv5_x")
 STAGE_WIDTHS = (64, 128, 256, 512)
+# The points of a forward pass, in order, named as in the paper's Table 1, and the attributes (torchvision's
+# names, so that its checkpoints load) whose outputs they are. ``conv1`` is the 7×7 conv after BN and ReLU,
+# before the max pool (``pool``); ``avgpool`` is the global average pool, flattened; ``fc`` the logits.
+POINTS: dict[str, tuple[str, ...]] = {
+    "conv1": ("conv1", "bn1", "relu"), "pool": ("maxpool",),
+    "conv2_x": ("layer1",), "conv3_x": ("layer2",), "conv4_x": ("layer3",), "conv5_x": ("layer4",),
+    "avgpool": ("avgpool", "flatten"), "fc": ("fc",),
+}
+_FLATTEN = nn.Flatten(1)  # stateless, so one instance serves every model without being anyone's submodule
+
+
+def bottleneck_width(planes: int, groups: int = 1, base_width: int = 64) -> int:
+    """The width of a bottleneck's 1×1 and 3×3 convs: ``planes`` (64 … 512) scaled by ``base_width / 64`` and
+    multiplied by the cardinality ``groups`` (ResNeXt-50 32×4d: 4 per group × 32 groups = 128 at conv2_x;
+    Wide ResNet-50-2: base width 128, twice ResNet-50's)."""
+    return int(planes * (base_width / 64.0)) * groups
 
 
 def conv3x3(cin: int, cout: int, stride: int = 1, groups: int = 1) -> nn.Conv2d:
@@ -63,7 +79,7 @@ class Bottleneck(nn.Module):
     def __init__(self, inplanes: int, planes: int, stride: int = 1, downsample: nn.Module | None = None,
                  groups: int = 1, base_width: int = 64, stride_in_1x1: bool = False, residual: bool = True):
         super().__init__()
-        width = int(planes * (base_width / 64.0)) * groups
+        width = bottleneck_width(planes, groups, base_width)
         s1, s3 = (stride, 1) if stride_in_1x1 else (1, stride)
         self.conv1 = conv1x1(inplanes, width, s1)
         self.bn1 = nn.BatchNorm2d(width)
@@ -110,8 +126,81 @@ ARCHS: dict[str, ArchSpec] = {
 }
 
 
-class ResNet(nn.Module):
+@dataclass(frozen=True)
+class FeatureInfo:
+    """One named point of the forward pass (as timm's ``feature_info``): its output's ``channels`` and its
+    ``reduction`` (input pixels per output position along a side; None for vectors), and the attributes
+    (``modules``) whose outputs it is."""
+
+    name: str
+    channels: int
+    reduction: int | None
+    modules: tuple[str, ...]
+
+
+class StageWalk(nn.Module):
+    """A network whose forward pass is a walk over named points (``points``: name → attribute names, in order).
+
+    The one walk behind ``forward``, ``forward_intermediates`` and everything that reads intermediate outputs
+    (feature maps, Grad-CAM, transfer split points, the layer table, the labs). No FX tracing, no hooks and no
+    dispatch modes: those act process-wide or on the shared module, and break other users' forward passes in a
+    server. Blocks add into their own branch's output, never into their input, so kept outputs stay intact.
+    """
+
+    points: dict[str, tuple[str, ...]] = {}
+
+    def stage_modules(self) -> list[tuple[str, tuple[nn.Module, ...]]]:
+        """``(point, modules)`` in forward order; running each point's modules in turn is the forward pass."""
+        return [(name, tuple(_FLATTEN if a == "flatten" else getattr(self, a) for a in attrs))
+                for name, attrs in self.points.items()]
+
+    def check_stages(self, stages) -> tuple[str, ...]:
+        """``stages`` as a tuple, each a point of this network (ValueError naming the first that is not)."""
+        stages = (stages,) if isinstance(stages, str) else tuple(stages)
+        unknown = [s for s in stages if s not in self.points]
+        if unknown or not stages:
+            raise ValueError(f"unknown stage {unknown[0] if unknown else '(none)'}; choose from "
+                             f"{', '.join(self.points)}")
+        return stages
+
+    def forward_intermediates(self, x: torch.Tensor, stages=None, *, stop_early: bool = True,
+                              after: str | None = None) -> dict[str, torch.Tensor]:
+        """``{point: output}`` for the points in ``stages`` (None: all), in forward order.
+
+        ``stop_early``: stop after the last point asked for (``False``: run to the end, logits under ``"fc"``).
+        ``after``: ``x`` is already the output of that point; the walk starts at the next one.
+        """
+        wanted = set(self.check_stages(self.points if stages is None else stages))
+        walk = self.stage_modules()
+        if after is not None:
+            names = [name for name, _ in walk]
+            start = names.index(self.check_stages((after,))[0]) + 1
+            if wanted & set(names[:start]):
+                raise ValueError(f"{min(wanted & set(names[:start]), key=names.index)} is not after {after}")
+            walk = walk[start:]
+        out = {}
+        for name, modules in walk:
+            for m in modules:
+                x = m(x)
+            if name in wanted:
+                out[name] = x
+                if stop_early and len(out) == len(wanted):
+                    return out
+        if walk:
+            out[walk[-1][0]] = x  # run to the end: the logits too
+        return out
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        for _, modules in self.stage_modules():
+            for m in modules:
+                x = m(x)
+        return x
+
+
+class ResNet(StageWalk):
     """conv1 → max pool → conv2_x … conv5_x → global average pool → fc."""
+
+    points = POINTS
 
     def __init__(self, block: type, layers, num_classes: int = 1000, *, groups: int = 1,
                  width_per_group: int = 64, stride_in_1x1: bool = False, zero_init_residual: bool = False,
@@ -141,17 +230,18 @@ class ResNet(nn.Module):
         layers += [block(self.inplanes, planes, **opts) for _ in range(1, blocks)]
         return nn.Sequential(*layers)
 
-    def stages(self) -> list[tuple[str, nn.Module]]:
-        """The paper's stage names paired with their modules."""
-        return [(name, getattr(self, f"layer{i + 1}")) for i, name in enumerate(STAGES)]
+    @property
+    def feature_info(self) -> tuple[FeatureInfo, ...]:
+        """Every point of ``points``: name, channels, reduction (2, 4, 4, 8, 16, 32; None for avgpool and fc)."""
+        stage_channels = [self.fc.in_features * w // STAGE_WIDTHS[-1] for w in STAGE_WIDTHS]
+        channels = [self.conv1.out_channels] * 2 + stage_channels + [self.fc.in_features, self.fc.out_features]
+        reductions = (2, 4, 4, 8, 16, 32, None, None)
+        return tuple(FeatureInfo(name, c, r, attrs)
+                     for (name, attrs), c, r in zip(self.points.items(), channels, reductions))
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.maxpool(self.relu(self.bn1(self.conv1(x))))
-        return self.layer4(self.layer3(self.layer2(self.layer1(x))))
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.avgpool(self.forward_features(x))
-        return self.fc(torch.flatten(x, 1))
+        """conv5_x's output (N×C×H/32×W/32)."""
+        return self.forward_intermediates(x, ("conv5_x",))["conv5_x"]
 
 
 def init_weights(model: nn.Module, generator: torch.Generator | None = None, *, defaults: bool = False) -> nn.Module:

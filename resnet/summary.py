@@ -11,7 +11,7 @@ from functools import lru_cache
 import torch
 from torch import nn
 
-from .model import ARCHS, STAGE_WIDTHS, STAGES, BasicBlock, build_model
+from .model import ARCHS, STAGE_WIDTHS, STAGES, BasicBlock, bottleneck_width, build_model
 
 
 def block_text(arch: str, stage: int, *, stride_in_1x1: bool = False) -> str:
@@ -21,18 +21,21 @@ def block_text(arch: str, stage: int, *, stride_in_1x1: bool = False) -> str:
     n = spec.layers[stage]
     if spec.block is BasicBlock:
         return f"[3×3, {c}; 3×3, {c}] × {n}"
-    width = int(c * spec.width_per_group / 64) * spec.groups
+    width = bottleneck_width(c, spec.groups, spec.width_per_group)
     grouped = f", C={spec.groups}" if spec.groups > 1 else ""
-    return f"[1×1, {width}; 3×3, {width}{grouped}; 1×1, {c * 4}] × {n}"
+    return f"[1×1, {width}; 3×3, {width}{grouped}; 1×1, {c * spec.block.expansion}] × {n}"
 
 
 def _rows(model: nn.Module, arch: str, stride_in_1x1: bool):
-    """(name, modules, block text) per row; the modules run in sequence on the previous row's output."""
-    yield "conv1", [model.conv1, model.bn1, model.relu], "7×7, 64, stride 2"
-    yield "pool", [model.maxpool], "3×3 max pool, stride 2"
-    for i, (name, stage) in enumerate(model.stages()):
-        yield name, [stage], block_text(arch, i, stride_in_1x1=stride_in_1x1)
-    yield "fc", [model.avgpool, nn.Flatten(1), model.fc], f"average pool, {model.fc.out_features}-d fc, softmax"
+    """(name, modules, block text) per row of the paper's table, from the model's own walk (``stage_modules``):
+    the modules run in sequence on the previous row's output. The table's last row is the walk's ``avgpool``
+    and ``fc`` together."""
+    walk = dict(model.stage_modules())
+    texts = {"conv1": "7×7, 64, stride 2", "pool": "3×3 max pool, stride 2",
+             **{name: block_text(arch, i, stride_in_1x1=stride_in_1x1) for i, name in enumerate(STAGES)}}
+    for name, text in texts.items():
+        yield name, list(walk[name]), text
+    yield "fc", [*walk["avgpool"], *walk["fc"]], f"average pool, {model.fc.out_features}-d fc, softmax"
 
 
 def _macs_hook(counter: list):

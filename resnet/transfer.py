@@ -1,9 +1,10 @@
 """The note's three ways of transfer learning (+ ``replace`` and a from-scratch control): what is frozen, what is new.
 
-``TransferNet`` splits a network in two at the point where training starts:
+``TransferNet`` splits a network in two at a point of its forward pass (``Strategy.cache_point``, one of the
+model's own point names: ``conv4_x``, ``avgpool`` or ``fc``):
 
-* ``features(x)`` — the frozen part, always in eval mode and without gradients. Its output depends only on
-  the image, so the engine computes it once per image and caches it (``cache_point`` names what it is);
+* ``features(x)`` — the frozen part, up to and including that point, always in eval mode and without gradients.
+  Its output depends only on the image, so the engine computes it once per image and caches it;
 * ``trainable(f)`` — the rest, which the optimiser updates.
 
 ``forward(x) == trainable(features(x))``. ``export`` turns any strategy back into a plain ``ResNet`` with a
@@ -15,68 +16,60 @@ from __future__ import annotations
 
 import copy
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 from torch import nn
 
-from .model import ResNet, build_model, from_state, seeded_linear
+from .i18n import LANGS, t
+from .model import POINTS, ResNet, build_model, from_state, seeded_linear
 from .weights import WeightsCorrupt, load_state_dict_checked
 
-STEM = ("conv1", "bn1")  # plus relu and max pool, which hold no parameters
+CACHE_POINTS = ("conv4_x", "avgpool", "fc")  # where a frozen part can end, in the order a forward pass reaches them
+
+
+def modules_through(point: str) -> tuple[str, ...]:
+    """The backbone's attributes that compute everything up to and including ``point`` (``conv4_x``: conv1, bn1,
+    relu, maxpool, layer1 … layer3)."""
+    names = list(POINTS)
+    return tuple(a for name in names[:names.index(point) + 1] for a in POINTS[name] if a != "flatten")
 
 
 @dataclass(frozen=True)
 class Strategy:
-    """One way to reuse a network; ``frozen`` lists the backbone modules that do not train."""
+    """One way to reuse a network: where the frozen part ends, and how the new classifier is added."""
 
     name: str
     pretrained: bool              # starts from ImageNet weights (when they can be had)
-    frozen: tuple[str, ...]       # backbone children kept fixed
+    cache_point: str | None       # the last point of the frozen part, computed once per image; None: nothing frozen
     new_layer: str                # "replace": a new fc in place of the 1000-way one; "add": a new fc on top of it
-    cache_point: str | None       # what ``features`` returns, computed once per image: None = the image itself
     lr: float                     # default learning rate (Adam)
-    title: dict = field(default_factory=dict)        # {"en": …, "zh": …}
-    description: dict = field(default_factory=dict)  # one sentence each, shown in the UI
+
+    @property
+    def frozen(self) -> tuple[str, ...]:
+        """The backbone's attributes kept fixed."""
+        return modules_through(self.cache_point) if self.cache_point else ()
+
+    def title(self, lang: str = "en") -> str:
+        return t(f"strategy.{self.name}.title", lang)
+
+    def description(self, lang: str = "en") -> str:
+        """One sentence, shown in the UI."""
+        return t(f"strategy.{self.name}.description", lang)
 
     def to_dict(self) -> dict:
         return {"name": self.name, "pretrained": self.pretrained, "frozen": list(self.frozen),
                 "new_layer": self.new_layer, "cache_point": self.cache_point, "lr": self.lr,
-                "title": dict(self.title), "description": dict(self.description)}
+                "title": {L: self.title(L) for L in LANGS}, "description": {L: self.description(L) for L in LANGS}}
 
-
-ALL_BUT_FC = STEM + ("layer1", "layer2", "layer3", "layer4")
 
 STRATEGIES: dict[str, Strategy] = {
-    "all": Strategy(
-        "all", True, (), "replace", None, 3e-4,
-        {"en": "Train everything", "zh": "训练全部参数"},
-        {"en": "Start from pretrained weights, swap the classifier for a new one, and train every parameter.",
-         "zh": "载入预训练权重，把分类层换成新的，然后训练网络的全部参数。"}),
-    "last": Strategy(
-        "last", True, STEM + ("layer1", "layer2", "layer3"), "replace", "layer4_input", 1e-3,
-        {"en": "Train the last stage", "zh": "只训练最后几层"},
-        {"en": "Start from pretrained weights, swap the classifier, and train only conv5_x (layer4) and the "
-               "classifier; everything before stays frozen.",
-         "zh": "载入预训练权重并换上新分类层，只训练最后一个阶段 conv5_x（layer4）和分类层，前面的层全部冻结。"}),
-    "head": Strategy(
-        "head", True, ALL_BUT_FC + ("fc",), "add", "logits", 1e-2,
-        {"en": "Add a new fc on top", "zh": "在顶部新加全连接层"},
-        {"en": "Keep the whole pretrained network, its 1000-way classifier included, frozen, and train only a "
-               "new fully-connected layer added on top of it.",
-         "zh": "整个预训练网络（包括原来的 1000 类全连接层）保持冻结，只训练在它上面新加的一个全连接层。"}),
-    "replace": Strategy(
-        "replace", True, ALL_BUT_FC, "replace", "pooled", 1e-2,
-        {"en": "Replace the fc only", "zh": "只替换全连接层"},
-        {"en": "Freeze every pretrained layer and train only a new classifier that takes the place of the "
-               "1000-way fc (a linear probe on the pooled features).",
-         "zh": "冻结所有预训练层，只训练一个取代原 1000 类全连接层的新分类层（在池化特征上做线性分类）。"}),
-    "scratch": Strategy(
-        "scratch", False, (), "replace", None, 1e-3,
-        {"en": "From scratch (control)", "zh": "从零训练（对照组）"},
-        {"en": "Start from random weights and train everything: the control that shows what pretraining is worth.",
-         "zh": "从随机权重开始训练全部参数：作为对照，显示预训练到底带来了多少好处。"}),
+    "all": Strategy("all", True, None, "replace", 3e-4),
+    "last": Strategy("last", True, "conv4_x", "replace", 1e-3),    # conv5_x and a new fc train
+    "head": Strategy("head", True, "fc", "add", 1e-2),             # a new fc on the frozen 1000-way one
+    "replace": Strategy("replace", True, "avgpool", "replace", 1e-2),  # a new fc on the frozen pooled features
+    "scratch": Strategy("scratch", False, None, "replace", 1e-3),
 }
 
 
@@ -124,15 +117,14 @@ class TransferNet(nn.Module):
         return x if point is None else frozen_features(self.backbone, x, (point,))[point]
 
     def trainable(self, f: torch.Tensor) -> torch.Tensor:
-        """Logits from ``features``' output: the part the optimiser updates."""
-        point, b = self.strategy.cache_point, self.backbone
+        """Logits from ``features``' output: the part the optimiser updates (the backbone's walk after the frozen
+        point, or the new fc on top of the frozen logits)."""
+        point = self.strategy.cache_point
+        if self.head is not None:
+            return self.head(f)
         if point is None:
-            return b(f)
-        if point == "layer4_input":
-            return b.fc(torch.flatten(b.avgpool(b.layer4(f)), 1))
-        if point == "pooled":
-            return b.fc(f)
-        return self.head(f)
+            return self.backbone(f)
+        return self.backbone.forward_intermediates(f, ("fc",), after=point)["fc"]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.trainable(self.features(x))
@@ -161,25 +153,16 @@ class TransferNet(nn.Module):
         return net
 
 
-CACHE_POINTS = ("layer4_input", "pooled", "logits")  # in the order a forward pass reaches them
-
-
 @torch.no_grad()
 def frozen_features(backbone: ResNet, x: torch.Tensor, points) -> dict[str, torch.Tensor]:
-    """One pass of a frozen ``backbone`` (call ``.eval()`` first), returning the activations named by ``points``:
-    ``layer4_input`` (conv4_x's output), ``pooled`` (the 512·expansion-d average pool) and ``logits`` (the
-    1000-way fc's output). One pass serves ``last``, ``replace`` and ``head`` together."""
-    points, b, out = set(points), backbone, {}
-    x = b.layer3(b.layer2(b.layer1(b.maxpool(b.relu(b.bn1(b.conv1(x)))))))
-    if "layer4_input" in points:
-        out["layer4_input"] = x
-    if points & {"pooled", "logits"}:
-        x = torch.flatten(b.avgpool(b.layer4(x)), 1)
-        if "pooled" in points:
-            out["pooled"] = x
-        if "logits" in points:
-            out["logits"] = b.fc(x)
-    return out
+    """One pass of a frozen ``backbone`` (call ``.eval()`` first), returning the outputs at ``points`` (of
+    ``CACHE_POINTS``: conv4_x's map, the average-pooled vector, the 1000-way logits), stopping after the last.
+    One pass serves ``last``, ``replace`` and ``head`` together."""
+    points = tuple(points)
+    unknown = [p for p in points if p not in CACHE_POINTS]
+    if unknown:
+        raise ValueError(f"unknown cache point {unknown[0]!r}; choose from {', '.join(CACHE_POINTS)}")
+    return backbone.forward_intermediates(x, points)
 
 
 def prepare(name: str, arch: str, num_classes: int, *, backbone_state: dict | None = None,

@@ -9,6 +9,8 @@ from matplotlib.figure import Figure
 from PIL import Image
 
 from resnet import BadImage, build_model
+from resnet.i18n import t
+from resnet.preprocess import transform
 from resnet.features import (ALL_STAGES, feature_maps, grad_cam, model_view, stage_info,
                              strongest_channels, to_input)
 from resnet.plots_features import cam_overlay, feature_grid
@@ -52,6 +54,7 @@ def test_stage_info_for_a_bottleneck_net_and_both_languages():
     assert [r["stage"] for r in info] == list(ALL_STAGES)
     assert [r["shape"] for r in info] == [(64, 112, 112), (256, 56, 56), (512, 28, 28), (1024, 14, 14), (2048, 7, 7)]
     assert all(r["meaning"]["en"] and r["meaning"]["zh-CN"] for r in info)
+    assert info[-1]["meaning"]["zh-CN"] == t(info[-1]["meaning_key"], "zh-CN") and "Grad-CAM" in info[-1]["meaning"]["en"]
 
 
 def test_a_subset_of_stages(model, photos):
@@ -68,11 +71,22 @@ def test_extraction_equals_running_the_stages_by_hand(model, photos):
         c1 = model.relu(model.bn1(model.conv1(x)))
         expected = {"conv1": c1.clone()}
         y = model.maxpool(c1)
-        for name, stage in model.stages():
+        for name, stage in zip(("conv2_x", "conv3_x", "conv4_x", "conv5_x"),
+                               (model.layer1, model.layer2, model.layer3, model.layer4)):
             y = stage(y)
             expected[name] = y
     for name in ALL_STAGES:
         torch.testing.assert_close(maps[name], expected[name][0], rtol=0, atol=1e-6)
+
+
+def test_the_view_is_the_picture_the_network_sees(model, photos):
+    """``model_view`` of a photo and of its input tensor agree, and re-normalising the view gives the input."""
+    x = to_input(model, photos["bus"])
+    direct, from_tensor = model_view(model, photos["bus"]), model_view(model, x)
+    assert direct.size == from_tensor.size == (224, 224)
+    assert np.abs(np.asarray(direct, int) - np.asarray(from_tensor, int)).max() <= 1
+    normalise = transform("eval", 224, decoded=True)  # the view is already 224 × 224: normalising is all that is left
+    torch.testing.assert_close(normalise(direct).unsqueeze(0), x, rtol=0, atol=1e-6)
 
 
 def test_strongest_channels_are_ordered_by_mean_activation(model, photos):

@@ -80,3 +80,52 @@ def test_plain_network_has_no_shortcut():
 def test_unknown_arch_is_a_clear_error():
     with pytest.raises(ValueError, match="resnet18"):
         resnet.build_model("resnet19")
+
+
+def test_feature_info_names_the_papers_points():
+    m = resnet.build_model("resnet50", 10)
+    info = {f.name: (f.channels, f.reduction) for f in m.feature_info}
+    assert list(info) == ["conv1", "pool", "conv2_x", "conv3_x", "conv4_x", "conv5_x", "avgpool", "fc"]
+    assert info["conv1"] == (64, 2) and info["conv2_x"] == (256, 4) and info["conv5_x"] == (2048, 32)
+    assert info["avgpool"] == (2048, None) and info["fc"] == (10, None)
+    assert [f.channels for f in resnet.build_model("resnet18").feature_info][2:6] == [64, 128, 256, 512]
+    assert m.feature_info[2].modules == ("layer1",)  # torchvision's attribute names stay (state_dict keys)
+
+
+def test_forward_intermediates_is_the_forward_pass():
+    torch.manual_seed(0)
+    m = resnet.build_model("resnet18").eval()
+    x = torch.randn(2, 3, 64, 64)
+    with torch.inference_mode():
+        every = m.forward_intermediates(x)
+        assert list(every) == [f.name for f in m.feature_info]
+        assert {k: tuple(v.shape[1:]) for k, v in every.items()} == {
+            "conv1": (64, 32, 32), "pool": (64, 16, 16), "conv2_x": (64, 16, 16), "conv3_x": (128, 8, 8),
+            "conv4_x": (256, 4, 4), "conv5_x": (512, 2, 2), "avgpool": (512,), "fc": (1000,)}
+        assert torch.equal(every["fc"], m(x)) and torch.equal(every["conv5_x"], m.forward_features(x))
+        by_hand = m.layer2(m.layer1(m.maxpool(m.relu(m.bn1(m.conv1(x))))))
+        assert torch.equal(every["conv3_x"], by_hand)
+        # Stop after the last point asked for, or run on and hand back the logits too.
+        assert list(m.forward_intermediates(x, ("conv2_x", "conv1"))) == ["conv1", "conv2_x"]
+        late = m.forward_intermediates(x, ("conv2_x",), stop_early=False)
+        assert list(late) == ["conv2_x", "fc"] and torch.equal(late["fc"], every["fc"])
+        # Resume from a point: the rest of the walk.
+        rest = m.forward_intermediates(every["conv4_x"], ("avgpool", "fc"), after="conv4_x")
+        assert torch.equal(rest["fc"], every["fc"]) and torch.equal(rest["avgpool"], every["avgpool"])
+    with pytest.raises(ValueError, match="unknown stage layer3"):
+        m.forward_intermediates(x, ("layer3",))
+    with pytest.raises(ValueError, match="not after"):
+        m.forward_intermediates(x, ("conv2_x",), after="conv4_x")
+    assert not any(mod._forward_hooks or mod._forward_pre_hooks for mod in m.modules())
+
+
+def test_the_bottleneck_width_formula_serves_the_model_the_table_and_the_drawing():
+    from resnet.model import bottleneck_width
+    from resnet.plots import block_layers
+    for arch, width in (("resnet50", 64), ("resnext50_32x4d", 128), ("wide_resnet50_2", 128),
+                        ("resnext101_32x8d", 256)):
+        spec = resnet.ARCHS[arch]
+        assert bottleneck_width(64, spec.groups, spec.width_per_group) == width
+        assert resnet.build_model(arch, device="meta").layer1[0].conv2.out_channels == width
+        assert resnet.layer_table(arch)[2]["block"].startswith(f"[1×1, {width}; 3×3, {width}")
+        assert str(width) in block_layers(arch)[0][1]  # the drawing's first 1×1 conv

@@ -7,7 +7,7 @@ import torchvision
 
 from resnet import build_model
 from resnet.finetune import FinetuneConfig, run
-from resnet.transfer import STRATEGIES, TransferNet, frozen_features, load_export, prepare, save_export
+from resnet.transfer import CACHE_POINTS, STRATEGIES, TransferNet, frozen_features, load_export, prepare, save_export
 from resnet.weights import read_state_dict
 
 pytestmark = pytest.mark.unit
@@ -46,10 +46,22 @@ def test_trainable_counts_are_exact(arch):
 def test_strategies_are_described_in_both_languages():
     assert list(STRATEGIES) == ["all", "last", "head", "replace", "scratch"]
     for s in STRATEGIES.values():
-        for field in (s.title, s.description):
-            assert field["en"] and field["zh"] and any("\u4e00" <= ch <= "\u9fff" for ch in field["zh"])
-        assert s.description["en"].count(". ") == 0 and s.description["en"].endswith(".")
+        for text in (s.title, s.description):  # from assets/i18n (stages.json)
+            assert text("en") and any("\u4e00" <= ch <= "\u9fff" for ch in text("zh-CN"))
+        assert s.description().count(". ") == 0 and s.description().endswith(".")
+        assert s.to_dict()["title"] == {"en": s.title("en"), "zh-CN": s.title("zh-CN")}
     assert not STRATEGIES["scratch"].pretrained and all(STRATEGIES[n].pretrained for n in ("all", "last", "head"))
+
+
+def test_split_points_are_the_models_own_points():
+    """Each strategy's frozen part ends at a point of the model's walk, named as in the paper's table."""
+    assert CACHE_POINTS == ("conv4_x", "avgpool", "fc")
+    assert {s.cache_point for s in STRATEGIES.values()} == {None, *CACHE_POINTS}
+    assert STRATEGIES["last"].frozen == ("conv1", "bn1", "relu", "maxpool", "layer1", "layer2", "layer3")
+    assert STRATEGIES["replace"].frozen[-2:] == ("layer4", "avgpool") and STRATEGIES["head"].frozen[-1] == "fc"
+    assert STRATEGIES["all"].frozen == STRATEGIES["scratch"].frozen == ()
+    with pytest.raises(ValueError, match="cache point"):
+        frozen_features(build_model("resnet18"), torch.zeros(1, 3, 32, 32), ("layer4_input",))
 
 
 def test_frozen_modules_stay_in_eval_mode():
@@ -95,8 +107,8 @@ def test_features_split_the_forward_pass_exactly():
     state = build_model("resnet18").state_dict()
     backbone = build_model("resnet18").eval()
     backbone.load_state_dict(state)
-    shared = frozen_features(backbone, x, ("layer4_input", "pooled", "logits"))
-    assert torch.allclose(shared["logits"], backbone(x), atol=1e-5)
+    shared = frozen_features(backbone, x, CACHE_POINTS)
+    assert torch.allclose(shared["fc"], backbone(x), atol=1e-5)
     for name in ("last", "head", "replace"):
         net = prepare(name, "resnet18", 5, backbone_state=state).eval()
         f = net.features(x)
