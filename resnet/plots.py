@@ -1,28 +1,35 @@
-"""Matplotlib drawings for the architecture tab (Figure objects: no pyplot global state, thread-safe)."""
+"""Matplotlib drawings for the architecture tab (Figure objects: no pyplot global state, thread-safe).
+
+Every word in a drawing comes from the string table (``resnet.i18n``), in the language asked for.
+"""
 from __future__ import annotations
 
 from matplotlib.figure import Figure
 from matplotlib.patches import FancyArrowPatch, FancyBboxPatch
 
+from .i18n import t
 from .model import ARCHS, BasicBlock, bottleneck_width
 
 LAYER_COLOURS = {"conv": "#dbe8ff", "bn": "#fff1c9", "relu": "#e2f5e1", "add": "#ffe1e1"}
 
 
-def block_layers(arch: str, channels: int = 64) -> list[tuple[str, str]]:
-    """(kind, label) of each layer in one residual branch of ``arch``'s block, top to bottom."""
+def block_layers(arch: str, channels: int = 64, L: str = "en") -> list[tuple[str, str]]:
+    """(kind, label) of each layer in one residual branch of ``arch``'s block, top to bottom, in language ``L``."""
     spec = ARCHS[arch]
+
+    def conv(k: int, c: int, groups: int = 1) -> str:
+        return t("plot.block.conv_groups" if groups > 1 else "plot.block.conv", L, k=k, c=c, groups=groups)
+
     if spec.block is BasicBlock:
-        return [("conv", f"3×3 conv, {channels}"), ("bn", "BN"), ("relu", "ReLU"),
-                ("conv", f"3×3 conv, {channels}"), ("bn", "BN")]
+        return [("conv", conv(3, channels)), ("bn", "BN"), ("relu", "ReLU"),
+                ("conv", conv(3, channels)), ("bn", "BN")]
     width = bottleneck_width(channels, spec.groups, spec.width_per_group)
-    grouped = f", groups={spec.groups}" if spec.groups > 1 else ""
-    return [("conv", f"1×1 conv, {width}"), ("bn", "BN"), ("relu", "ReLU"),
-            ("conv", f"3×3 conv, {width}{grouped}"), ("bn", "BN"), ("relu", "ReLU"),
-            ("conv", f"1×1 conv, {channels * spec.block.expansion}"), ("bn", "BN")]
+    return [("conv", conv(1, width)), ("bn", "BN"), ("relu", "ReLU"),
+            ("conv", conv(3, width, spec.groups)), ("bn", "BN"), ("relu", "ReLU"),
+            ("conv", conv(1, channels * spec.block.expansion)), ("bn", "BN")]
 
 
-def _draw_block(ax, layers, *, projection: bool, title: str) -> None:
+def _draw_block(ax, layers, *, projection: bool, title: str, L: str) -> None:
     n = len(layers)
     ys = [n - i for i in range(n)]  # top to bottom
     ax.set_xlim(-1.4, 2.9)
@@ -40,7 +47,7 @@ def _draw_block(ax, layers, *, projection: bool, title: str) -> None:
     # The addition, then the final ReLU.
     ax.add_patch(FancyArrowPatch((0, prev), (0, 0.25), arrowstyle="-|>", mutation_scale=8, lw=0.8))
     ax.text(0, 0, "⊕", ha="center", va="center", fontsize=16, color="#c53030")
-    ax.text(0, -0.9, "ReLU → out", ha="center", va="center", fontsize=8,
+    ax.text(0, -0.9, t("plot.block.out", L), ha="center", va="center", fontsize=8,
             bbox=dict(boxstyle="round", fc=LAYER_COLOURS["relu"], ec="#4a5568", lw=0.8))
     ax.add_patch(FancyArrowPatch((0, -0.25), (0, -0.65), arrowstyle="-|>", mutation_scale=8, lw=0.8))
     # The shortcut, around the branch: solid for identity, dashed (with a 1×1 conv) for projection.
@@ -48,17 +55,17 @@ def _draw_block(ax, layers, *, projection: bool, title: str) -> None:
     ax.plot([0.15, 1.5, 1.5], [n + 1.2, n + 1.2, 0], ls=style, lw=1.6, color="#2b6cb0")
     ax.add_patch(FancyArrowPatch((1.5, 0), (0.22, 0), arrowstyle="-|>", mutation_scale=10, lw=1.6,
                                  ls=style, color="#2b6cb0"))
-    label = "1×1 conv\nstride 2, BN\n(projection)" if projection else "identity"
+    label = t("plot.block.projection_path" if projection else "plot.block.identity_path", L)
     ax.text(1.6, n / 2 + 0.5, label, ha="left", va="center", fontsize=8, color="#2b6cb0")
 
 
-def block_diagram(arch: str, titles: tuple[str, str] = ("identity shortcut", "projection shortcut")) -> Figure:
-    """``arch``'s block twice: with an identity shortcut (solid line) and a projection shortcut (dashed)."""
+def block_diagram(arch: str, L: str = "en") -> Figure:
+    """``arch``'s block twice: with an identity shortcut (solid line) and a projection shortcut (dashed); the words
+    in language ``L``."""
     fig = Figure(figsize=(8, 4.6 if ARCHS[arch].block is BasicBlock else 5.6), dpi=100)
     axes = fig.subplots(1, 2)
-    layers = block_layers(arch)
-    _draw_block(axes[0], layers, projection=False, title=titles[0])
-    _draw_block(axes[1], block_layers(arch, 128), projection=True, title=titles[1])
+    _draw_block(axes[0], block_layers(arch, 64, L), projection=False, title=t("arch.identity", L), L=L)
+    _draw_block(axes[1], block_layers(arch, 128, L), projection=True, title=t("arch.projection", L), L=L)
     fig.suptitle(ARCHS[arch].title, fontsize=11, weight="bold")
     fig.tight_layout()
     return fig
