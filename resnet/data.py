@@ -127,7 +127,10 @@ def train_transform(image_size: int, *, decoded: bool = False, generator: torch.
 
 # ---------------------------------------------------------------- the built-in synthetic set
 
-SHAPES = ("circle", "square", "triangle", "cross", "star", "ring")
+# Every shape the painter draws, in class order: the synthetic set's classes are the first ``num_classes``, the
+# labs' shapes set uses them all. Each is told apart by its outline alone, whatever its angle.
+SHAPES = ("circle", "square", "triangle", "cross", "star", "ring", "arrow", "crescent")
+DECOYS = SHAPES[:6]  # the small decoys of the cluttered pictures (the first six: older sets' images stay the same)
 
 
 def _outline(kind: str, r: float, aspect: float) -> np.ndarray:
@@ -149,7 +152,17 @@ def _outline(kind: str, r: float, aspect: float) -> np.ndarray:
         t = np.linspace(-np.pi / 2, 1.5 * np.pi, 10, endpoint=False)
         rad = np.where(np.arange(10) % 2 == 0, r, r * 0.45)
         return np.stack([rad * np.cos(t), rad * np.sin(t)], 1)
-    raise ValueError(kind)
+    if kind == "arrow":
+        w, h, neck = r * 0.22, r * 0.72, -r * 0.1
+        return np.array([[0, -r], [h, neck], [w, neck], [w, r], [-w, r], [-w, neck], [-h, neck]])
+    if kind == "crescent":  # a disc of radius r less a disc of radius 0.8 r whose centre is 0.45 r to the right
+        outer = np.arccos(0.625)   # where the two circles cross (x = 0.625 r), seen from each centre
+        inner = np.arccos(0.21875)
+        t = np.linspace(outer, 2 * np.pi - outer, 24)
+        u = np.linspace(2 * np.pi - inner, inner, 16)
+        return np.concatenate([np.stack([r * np.cos(t), r * np.sin(t)], 1),
+                               np.stack([0.45 * r + 0.8 * r * np.cos(u), 0.8 * r * np.sin(u)], 1)])
+    raise ValueError(f"unknown shape {kind!r}")
 
 
 def _rotate(p: np.ndarray, angle: float, cx: float, cy: float) -> list[tuple[float, float]]:
@@ -168,17 +181,19 @@ def _colour(rng, *away_from) -> tuple[int, int, int]:
 
 
 def draw_shape_image(kind: str, size: int, rng: np.random.Generator, bank: np.ndarray | None = None,
-                     clutter: float = 1.0, plain: bool = False) -> Image.Image:
+                     clutter: float = 1.0, plain: bool = False, upright: bool = False) -> Image.Image:
     """One picture: a gradient background, clutter (lines, small decoy shapes), the shape, noise.
 
     ``clutter`` scales the number of lines and decoys and the noise (0: a clean shape on a gradient).
     ``plain``: a white shape on black, still placed, sized and turned at random, nothing else.
+    ``upright``: the shape is not turned (the same random draws are made, so nothing else changes).
     """
+    turn = (lambda angle: 0.0) if upright else (lambda angle: angle)  # noqa: E731
     if plain:
         img = Image.new("RGB", (size, size))
         r = size * rng.uniform(0.2, 0.36)
         centre = rng.uniform(r, size - r, 2)
-        pts = _rotate(_outline(kind, r, rng.uniform(0.8, 1.0)), rng.uniform(0, 2 * np.pi), *centre)
+        pts = _rotate(_outline(kind, r, rng.uniform(0.8, 1.0)), turn(rng.uniform(0, 2 * np.pi)), *centre)
         draw = ImageDraw.Draw(img)
         if kind == "ring":
             draw.line(pts + pts[:1], fill="white", width=max(2, int(r * 0.25)), joint="curve")
@@ -195,14 +210,14 @@ def draw_shape_image(kind: str, size: int, rng: np.random.Generator, bank: np.nd
         x0, y0, x1, y1 = rng.uniform(0, size, 4)
         d.line([(x0, y0), (x1, y1)], fill=_colour(rng), width=int(rng.integers(1, max(2, size // 50))))
     for _ in range(int(round(rng.integers(0, 3) * clutter))):  # small decoys of any class, so "a shape is present" is no cue
-        decoy = SHAPES[rng.integers(len(SHAPES))]
+        decoy = DECOYS[rng.integers(len(DECOYS))]
         r = size * rng.uniform(0.03, 0.07)
         pts = _rotate(_outline(decoy, r, 1.0), rng.uniform(0, 2 * np.pi), *rng.uniform(0, size, 2))
         d.polygon(pts, fill=_colour(rng))
     r = size * rng.uniform(0.2, 0.36)
     cx, cy = rng.uniform(r, size - r, 2)
     fg = _colour(rng, c0, c1)
-    pts = _rotate(_outline(kind, r, rng.uniform(0.8, 1.0)), rng.uniform(0, 2 * np.pi), cx, cy)
+    pts = _rotate(_outline(kind, r, rng.uniform(0.8, 1.0)), turn(rng.uniform(0, 2 * np.pi)), cx, cy)
     if kind == "ring":
         d.line(pts + pts[:1], fill=fg, width=max(2, int(r * rng.uniform(0.18, 0.3))), joint="curve")
     else:
@@ -222,6 +237,17 @@ def noise_bank(size: int, rng: np.random.Generator) -> np.ndarray:
     return np.clip(rng.standard_normal((2 * size, 2 * size, 3), dtype=np.float32) * 3, -127, 127).astype(np.int8)
 
 
+def paint(n: int, size: int, classes=SHAPES, *, seed: int = 0, clutter: float = 1.0, plain: bool = False,
+          upright: bool = False) -> tuple[list[Image.Image], list[int]]:
+    """``n`` pictures (``draw_shape_image``), labels cycling through ``classes``; picture ``i`` depends only on
+    ``(seed, i)`` and its class, so a larger ``n`` extends a smaller set."""
+    bank = noise_bank(size, np.random.default_rng([seed, 2**31]))
+    labels = [i % len(classes) for i in range(n)]
+    images = [draw_shape_image(classes[y], size, np.random.default_rng([seed, i]), bank, clutter, plain, upright)
+              for i, y in enumerate(labels)]
+    return images, labels
+
+
 def synthetic(n: int = 400, *, image_size: int = 128, num_classes: int = 4, val_fraction: float = 0.25,
               seed: int = 0, clutter: float = 1.0, plain: bool = False) -> ImageSet:
     """Shapes drawn with Pillow: offline, deterministic from ``seed``, balanced classes, stratified split.
@@ -237,13 +263,7 @@ def synthetic(n: int = 400, *, image_size: int = 128, num_classes: int = 4, val_
     if n < 2 * num_classes:
         raise DatasetError(f"The synthetic set needs at least {2 * num_classes} images for {num_classes} classes.")
     classes = list(SHAPES[:num_classes])
-    images, labels = [], []
-    bank = noise_bank(image_size, np.random.default_rng([seed, 2**31]))
-    for i in range(n):
-        label = i % num_classes
-        images.append(draw_shape_image(classes[label], image_size, np.random.default_rng([seed, i]), bank, clutter,
-                                       plain))
-        labels.append(label)
+    images, labels = paint(n, image_size, classes, seed=seed, clutter=clutter, plain=plain)
     train_idx, val_idx = stratified_split(labels, val_fraction, seed)
     base = InMemory(images, labels)
     return ImageSet("synthetic", classes, Subset(base, train_idx), Subset(base, val_idx),

@@ -12,77 +12,36 @@ from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import Iterator
 
-import numpy as np
 import torch
-from PIL import Image, ImageDraw
 from torch import nn
 from torch.nn import functional as F
 
 from . import budget
-from .images import open_image
+from .data import SHAPES, paint
+from .preprocess import open_image, transform
 from .model import ARCHS, BasicBlock, StageWalk, build_model, conv1x1, init_weights
 from .summary import layer_table, run_counting_macs, totals
 
-MEAN = torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1)
-STD = torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1)
-
 # --------------------------------------------------------------------------------------------------
-# A tiny built-in dataset: coloured shapes on noisy backgrounds, drawn deterministically from a seed.
+# The built-in shapes set: every shape ``resnet.data``'s painter draws, one class each, drawn from a seed.
 # --------------------------------------------------------------------------------------------------
 
-SHAPES = ("circle", "square", "triangle", "cross", "ring", "diamond", "hbars", "vbars")
-
-
-def _draw_shape(draw: ImageDraw.ImageDraw, kind: str, cx: float, cy: float, r: float, fill) -> None:
-    w = max(1, round(r / 2.5))
-    if kind == "circle":
-        draw.ellipse([cx - r, cy - r, cx + r, cy + r], fill=fill)
-    elif kind == "square":
-        draw.rectangle([cx - r, cy - r, cx + r, cy + r], fill=fill)
-    elif kind == "triangle":
-        draw.polygon([(cx, cy - r), (cx - r, cy + r), (cx + r, cy + r)], fill=fill)
-    elif kind == "cross":
-        draw.rectangle([cx - r, cy - w / 2, cx + r, cy + w / 2], fill=fill)
-        draw.rectangle([cx - w / 2, cy - r, cx + w / 2, cy + r], fill=fill)
-    elif kind == "ring":
-        draw.ellipse([cx - r, cy - r, cx + r, cy + r], outline=fill, width=w)
-    elif kind == "diamond":
-        draw.polygon([(cx, cy - r), (cx + r, cy), (cx, cy + r), (cx - r, cy)], fill=fill)
-    elif kind == "hbars":
-        for k in (-1, 0, 1):
-            draw.rectangle([cx - r, cy + k * r * 0.7 - w / 2, cx + r, cy + k * r * 0.7 + w / 2], fill=fill)
-    elif kind == "vbars":
-        for k in (-1, 0, 1):
-            draw.rectangle([cx + k * r * 0.7 - w / 2, cy - r, cx + k * r * 0.7 + w / 2, cy + r], fill=fill)
-    else:
-        raise ValueError(f"unknown shape {kind!r}")
+# White upright shapes on black: learnable within a hundred steps, so the race's curves separate in a lesson.
+LAB_STYLE = {"plain": True, "upright": True}
 
 
 @lru_cache(maxsize=8)
 def shapes_dataset(n: int = 512, size: int = 32, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
     """``n`` normalised images (N×3×size×size) and their labels (index into ``SHAPES``).
 
-    Shape, colour, size and position are random, so the class is the outline alone: easy for a
-    convolutional net to learn, hard enough that the training curves separate within a few hundred steps.
-    Made here rather than downloaded, so every lab runs offline and gives the same numbers each time.
+    Place, size and proportions are random, so the class is the outline alone: easy for a convolutional net
+    to learn, hard enough that the training curves separate within a hundred or so steps. Drawn rather than
+    downloaded (``resnet.data.paint``, the synthetic set's painter), so every lab runs offline and gives the
+    same numbers each time.
     """
-    rng = np.random.default_rng(seed)
-    images, labels = [], []
-    for i in range(n):
-        label = i % len(SHAPES)
-        dark = tuple(int(c) for c in rng.integers(0, 90, 3))
-        light = tuple(int(c) for c in rng.integers(165, 256, 3))
-        bg, fg = (dark, light) if rng.random() < 0.5 else (light, dark)  # high contrast, either polarity
-        img = Image.new("RGB", (size, size), bg)
-        r = size * rng.uniform(0.22, 0.36)
-        cx, cy = (size * rng.uniform(0.38, 0.62) for _ in range(2))
-        _draw_shape(ImageDraw.Draw(img), SHAPES[label], cx, cy, r, fg)
-        a = np.asarray(img, dtype=np.float32) / 255.0
-        a = np.clip(a + rng.normal(0, 0.04, a.shape).astype(np.float32), 0, 1)
-        images.append(a)
-        labels.append(label)
-    x = torch.from_numpy(np.stack(images)).permute(0, 3, 1, 2).contiguous()
-    return (x - MEAN) / STD, torch.tensor(labels)
+    images, labels = paint(n, size, SHAPES, seed=seed, **LAB_STYLE)
+    to_tensor = transform("eval", size, decoded=True)  # the pictures are already size × size: normalise only
+    return torch.stack([to_tensor(img) for img in images]), torch.tensor(labels)
 
 
 def real_batch(batch_size: int, size: int, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
@@ -402,39 +361,22 @@ BN_IMAGE_SIZE = 128  # the BN lab's input size: big enough for real feature maps
 
 
 def image_tensor(image, size: int = BN_IMAGE_SIZE) -> torch.Tensor:
-    """A path, bytes or PIL image → a normalised 1×3×size×size tensor (resize the short side, centre crop)."""
-    img = open_image(image)
-    w, h = img.size
-    s = size / min(w, h)
-    img = img.resize((max(size, round(w * s)), max(size, round(h * s))), Image.BILINEAR)
-    w, h = img.size
-    left, top = (w - size) // 2, (h - size) // 2
-    img = img.crop((left, top, left + size, top + size))
-    x = torch.from_numpy(np.asarray(img, dtype=np.float32) / 255.0).permute(2, 0, 1).unsqueeze(0)
-    return (x - MEAN) / STD
+    """A path, bytes or PIL image → a normalised 1×3×size×size tensor (the weights' eval transform)."""
+    return transform("eval", size)(open_image(image)).unsqueeze(0)
 
 
 def image_pool(photos, n: int = 64, size: int = BN_IMAGE_SIZE, seed: int = 0) -> torch.Tensor:
-    """``n`` random crops (random scale, position and flip) of the given photos: a small "training set"
-    whose statistics the batch statistics are compared with. Checked against this server's budget first (the
-    BatchNorm lab's biggest part: ``resnet.budget.check_bn_lab``)."""
+    """``n`` augmented views (random resized crop and flip, as fine-tuning trains on) of the given photos: a small
+    "training set" whose statistics the batch statistics are compared with. Checked against this server's budget
+    first (the BatchNorm lab's biggest part: ``resnet.budget.check_bn_lab``)."""
     photos = list(photos)
     if not photos:
         raise ValueError("the image pool needs at least one photo")
     n = budget.check_bn_lab(n, size, len(photos))
-    rng = np.random.default_rng(seed)
-    imgs = [open_image(p) for p in photos]
-    out = []
-    for i in range(n):
-        img = imgs[i % len(imgs)]
-        w, h = img.size
-        side = int(min(w, h) * rng.uniform(0.35, 1.0))
-        left, top = int(rng.integers(0, w - side + 1)), int(rng.integers(0, h - side + 1))
-        crop = img.crop((left, top, left + side, top + side))
-        if rng.random() < 0.5:
-            crop = crop.transpose(Image.FLIP_LEFT_RIGHT)
-        out.append(image_tensor(crop, size))
-    return torch.cat(out)
+    decode = transform("decode", size)
+    squares = [decode(open_image(p)) for p in photos]  # each photo resized once
+    augment = transform("train", size, decoded=True, generator=torch.Generator().manual_seed(seed))
+    return torch.stack([augment(squares[i % len(squares)]) for i in range(n)])
 
 
 @dataclass
@@ -746,7 +688,7 @@ def block_cost(arch: str, image_size: int = 224) -> BlockCost:
     """The second block of conv2_x (256 → 256 channels at 56×56, no projection) measured layer by layer,
     and the whole model's totals from the layer table."""
     spec = ARCHS[arch]
-    block = build_model(arch, device="meta").layer1[1]  # weightless: shapes and counts only, no RNG, no memory
+    block = build_model(arch, device="meta").layer1[1]  # conv2_x's; weightless: shapes and counts only, no memory
     size = image_size // 4
     x = torch.zeros(1, block.conv1.in_channels, size, size, device="meta")
     layers = []

@@ -83,6 +83,21 @@ def test_plain_synthetic_keeps_only_the_geometry():
     assert not any(np.array_equal(masks[0], m) for m in masks[1:])
 
 
+def test_one_painter_draws_every_shape_for_both_sets():
+    """data.py's painter serves the synthetic set (its first classes) and the labs' shapes set (all of them)."""
+    from resnet import labs
+    assert labs.SHAPES is data.SHAPES and len(set(data.SHAPES)) == len(data.SHAPES) == 8
+    assert data.synthetic(16, image_size=32).classes == list(data.SHAPES[:4])
+    x, y = labs.shapes_dataset(16, 32, 0)
+    assert x.shape == (16, 3, 32, 32) and y.tolist() == list(range(8)) * 2
+    for i, kind in enumerate(data.SHAPES):
+        turned, upright = (np.asarray(data.draw_shape_image(kind, 64, np.random.default_rng([5, i]), plain=True,
+                                                            upright=u))[..., 0] > 127 for u in (False, True))
+        assert 0.03 < upright.mean() < 0.5 and abs(turned.mean() - upright.mean()) < 0.03  # same shape, same size
+    with pytest.raises(ValueError, match="unknown shape"):
+        data.draw_shape_image("hexagon", 32, np.random.default_rng(0))
+
+
 def test_transforms_eval_matches_decoded_path_and_train_is_random():
     img = data.synthetic(8, image_size=100).train[0][0]
     e = data.eval_transform(64)(img)
