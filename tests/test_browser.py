@@ -133,11 +133,61 @@ def test_labs_gradient_flow(browser, app_server, tmp_path):
     page.close()
 
 
-def test_chinese_locale_shows_chinese_labels(browser, app_server, tmp_path):
+# TODO(fine-tune tab: resnet/ui/finetune.py and assets/i18n/finetune.json, the training-engine engineer's files):
+# the English it still shows on a Chinese page is printed, not failed; set this to False once it is translated.
+FINETUNE_TOLERATED = True
+
+VISIBLE_TEXT = """() => {
+    // Every visible text node and the text in visible inputs (a dropdown's choice, a number box), outside code.
+    const out = [];
+    const seen = el => el.checkVisibility({checkOpacity: true, checkVisibilityCSS: true});
+    const walker = document.createTreeWalker(document.body, NodeFilter.SHOW_TEXT);
+    while (walker.nextNode()) {
+        const el = walker.currentNode.parentElement;
+        const text = walker.currentNode.textContent.trim();
+        if (text && el && !el.closest("code, pre, script, style") && seen(el)) out.push(text);
+    }
+    for (const el of document.querySelectorAll("input, textarea")) {
+        if (!seen(el) || ["checkbox", "radio", "range", "file"].includes(el.type)) continue;
+        for (const text of [el.value, el.placeholder]) if (text && text.trim()) out.push(text.trim());
+    }
+    return out;
+}"""
+
+
+def english_on_page(page) -> list[str]:
+    """The visible texts that hold English words a Chinese page should not show (``resnet.i18n.foreign_words``:
+    names, units, code and the glossary's kept terms are allowed)."""
+    from resnet.i18n import foreign_words
+    return sorted({text for text in page.evaluate(VISIBLE_TEXT) if foreign_words(text)})
+
+
+def test_chinese_locale_shows_no_english(browser, app_server, tmp_path):
+    """A Chinese browser opens every tab (and every lab's section): nothing visible is English, except names, units,
+    code and the note's own kept terms."""
     page = browser.new_page(locale="zh-CN", viewport={"width": 1280, "height": 900})
     page.goto(app_server)
     playwright.expect(page.get_by_role("tab", name="网络结构")).to_be_visible(timeout=60_000)
     playwright.expect(page.get_by_role("tab", name="迁移学习")).to_be_visible()
-    playwright.expect(page.locator("#arch-summary")).to_contain_text("参数", timeout=60_000)
+    playwright.expect(page.locator("#arch-summary")).to_contain_text("参数量", timeout=60_000)
+    playwright.expect(page.locator("#arch-table")).to_contain_text("层名")
+    playwright.expect(page.locator("#arch-table")).to_contain_text("合计")
+    playwright.expect(page.locator("#device-line")).to_contain_text("推理 fp32")
     shot(page, tmp_path, "architecture_zh")
+    found, tolerated = {}, {}
+    for tab in ("网络结构", "图像分类", "特征图", "迁移学习", "实验", "说明"):
+        open_tab(page, tab)
+        playwright.expect(page.get_by_role("tab", name=tab)).to_have_attribute("aria-selected", "true")
+        if tab == "实验":
+            for section in ("labs-deep", "labs-bn", "labs-group"):  # closed at first
+                page.locator(f"#{section} .label-wrap").first.click()
+            playwright.expect(page.locator("#labs-group-button")).to_be_visible()
+        page.wait_for_timeout(300)  # the tab's panel is drawn
+        english = english_on_page(page)
+        if english:
+            (tolerated if tab == "迁移学习" and FINETUNE_TOLERATED else found)[tab] = english
+    if tolerated:
+        print(f"TODO (fine-tune tab): English on the Chinese page: {tolerated}")
+    assert not found, found
+    no_error_toast(page)
     page.close()

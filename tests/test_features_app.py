@@ -1,6 +1,6 @@
 """The served /feature_maps endpoint, driven through gradio_client: outputs arrive, errors are sentences."""
 import pytest
-from gradio_client import handle_file
+from gradio_client import Client, handle_file
 from PIL import Image
 
 pytestmark = pytest.mark.served
@@ -51,3 +51,14 @@ def test_a_text_file_renamed_jpg_is_refused_clearly(client, tmp_path, photos):
     grid, _, _ = client.predict(handle_file(str(photos["grace_hopper"])), "resnet18", "conv2_x", 4, "top class",
                                 api_name="/feature_maps")
     assert grid["type"] == "matplotlib"  # the server keeps serving
+
+
+def test_a_chinese_browser_gets_the_stage_table_and_errors_in_chinese(app_server, photos):
+    zh = Client(app_server, verbose=False, headers={"Accept-Language": "zh-CN,zh;q=0.9"})
+    _, _, info = zh.predict(handle_file(str(photos["cheetah"])), "resnet18", "conv1", 4, "top class",
+                            api_name="/feature_maps")
+    assert "| 阶段 |" in info and "边缘、色块" in info and "Grad-CAM 针对" in info
+    with pytest.raises(Exception) as e:
+        zh.predict(handle_file(str(photos["tower"])), "resnet18", "conv2_x", 16, "unicorn-dragon",
+                   api_name="/feature_maps")
+    assert "未知的类别" in str(e.value) and "Traceback" not in str(e.value)

@@ -1,17 +1,32 @@
-"""Every string the app shows exists in English and Simplified Chinese, and every key used exists."""
+"""One string system: every string the app shows exists in English and Simplified Chinese, every key the code uses
+exists, the served page carries no English literal that bypasses the table, and errors reach the page as sentences
+in the visitor's language (only ``resnet.errors.LabError``; anything else is logged and answered generically)."""
+import ast
+import json
 import re
 from pathlib import Path
 
+import httpx
 import pytest
 
 from resnet import i18n
 
-pytestmark = pytest.mark.unit
-
 ROOT = Path(__file__).resolve().parent.parent
 CJK = re.compile(r"[\u4e00-\u9fff]")
+KEY_LIKE = re.compile(r"^[a-z][a-z_]*(\.[A-Za-z0-9_]+)+$")  # "labs.bn.title", "budget.offer.epochs.one"
+
+# TODO(fine-tune tab: resnet/ui/finetune.py, assets/i18n/finetune.json and engine.json, the training-engine
+# engineer's files): the English they still show is tolerated by the checks below (on that tab only) and printed
+# as a TODO list (run with -s); when they are done, set FINETUNE_TOLERATED = False. Anything else fails.
+OTHERS = ("finetune.", "engine.")
+FINETUNE_TOLERATED = True
 
 
+def _placeholders(text: str) -> set[str]:
+    return set(re.findall(r"{(\w+)", text))
+
+
+@pytest.mark.unit
 def test_every_key_has_both_languages():
     table = i18n.table()
     assert len(table) > 20
@@ -20,20 +35,123 @@ def test_every_key_has_both_languages():
         assert langs["en"].strip() and langs["zh-CN"].strip(), key
         assert CJK.search(langs["zh-CN"]), f"{key}: the Chinese text has no Chinese characters"
         # The same placeholders in both languages, so formatting never fails in one of them.
-        assert set(re.findall(r"{(\w+)", langs["en"])) == set(re.findall(r"{(\w+)", langs["zh-CN"])), key
+        assert _placeholders(langs["en"]) == _placeholders(langs["zh-CN"]), key
 
 
+@pytest.mark.unit
+def test_the_chinese_strings_keep_only_names_units_code_and_the_glossarys_english():
+    offending = {}
+    for key, langs in i18n.table().items():
+        rendered = re.sub(r"{[^}]*}", "0", langs["zh-CN"])  # a placeholder is a name or a number once filled in
+        words = i18n.foreign_words(rendered)
+        if words:
+            offending[key] = words
+    todo = {k: w for k, w in offending.items() if FINETUNE_TOLERATED and k.startswith(OTHERS)}
+    if todo:
+        print(f"TODO (fine-tune tab's strings): English left in zh-CN: {todo}")
+    mine = {k: w for k, w in offending.items() if k not in todo}
+    assert not mine, mine
+
+
+@pytest.mark.unit
+def test_the_chinese_strings_use_the_notes_terms():
+    """GLOSSARY.md: depthwise is 逐通道卷积 (not 深度可分离), evaluation mode is 验证模式, batch size is 批大小 (not 批次),
+    the note's own "越深越好" is not its claim."""
+    wrong = {"深度可分离": "逐通道卷积（depthwise）", "评估模式": "验证模式（model.eval()）", "批次": "批大小 / 这一批",
+             "越深越好": "超深的网络结构"}
+    for key, langs in i18n.table().items():
+        for bad, good in wrong.items():
+            tolerated = FINETUNE_TOLERATED and key.startswith(OTHERS)
+            assert bad not in langs["zh-CN"] or tolerated, f"{key}: {bad} → {good}"
+
+
+def _python_files():
+    return [p for p in (ROOT / "resnet").rglob("*.py") if "__pycache__" not in p.parts]
+
+
+def _string_constants(tree: ast.AST):
+    """Plain string literals and the constant prefix of each f-string (``f"labs.setting.{k}"`` → "labs.setting.")."""
+    in_fstring = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.JoinedStr):
+            parts = node.values
+            in_fstring.update(id(p) for p in parts)
+            if parts and isinstance(parts[0], ast.Constant) and isinstance(parts[0].value, str):
+                yield "prefix", parts[0].value
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Constant) and isinstance(node.value, str) and id(node) not in in_fstring:
+            yield "literal", node.value
+
+
+@pytest.mark.unit
 def test_every_key_used_in_the_code_is_defined():
-    used = set()
-    for path in (ROOT / "resnet").rglob("*.py"):
-        text = path.read_text(encoding="utf-8")
-        used |= set(re.findall(r"""\bctx\(\s*["']([\w.]+)["']""", text))
-        used |= set(re.findall(r"""\bt\(\s*["']([\w.]+)["']""", text))
-    assert used, "no keys found: the pattern is wrong"
-    missing = used - set(i18n.table())
+    """Every key the code names, in any of the ways it names one (``t("…")``, ``ctx("…")``, ``i18n("…")``,
+    ``error(Cls, "…")``, ``Text("…")``, key tables such as ``HEADER_KEYS``, f-string families such as
+    ``f"labs.setting.{k}"``), exists in the table (and so, by the test above, in both languages)."""
+    table = i18n.table()
+    areas = {key.split(".")[0] for key in table}
+    call = re.compile(r"""\b(?:t|ctx|i18n|Text|message)\(\s*f?["']([\w.{}]+)["']|\berror\(\s*\w+,\s*["']([\w.]+)["']""")
+    used, families = set(), set()
+    for path in _python_files():
+        source = path.read_text(encoding="utf-8")
+        for a, b in call.findall(source):
+            key = (a or b).split("{")[0]
+            (families if key.endswith(("_", ".")) else used).add(key)
+        for kind, value in _string_constants(ast.parse(source)):
+            if not (KEY_LIKE.match(value.rstrip("._")) and value.split(".")[0] in areas):
+                continue
+            if kind == "prefix" or value.endswith(("_", ".")):  # f"labs.setting.{k}", "engine.weights_" + kind
+                families.add(value)
+            else:
+                used.add(value)
+    assert {"tab.classify", "arch.totals", "labs.plot.layer", "budget.whole", "arch.col.layer"} <= used, \
+        "the patterns no longer find the keys"
+    missing = used - set(table)
     assert not missing, missing
+    empty = {f for f in families if not any(k.startswith(f) for k in table)}
+    assert not empty, empty
 
 
+@pytest.mark.unit
+def test_the_settings_named_in_budget_sentences_are_translated():
+    """``budget.whole(value, lo, hi, "batch size")``: each English setting name has its ``budget.what.*`` entry."""
+    names = set()
+    for path in _python_files():
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if not isinstance(node, ast.Call):
+                continue
+            func = getattr(node.func, "attr", getattr(node.func, "id", None))
+            at = {"whole": 3, "choices": 2}.get(func)
+            if at is None or len(node.args) <= at:
+                continue
+            what = node.args[at]
+            if isinstance(what, ast.Constant) and isinstance(what.value, str):
+                names.add(what.value)
+                if func == "choices":  # "Unknown network 'x'": the singular too
+                    names.add(what.value.removesuffix("s"))
+    assert {"batch size", "networks", "network"} <= names
+    for name in names:
+        assert i18n.has("budget.what." + name.replace(" ", "_").replace("-", "_")), name
+
+
+@pytest.mark.unit
+def test_no_inline_translations_in_the_ui_and_the_figures():
+    """The UI and the figures take every sentence from the table: no ``{"zh-CN": …}`` dicts, no bilingual literals."""
+    files = [*(ROOT / "resnet" / "ui").glob("*.py"), *(ROOT / "resnet").glob("plots*.py"),
+             ROOT / "resnet" / "budget.py"]
+    for path in files:
+        if path.name == "finetune.py":  # TODO(fine-tune tab: the training-engine engineer's file)
+            continue
+        tree = ast.parse(path.read_text(encoding="utf-8"))
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Dict):
+                keys = {k.value for k in node.keys if isinstance(k, ast.Constant)}
+                assert not keys & {"zh", "zh-CN", "zh_CN"}, f"{path.name}:{node.lineno}: an inline translation"
+            if isinstance(node, ast.Constant) and isinstance(node.value, str) and CJK.search(node.value):
+                raise AssertionError(f"{path.name}:{node.lineno}: Chinese text outside assets/i18n: {node.value!r}")
+
+
+@pytest.mark.unit
 def test_language_from_browser_header_and_lookup():
     assert i18n.lang_from_header("zh-CN,zh;q=0.9,en;q=0.8") == "zh-CN"
     assert i18n.lang_from_header("en-GB,en;q=0.9") == "en"
@@ -41,3 +159,111 @@ def test_language_from_browser_header_and_lookup():
     assert i18n.t("tab.classify", "zh-CN") == "图像分类"
     assert "5.00" in i18n.t("arch.totals", "en", title="X", size=1, params=5, macs=1)
     assert set(i18n.translations()) == {"en", "zh-CN"}
+
+
+@pytest.mark.unit
+def test_a_sentence_made_below_the_ui_is_shown_in_the_visitors_language():
+    from resnet import budget
+    from resnet.errors import BadSetting, BudgetExceeded
+    with pytest.raises(BadSetting) as e:
+        budget.whole(0, 1, 5, "batch size")
+    assert str(e.value) == "The batch size must be a whole number from 1 to 5, not 0."  # logs and the command line
+    assert i18n.message(e.value, "zh-CN") == "批大小必须是 1 到 5 之间的整数，而不是 0。"
+    nested = i18n.error(BudgetExceeded, "budget.fits_or", offer=i18n.Text("budget.offer.batch_size", n=8),
+                        other=i18n.Text("budget.offer.size", size=96))
+    assert str(nested) == "batch size 8 (or 96 px) fits."
+    assert i18n.message(nested, "zh-CN") == "改用批大小 8（或96 像素）即可。"
+    assert i18n.message(ValueError("plain"), "zh-CN") == "plain"
+
+
+@pytest.mark.unit
+def test_only_lab_errors_reach_the_page_as_sentences(caplog):
+    import gradio as gr
+    from resnet.errors import BadSetting, LabError
+    from resnet.ui.common import USER_ERRORS, friendly
+    assert USER_ERRORS == (LabError,)
+
+    def Request(language):
+        return gr.Request(headers={"accept-language": language})
+
+    def raising(e):
+        @friendly
+        def handler(request: gr.Request = None):
+            raise e
+        return handler
+
+    zh = Request("zh-CN,zh;q=0.9")
+    with pytest.raises(gr.Error) as e:
+        raising(i18n.error(BadSetting, "arch.size_range", lo=32, hi=1024))(zh)
+    assert e.value.message == "输入尺寸必须在 32 到 1024 像素之间。"
+    with pytest.raises(gr.Error) as e:
+        raising(i18n.error(BadSetting, "arch.size_range", lo=32, hi=1024))(request=Request("en-US"))
+    assert e.value.message == "The input size must be between 32 and 1024 pixels."
+    for hidden in (ValueError("/srv/secret/path is bad"), RuntimeError("CUDA error: device-side assert"),
+                   OSError(2, "No such file", "/srv/cache/x.pth")):
+        with caplog.at_level("ERROR", logger="resnet.ui"), pytest.raises(gr.Error) as e:
+            raising(hidden)(zh)
+        assert e.value.message == i18n.t("error.unexpected", "zh-CN") and "/srv" not in e.value.message
+    assert "Traceback" in caplog.text or caplog.records[-1].exc_info  # logged for the operator, with the trace
+
+
+# ---------------------------------------------------------------------------- the served page
+
+def visible_texts(config: dict):
+    """(tab, component type, text, whether the browser translates it) of every text a launched app's page shows
+    before any event runs: labels, infos, placeholders, the values of text components, choice labels (all translated
+    by Gradio's front end when they are ``gr.I18n`` keys) and table headers (never translated there)."""
+    components = {c["id"]: c for c in config["components"]}
+    tab_of: dict[int, str] = {}
+
+    def visit(node, tab):
+        comp = components.get(node["id"], {})
+        label = comp.get("props", {}).get("label")
+        if comp.get("type") == "tabitem" and isinstance(label, str):
+            tab = label
+        tab_of[node["id"]] = tab
+        for child in node.get("children", []):
+            visit(child, tab)
+
+    visit(config["layout"], "")
+    for cid, comp in components.items():
+        props, kind = comp.get("props", {}), comp.get("type")
+        texts = [props.get(k) for k in ("label", "info", "placeholder")]
+        if kind in ("markdown", "button", "html", "textbox", "accordion"):
+            texts.append(props.get("value"))
+        texts += [c[0] for c in props.get("choices") or [] if isinstance(c, (list, tuple))]
+        headers = []
+        if kind == "dataframe":
+            value = props.get("value")
+            headers = [*(props.get("headers") or []), *((value or {}).get("headers", []) if isinstance(value, dict)
+                                                        else [])]
+        for text, translated in [*((x, True) for x in texts), *((x, False) for x in headers)]:
+            if isinstance(text, str) and text.strip():
+                yield tab_of.get(cid, ""), kind, text, translated
+
+
+@pytest.mark.served
+def test_the_served_page_shows_no_english_outside_the_table(app_server):
+    """A launched app's config: every visible text is a ``gr.I18n`` key (translated in the browser) or a name, a
+    unit or code. The ImageNet class names (the Grad-CAM target's choices) are the model's own vocabulary."""
+    from resnet.weights import categories
+    config = httpx.get(app_server + "config", timeout=30).json()
+    assert set(config["i18n_translations"]) >= {"en", "zh-CN"}
+    classes = set(categories())
+    texts = list(visible_texts(config))
+    assert len(texts) > 50
+    offending, todo = [], set()
+    for tab, kind, text, translated in texts:
+        if text.startswith("__i18n__") and translated:
+            key = json.loads(text[len("__i18n__"):])["key"]
+            assert i18n.has(key), key
+            continue
+        if not text.startswith("__i18n__") and (text in classes or not i18n.foreign_words(text)):
+            continue
+        if FINETUNE_TOLERATED and '"key": "tab.finetune"' in tab:
+            todo.add(text)
+            continue
+        offending.append((kind, text))  # English, or a gr.I18n key where Gradio shows the raw marker
+    assert not offending, offending
+    if todo:
+        print(f"TODO (fine-tune tab): {len(todo)} English literals still shown: {sorted(todo)}")

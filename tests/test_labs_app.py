@@ -1,6 +1,6 @@
 """The Labs tab's endpoints, driven once each through gradio_client on the launched app (small settings)."""
 import pytest
-from gradio_client import handle_file
+from gradio_client import Client, handle_file
 
 pytestmark = pytest.mark.served
 
@@ -53,3 +53,12 @@ def test_group_conv_endpoint_and_a_bad_setting(client):
         client.predict(64, 64, 5, 14, api_name="/group_conv")
     message = str(e.value)
     assert "divide" in message and "Traceback" not in message
+
+
+def test_a_chinese_browser_gets_the_labs_results_and_refusals_in_chinese(app_server):
+    zh = Client(app_server, verbose=False, headers={"Accept-Language": "zh-CN,zh;q=0.9"})
+    _, _, text = zh.predict(64, 64, 8, 14, api_name="/group_conv")
+    assert "**8 组**" in text and "逐通道卷积" in text and "4,608" in text
+    with pytest.raises(Exception) as e:  # refused before it queues, in the visitor's language
+        zh.predict(5, 16, 0.05, api_name="/training_race")
+    assert "训练步数必须在 10 到 600 之间" in str(e.value) and "Traceback" not in str(e.value)
