@@ -263,7 +263,7 @@ LAST_PART = ("layer4", "avgpool", "fc")
 
 def cache_row_bytes(prof: Profile) -> dict:
     """Bytes of one image's row in each of the engine's feature caches (fp32)."""
-    return {"layer4_input": prof.out["layer3"] * 4, "pooled": prof.out["avgpool"] * 4, "logits": prof.out["fc"] * 4}
+    return {"conv4_x": prof.out["layer3"] * 4, "avgpool": prof.out["avgpool"] * 4, "fc": prof.out["fc"] * 4}
 
 
 @dataclass
@@ -352,7 +352,7 @@ def finetune_estimate(cfg, n_images: int | None = None, *, n_train: int | None =
     # One-off phases.
     phases = {"loading the weights": (8 * P, 0), "stacking the decoded images": (u8, 0)}
     if points:
-        deepest = FROZEN_TO_LAYER3 if points == {"layer4_input"} else tuple(prof.params)
+        deepest = FROZEN_TO_LAYER3 if points == {"conv4_x"} else tuple(prof.params)
         work_set = EVAL_BATCH * (TRANSIENT * prof.total("widest", deepest) * ab_full + 2 * 3 * s * s * 4)
         frozen = 4 * P + amp_copy + work_set + cache  # the net, one batch, and the feature lists before torch.cat
         phases["the feature cache pass"] = (0, frozen) if on_gpu else (frozen, 0)
@@ -360,18 +360,18 @@ def finetune_estimate(cfg, n_images: int | None = None, *, n_train: int | None =
     step_max, work = 0, 0.0
     m_full, m_frozen = prof.total("macs"), prof.total("macs", FROZEN_TO_LAYER3)
     if points:
-        work += (n_train * views + n_val) * (m_full if points - {"layer4_input"} else m_frozen)
+        work += (n_train * views + n_val) * (m_full if points - {"conv4_x"} else m_frozen)
     for k, name in enumerate(cfg.strategies):
         st = STRATEGIES[name]
         if st.cache_point is None:
             trained, fed = tuple(prof.params), s
-        elif st.cache_point == "layer4_input":
+        elif st.cache_point == "conv4_x":
             trained, fed = LAST_PART, max(1, s // 16)
         else:
             trained, fed = ("fc",), 1
         on_cache = cached(name)
         ab = act_bytes(dev, fed if on_cache else s)
-        p_train = prof.total("params", trained) if st.cache_point != "logits" else prof.params["fc"]
+        p_train = prof.total("params", trained) if st.cache_point != "fc" else prof.params["fc"]
         macs_trained = prof.total("macs", trained)
         acts = b * prof.total("saved", trained) * ab
         widest = prof.total("widest", trained if on_cache else tuple(prof.params))
