@@ -82,7 +82,8 @@ def test_cached_and_recomputed_features_match_and_give_the_same_first_step_gradi
     y = torch.tensor(targets(ds.train))
     backbone = build_model("resnet18")
     backbone.load_state_dict(state)
-    cache = frozen_features(backbone.eval(), x, ("layer4_input", "pooled", "logits"))  # the engine's one pass
+    points = tuple(STRATEGIES[n].cache_point for n in ("last", "replace", "head"))
+    cache = frozen_features(backbone.eval(), x, points)  # the engine's one pass
     for name in ("last", "head", "replace"):
         torch.manual_seed(0)
         a = prepare(name, "resnet18", 4, backbone_state=state).train()
@@ -110,7 +111,7 @@ def test_cached_validation_agrees_with_the_full_forward_pass(frozen_run):
             acc = float((result.models[name].export()(x).argmax(1) == y).float().mean())
         assert acc == pytest.approx(result.summary(name).final_val_acc, abs=1.5 / len(y)), name
         assert result.summary(name).cached_features
-    assert any("computed once" in n and "eval transform" in n for n in result.notes)
+    assert any("computed once" in str(n) and "eval transform" in str(n) for n in result.notes)
 
 
 # ---------------------------------------------------------------- learning, determinism, labels
@@ -131,16 +132,17 @@ def test_short_run_clearly_beats_chance_for_all_and_scratch(checkpoint):
 
 def test_precise_bn_sets_running_statistics_from_the_current_weights():
     """After an epoch, the BatchNorm layers that train get the statistics of the current weights on training
-    images; frozen ones keep theirs, and the usual momentum comes back."""
-    from resnet.finetune import _precise_bn
-    torch.manual_seed(0)
-    x = torch.randn(40, 3, 32, 32)
+    images; frozen ones keep theirs, and each layer gets its own momentum back."""
+    from resnet.train.engine import precise_bn
+    gen = torch.Generator().manual_seed(0)
+    x = torch.randn(40, 3, 32, 32, generator=gen)
     for name in ("scratch", "last"):
-        net = prepare(name, "resnet18", 4).train()
+        net = prepare(name, "resnet18", 4, generator=gen).train()
         for m in net.modules():
             if isinstance(m, torch.nn.BatchNorm2d):
                 m.running_mean.fill_(5.0)
-        _precise_bn(net, x, torch.device("cpu"), cached=False, size=32)
+        net.backbone.layer4[0].bn1.momentum = 0.3
+        assert precise_bn(net, x, torch.device("cpu"), size=32)
         b = net.backbone
         conv1_out = b.conv1(x)
         if name == "scratch":
@@ -149,7 +151,9 @@ def test_precise_bn_sets_running_statistics_from_the_current_weights():
         else:  # the stem and conv2_x–conv4_x are frozen: untouched
             assert torch.equal(b.bn1.running_mean, torch.full_like(b.bn1.running_mean, 5.0))
         assert not torch.equal(b.layer4[1].bn2.running_mean, torch.full_like(b.layer4[1].bn2.running_mean, 5.0))
-        assert all(m.momentum == 0.1 for m in net.modules() if isinstance(m, torch.nn.BatchNorm2d))
+        assert net.backbone.layer4[0].bn1.momentum == 0.3 and net.training
+        assert all(m.momentum == 0.1 for n, m in net.named_modules()
+                   if isinstance(m, torch.nn.BatchNorm2d) and n != "backbone.layer4.0.bn1")
 
 
 def test_runs_are_deterministic(checkpoint):
@@ -182,7 +186,7 @@ def test_without_pretrained_weights_every_strategy_is_labelled_random(monkeypatc
     events = last_event(FinetuneConfig(strategies="head,replace", epochs=1, synthetic_images=32, **TINY))
     result = events[-1].result
     assert not result.pretrained and all(not s.pretrained for s in result.summaries)
-    assert "random" in events[0].message and any("random weights" in n for n in result.notes)
+    assert "random" in str(events[0].message) and any("random weights" in str(n) for n in result.notes)
     assert result.to_dict()["strategies"][0]["pretrained"] is False
 
 
@@ -207,7 +211,7 @@ def test_cancel_event_stops_within_one_step(checkpoint):
 
 def test_closing_the_iterator_stops_and_frees(checkpoint):
     gc.collect()
-    before = sum(isinstance(o, TransferNet) for o in gc.get_objects())
+    before = sum(type(o) is TransferNet for o in gc.get_objects())
     events = run(FinetuneConfig(strategies="all", epochs=5, synthetic_images=96, weights=str(checkpoint), **TINY))
     for ev in events:
         if ev.kind == "step":
@@ -216,7 +220,7 @@ def test_closing_the_iterator_stops_and_frees(checkpoint):
     events.close()
     assert time.perf_counter() - t < 2.0 and events.gi_frame is None
     gc.collect()
-    assert sum(isinstance(o, TransferNet) for o in gc.get_objects()) == before
+    assert sum(type(o) is TransferNet for o in gc.get_objects()) == before
 
 
 # ---------------------------------------------------------------- export
@@ -268,7 +272,7 @@ def test_cli_finetune_writes_the_summary(checkpoint, tmp_path, capsys):
     for row in rows.values():
         assert row["pretrained"] is True and 0 <= row["best_val_acc"] <= 1 and row["seconds"] > 0
         assert {"final_val_acc", "total_params"} <= row.keys()
-    assert load_export(tmp_path / "models" / "resnet18-head.pt")[1]["strategy"] == "head"
+    assert load_export(tmp_path / "models" / "resnet18-head.pth")[1]["strategy"] == "head"
     assert main(["finetune", "--epochs", "0"]) == 2
     assert "epochs must be a whole number from 1 to 100" in capsys.readouterr().err
 
@@ -305,7 +309,7 @@ def test_damaged_images_are_skipped_counted_and_the_split_refilled(checkpoint, t
                          weights=str(checkpoint), **TINY)
     result = last_event(cfg)[-1].result
     assert result.dataset["damaged"] == 1 and (result.dataset["n_train"], result.dataset["n_val"]) == (4, 2)
-    note = next(n for n in result.notes if n.startswith("Skipped 1 damaged image"))
+    note = next(str(n) for n in result.notes if str(n).startswith("Skipped 1 damaged image"))
     assert "zz_broken.jpg" in note and "damaged or truncated" in note
 
     given = {f"train/{k}": v for k, v in good.items()}

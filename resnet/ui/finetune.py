@@ -8,19 +8,18 @@ from pathlib import Path
 import gradio as gr
 
 from .. import budget
-from .. import device as devices
+from ..errors import BadSetting
 from ..finetune import LIMITS, FinetuneConfig, run
-from ..i18n import t
+from ..i18n import Text, error, t
 from ..plots_training import training_figure
 from ..predict import classify
 from ..transfer import STRATEGIES, load_export
 from . import disk
 from .common import arch_choices, early, friendly, lang, on_gpu, payload_path
 
-DATASETS = [("Built-in shapes · 内置图形 (offline)", "synthetic"), ("Ants & bees · 蚂蚁和蜜蜂 (download)", "hymenoptera"),
-            ("Your .zip · 你的 .zip", "upload")]
+DATASETS = ("synthetic", "hymenoptera", "upload")  # labels: finetune.dataset_<name>
 DEFAULT_STRATEGIES = ["all", "last", "head"]
-RESULT_HEADERS = ["strategy", "pretrained", "trainable params", "seconds", "best val acc", "final val acc"]
+RESULT_COLUMNS = ("strategy", "pretrained", "trainable", "seconds", "best", "final")  # headers: finetune.col_<name>
 HISTORY_KEYS = ("epoch", "train_loss", "train_acc", "val_loss", "val_acc", "seconds")
 UI_REFRESH_S = 0.5  # how often the status line may update between epochs (also how soon Stop is noticed)
 
@@ -61,15 +60,31 @@ class Runs:
             disk.busy.discard(str(folder))
 
 
+def name(strategy: str, L: str) -> str:
+    """A strategy as the page names it: its code in English, the note's words in Chinese."""
+    return t(f"finetune.name_{strategy}", L)
+
+
 def curves_figure(history: dict, L: str, num_classes: int | None = None):
-    labels = {"accuracy": t("finetune.plot_acc", L), "loss": t("finetune.plot_loss", L),
-              "epoch": t("finetune.plot_epoch", L), "chance": t("finetune.plot_chance", L)}
-    return training_figure(history, labels=labels, chance=1 / num_classes if num_classes else None)
+    names = {s: name(s, L) for s in STRATEGIES}
+    return training_figure(history, lang=L, names=names, chance=1 / num_classes if num_classes else None)
 
 
-def results_rows(summaries) -> list[list]:
-    return [[s.strategy, "yes" if s.pretrained else "no (random)", f"{s.trainable_params:,}", f"{s.seconds:.1f}",
+def headers(L: str) -> list[str]:
+    return [t(f"finetune.col_{c}", L) for c in RESULT_COLUMNS]
+
+
+def translate_headers(request: gr.Request = None):
+    """The empty results table with its headers in the visitor's language, when the page opens (a Dataframe's
+    headers are plain text: the browser does not translate them)."""
+    return results_table([], lang(request))
+
+
+def results_table(summaries, L: str) -> dict:
+    yes, no = t("finetune.pretrained_yes", L), t("finetune.pretrained_no", L)
+    rows = [[name(s.strategy, L), yes if s.pretrained else no, f"{s.trainable_params:,}", f"{s.seconds:.1f}",
              f"{s.best_val_acc:.1%}", f"{s.final_val_acc:.1%}"] for s in summaries]
+    return {"headers": headers(L), "data": rows}
 
 
 def remove_run_dir(state) -> None:
@@ -83,28 +98,29 @@ def to_int(value, name: str) -> int:
     try:
         f = float(value)
     except (TypeError, ValueError):
-        raise ValueError(f"The {name.replace('_', ' ')} must be a number, not {value!r}.") from None
+        raise error(BadSetting, "finetune.not_number", name=Text(f"engine.setting_{name}"), value=repr(value)) \
+            from None
     if f != f or f in (float("inf"), float("-inf")) or f != int(f):
-        raise ValueError(f"The {name.replace('_', ' ')} must be a whole number, not {value!r}.")
+        raise error(BadSetting, "finetune.not_whole", name=Text(f"engine.setting_{name}"), value=repr(value))
     return int(f)
 
 
 def make_config(dataset, zip_file, strategies, arch, epochs, image_size, batch_size, lr, L: str) -> FinetuneConfig:
-    if dataset not in [v for _, v in DATASETS]:
-        raise ValueError(f"Unknown data set {dataset!r}.")
+    if dataset not in DATASETS:
+        raise error(BadSetting, "finetune.bad_dataset", value=repr(dataset))
     if dataset == "upload":
         path = payload_path(zip_file, L)
         if not path:
-            raise ValueError(t("finetune.no_zip", L))
+            raise error(BadSetting, "finetune.no_zip")
         dataset = path
     if not strategies:
-        raise ValueError(t("finetune.no_strategy", L))
+        raise error(BadSetting, "finetune.no_strategy")
     try:
         lr = float(lr) if lr not in (None, "") else 0.0
     except (TypeError, ValueError):
-        raise ValueError(f"The learning rate must be a number, not {lr!r}.") from None
+        raise error(BadSetting, "finetune.not_number", name=Text("engine.setting_lr"), value=repr(lr)) from None
     if not isinstance(strategies, (list, tuple)) or len(strategies) > len(STRATEGIES) * 2:
-        raise ValueError(f"Choose strategies from {', '.join(STRATEGIES)}.")
+        raise error(BadSetting, "engine.no_strategy", choices=", ".join(STRATEGIES))
     cfg = FinetuneConfig(dataset=dataset, arch=arch, strategies=tuple(strategies), epochs=to_int(epochs, "epochs"),
                          image_size=to_int(image_size, "image_size"), batch_size=to_int(batch_size, "batch_size"),
                          lr=None if lr == 0 else lr)
@@ -134,29 +150,30 @@ def make_handlers(ctx, runs: Runs):
         last_ui = 0.0
         skip = gr.skip()
         try:
-            yield (t("finetune.status_start", L, dataset=dataset if dataset != "upload" else "zip",
-                     device=devices.describe(devices.pick_device())),
-                   None, [], None, gr.update(choices=[], value=None), state)
+            yield (t("finetune.status_start", L, dataset=t(f"finetune.dataset_{dataset}", L)),
+                   None, results_table([], L), None, gr.update(choices=[], value=None), state)
             for ev in run(cfg, cancel=cancel):
+                called = name(ev.strategy, L) if ev.strategy else ""
                 if ev.kind == "start":
-                    yield ev.message, skip, skip, skip, skip, skip
+                    yield ev.message.render(L), skip, skip, skip, skip, skip
                 elif ev.kind == "prepare":
-                    progress((ev.step, ev.steps), desc=ev.message)
+                    progress((ev.step, ev.steps), desc=ev.message.render(L))
                 elif ev.kind == "step":
                     if total_steps is None:
                         total_steps = ev.steps * cfg.epochs * len(cfg.strategies)
                     done_steps += 1
-                    progress((min(done_steps, total_steps), total_steps), desc=f"{ev.strategy} · epoch {ev.epoch}")
+                    progress((min(done_steps, total_steps), total_steps),
+                             desc=t("finetune.progress_step", L, strategy=called, epoch=ev.epoch))
                     now = time.monotonic()
                     if now - last_ui >= UI_REFRESH_S:  # a cheap yield keeps Stop and disconnects prompt
                         last_ui = now
-                        yield (f"**{ev.strategy}** · epoch {ev.epoch}/{ev.epochs} · step {ev.step}/{ev.steps} · "
-                               f"train loss {ev.train_loss:.3f}"), skip, skip, skip, skip, skip
+                        yield (t("finetune.status_step", L, strategy=called, epoch=ev.epoch, epochs=ev.epochs,
+                                 step=ev.step, steps=ev.steps, loss=ev.train_loss), skip, skip, skip, skip, skip)
                 elif ev.kind == "epoch":
                     h = history.setdefault(ev.strategy, {k: [] for k in HISTORY_KEYS})
                     for key in HISTORY_KEYS:
                         h[key].append(getattr(ev, key))
-                    yield (t("finetune.status_epoch", L, strategy=ev.strategy, epoch=ev.epoch, epochs=ev.epochs,
+                    yield (t("finetune.status_epoch", L, strategy=called, epoch=ev.epoch, epochs=ev.epochs,
                              acc=ev.val_acc, loss=ev.val_loss, speed=ev.images_per_s or 0),
                            curves_figure(history, L), skip, skip, skip, skip)
                 elif ev.kind == "strategy_done":
@@ -173,15 +190,15 @@ def make_handlers(ctx, runs: Runs):
                         status = t("finetune.status_stopped", L)
                     elif result.summaries:
                         best = max(result.summaries, key=lambda s: s.best_val_acc)
-                        status = t("finetune.status_done", L, seconds=result.seconds, best=best.strategy,
+                        status = t("finetune.status_done", L, seconds=result.seconds, best=name(best.strategy, L),
                                    acc=best.best_val_acc)
                     else:
                         status = ""
-                    notes = "\n".join(f"- {n}" for n in result.notes)
+                    notes = "\n".join(f"- {n.render(L)}" for n in result.notes)
                     choices = list(state["models"])
                     yield (banner + status + ("\n\n" + notes if notes else ""),
                            curves_figure(result.history, L, len(result.classes)) if result.summaries else skip,
-                           results_rows(result.summaries), files or None,
+                           results_table(result.summaries, L), files or None,
                            gr.update(choices=choices, value=choices[0] if choices else None), state)
         finally:
             runs.finish(session, cancel, run_dir)
@@ -196,10 +213,10 @@ def make_handlers(ctx, runs: Runs):
         L = lang(request)
         path = payload_path(image, L)
         if not path:
-            raise ValueError(t("classify.no_image", L))
+            raise error(BadSetting, "classify.no_image")
         models = (state or {}).get("models", {})
         if strategy not in models:
-            raise ValueError(t("finetune.no_model", L))
+            raise error(BadSetting, "finetune.no_model")
         model, _ = load_export(models[strategy])
         return dict(classify(model, path, top_k=min(5, len(model.categories) or 5)))
 
@@ -216,10 +233,12 @@ def build(ctx) -> None:
         state = gr.State(None, time_to_live=3600, delete_callback=remove_run_dir)
         with gr.Row():
             with gr.Column(scale=1):
-                dataset = gr.Radio(DATASETS, value="synthetic", label=ctx("finetune.dataset"), elem_id="ft-dataset")
+                dataset = gr.Radio([(ctx(f"finetune.dataset_{d}"), d) for d in DATASETS], value="synthetic",
+                                   label=ctx("finetune.dataset"), elem_id="ft-dataset")
                 zip_file = gr.File(file_types=[".zip"], label=ctx("finetune.zip"), visible=False, elem_id="ft-zip")
-                strategies = gr.CheckboxGroup([(n, n) for n in STRATEGIES], value=DEFAULT_STRATEGIES,
-                                              label=ctx("finetune.strategies"), elem_id="ft-strategies")
+                strategies = gr.CheckboxGroup([(ctx(f"finetune.name_{n}"), n) for n in STRATEGIES],
+                                              value=DEFAULT_STRATEGIES, label=ctx("finetune.strategies"),
+                                              elem_id="ft-strategies")
                 gr.Markdown(ctx("finetune.strategy_help"))
                 arch = gr.Dropdown(arch_choices(), value="resnet18", label=ctx("arch.depth"), elem_id="ft-arch")
                 with gr.Row():
@@ -237,8 +256,9 @@ def build(ctx) -> None:
             with gr.Column(scale=2):
                 status = gr.Markdown(elem_id="ft-status")
                 curves = gr.Plot(label=ctx("finetune.curves"), elem_id="ft-curves")
-                results = gr.Dataframe(headers=RESULT_HEADERS, label=ctx("finetune.results"), interactive=False,
+                results = gr.Dataframe(label=ctx("finetune.results"), interactive=False,  # headers: on load
                                        elem_id="ft-results")
+                ctx.on_load(translate_headers, None, results)
                 files = gr.File(label=ctx("finetune.downloads"), file_count="multiple", interactive=False,
                                 elem_id="ft-files")
         with gr.Group():

@@ -1,0 +1,2 @@
+"""Training: the one engine (``engine``) that fine-tuning, torchrun and the labs' race all train with."""
+from .engine import EVAL_BATCH, Shard, Totals, Trainer, adamw_cosine, evaluate, precise_bn, state_checksum  # noqa: F401
