@@ -17,10 +17,13 @@ from torch import nn
 from torch.nn import functional as F
 
 from . import budget
+from .errors import BadSetting
+from .i18n import error
 from .data import SHAPES, paint
 from .preprocess import open_image, transform
 from .model import ARCHS, BasicBlock, StageWalk, build_model, conv1x1, init_weights
 from .summary import layer_table, run_counting_macs, totals
+from .train.engine import Trainer, precise_bn
 
 # --------------------------------------------------------------------------------------------------
 # The built-in shapes set: every shape ``resnet.data``'s painter draws, one class each, drawn from a seed.
@@ -278,15 +281,15 @@ def training_race(steps: int = 120, *, batch_size: int = 16, lr: float = 0.05, n
     steps, batch_size, nets, n_images, widths = budget.check_training_race(steps, batch_size, nets, n_images, widths)
     every = budget.whole(every, 1, 5000, "recording interval")
     if isinstance(lr, bool) or not isinstance(lr, (int, float)) or not (0 < lr <= 1):  # NaN fails too
-        raise ValueError("The learning rate must be a number above 0 and at most 1.")
+        raise error(BadSetting, "engine.race_lr")
     x, y = shapes_dataset(n_images, 32, seed)
-    runners = []
+    runners = {}  # title → the engine's Trainer: plain SGD with momentum, a constant learning rate
     for name, residual in nets:
         net = lab_net(name, residual, seed=seed, widths=widths).train()
         opt = torch.optim.SGD(net.parameters(), lr=lr, momentum=0.9, weight_decay=1e-4, foreach=True)
-        runners.append((net_title(name, residual), net, opt))
-    losses = {title: [] for title, _, _ in runners}
-    ema = {title: None for title, _, _ in runners}
+        runners[net_title(name, residual)] = Trainer(net, opt, size=x.shape[-1])
+    losses = {title: [] for title in runners}
+    ema = dict.fromkeys(runners)
     recorded: list[int] = []
     gen = torch.Generator().manual_seed(seed)
     order = torch.randperm(len(x), generator=gen)
@@ -299,14 +302,9 @@ def training_race(steps: int = 120, *, batch_size: int = 16, lr: float = 0.05, n
         xb, yb = x[idx], y[idx]
         if torch.rand(1, generator=gen).item() < 0.5:  # a flip: the same for every net
             xb = xb.flip(3)
-        for title, net, opt in runners:
-            opt.zero_grad(set_to_none=True)
-            loss = F.cross_entropy(net(xb), yb)
-            loss.backward()
-            opt.step()
-            v = float(loss.detach())
-            if not math.isfinite(v):
-                v = float("nan")
+        for title, trainer in runners.items():
+            v = float(trainer.step(xb, yb)[0])
+            v = v if math.isfinite(v) else float("nan")
             ema[title] = v if ema[title] is None else 0.9 * ema[title] + 0.1 * v
         if step % every == 0 or step == steps:
             recorded.append(step)
@@ -473,17 +471,9 @@ def stats_untouched(model: nn.Module) -> bool:
 
 
 def gather_statistics(model: nn.Module, images: torch.Tensor, batch_size: int = 16) -> None:
-    """Fill the running statistics from ``images`` (a cumulative average), as training would have done."""
-    bns = [m for m in model.modules() if isinstance(m, nn.BatchNorm2d)]
-    for m in bns:
-        m.reset_running_stats()
-        m.momentum = None  # cumulative moving average: every batch counts the same
-    model.train()
-    with torch.no_grad():
-        for i in range(0, len(images), batch_size):
-            model(images[i:i + batch_size])
-    for m in bns:
-        m.momentum = 0.1
+    """Fill the running statistics from ``images`` (a plain average), as training would have done: the training
+    engine's precise BatchNorm; the model is left in eval mode."""
+    precise_bn(model, images, batch=batch_size)
     model.eval()
 
 
