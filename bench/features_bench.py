@@ -13,7 +13,7 @@ import time
 import torch
 
 from resnet import build_model
-from resnet.features import ALL_STAGES, feature_maps, grad_cam
+from resnet.analysis.features import ALL_STAGES, feature_maps, grad_cam
 
 
 def median_times(fns: dict, repeats: int) -> dict:

@@ -17,7 +17,7 @@ import torch
 
 from resnet.data import synthetic
 from resnet.finetune import FinetuneConfig, run
-from resnet.transfer import STRATEGIES
+from resnet.models.transfer import STRATEGIES
 
 
 def timed_run(cfg: FinetuneConfig):

@@ -1,8 +1,8 @@
 """ResNet Lab's model library: usable without Gradio (only ``resnet.ui`` imports it)."""
-from .images import BadImage, open_image
-from .model import ARCHS, STAGES, BasicBlock, Bottleneck, ResNet, build_model
+from .preprocess import BadImage, open_image
+from .models.resnet import ARCHS, STAGES, BasicBlock, Bottleneck, ResNet, build_model
 from .predict import classify
-from .summary import layer_table
+from .analysis.summary import layer_table
 from .weights import (WeightsArchMismatch, WeightsCorrupt, WeightsHashMismatch, WeightsNotFound, WeightsOffline,
                       WeightsUnavailable, load_pretrained)
 

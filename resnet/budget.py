@@ -154,7 +154,7 @@ def count(model: nn.Module, size: int, channels: int = 3) -> Profile:
 
 @lru_cache(maxsize=16)
 def _meta_resnet(arch: str) -> nn.Module:
-    from .model import build_model
+    from .models.resnet import build_model
     return build_model(arch, device="meta")
 
 
@@ -167,10 +167,10 @@ def resnet_profile(arch: str, size: int) -> Profile:
 
 @lru_cache(maxsize=256)
 def lab_profile(name: str, residual: bool, setting: str, widths: tuple, size: int) -> Profile:
-    """``count`` for ``resnet.labs.lab_net``. A CIFAR net of n blocks per stage counts exactly what one of one
+    """``count`` for ``resnet.analysis.labs.lab_net``. A CIFAR net of n blocks per stage counts exactly what one of one
     block does plus n − 1 times the difference to two blocks (every further block is the same): ResNet-1202
     is counted in milliseconds instead of the seconds a 1202-layer meta pass takes."""
-    from .labs import CIFAR_NETS, lab_net
+    from .analysis.labs import CIFAR_NETS, lab_net
     if name not in CIFAR_NETS:
         with _META_LOCK:
             return count(lab_net(name, residual, setting=setting, widths=widths, device="meta"), size)
@@ -184,7 +184,7 @@ def lab_profile(name: str, residual: bool, setting: str, widths: tuple, size: in
 
 @lru_cache(maxsize=64)
 def _cifar_profile(n: int, residual: bool, setting: str, widths: tuple, size: int) -> Profile:
-    from .labs import SETTINGS, CifarResNet, _strip_batchnorm
+    from .analysis.labs import SETTINGS, CifarResNet, _strip_batchnorm
     with torch.device("meta"):
         net = CifarResNet(n, residual, 10, widths)
     if not SETTINGS[setting].batchnorm:
@@ -317,7 +317,7 @@ def finetune_estimate(cfg, n_images: int | None = None, *, n_train: int | None =
     or an evaluation pass at ``EVAL_BATCH``, whichever is larger).
     """
     from .finetune import cache_plan  # the engine's own decision of what is cached
-    from .transfer import STRATEGIES
+    from .models.transfer import STRATEGIES
     cfg = cfg.validated()
     dev = torch.device(device) if device is not None else devices.pick_device(cfg.device)
     on_gpu = dev.type != "cpu"
@@ -422,7 +422,7 @@ def check_finetune(cfg, n_images: int | None = None, *, n_train: int | None = No
     in order: memory (``machine_budget``), the decoded images and their features (``cfg.max_decoded_mb``, the
     operator's ``RESNET_MAX_DATASET_MB``), work. The setting offered in the message fits all three.
     """
-    from .model import ARCHS
+    from .models.resnet import ARCHS
     cfg = cfg.validated()
     dev = torch.device(device) if device is not None else devices.pick_device(cfg.device)
     budget = machine_budget(dev)
@@ -568,7 +568,7 @@ def gradient_flow_estimate(nets, settings, batch_size: int, sizes: dict) -> tupl
 def check_gradient_flow(nets, settings, batch_size, image_size=None) -> tuple[tuple, tuple, int, dict]:
     """Validate the gradient-flow lab's settings (lists from the API deduplicated and capped) and refuse what
     is over the budget; returns (nets, settings, batch size, input size per net)."""
-    from .labs import LAB_NETS, SETTINGS, default_size
+    from .analysis.labs import LAB_NETS, SETTINGS, default_size
     nets = choices(nets, LAB_NETS, "networks")
     settings = choices(settings, tuple(SETTINGS), "settings")
     batch_size = whole(batch_size, 2, 256, "batch size")
@@ -594,7 +594,7 @@ def race_estimate(steps: int, batch_size: int, nets, n_images: int, widths) -> t
 def check_training_race(steps, batch_size, nets, n_images, widths) -> tuple[int, int, tuple, int, tuple]:
     """Validate (racers deduplicated, at most 8) and budget the training race; returns (steps, batch size,
     racers, images, widths)."""
-    from .labs import LAB_NETS
+    from .analysis.labs import LAB_NETS
     steps = whole(steps, 1, 5000, "number of steps")
     batch_size = whole(batch_size, 2, 256, "batch size")
     n_images = whole(n_images, 8, 4096, "number of images")
@@ -620,7 +620,7 @@ def check_training_race(steps, batch_size, nets, n_images, widths) -> tuple[int,
 
 def check_deep_network(name, batch_size, image_size, setting) -> tuple[int, int]:
     """Validate and budget the 1000-layer lab (two nets, one after the other); returns (batch size, image size)."""
-    from .labs import CIFAR_NETS, SETTINGS
+    from .analysis.labs import CIFAR_NETS, SETTINGS
     if name not in CIFAR_NETS:
         raise error(BadSetting, "budget.deep.net", allowed=", ".join(CIFAR_NETS))
     if setting not in SETTINGS:

@@ -5,11 +5,11 @@ import argparse
 import json
 import sys
 
-from .model import ARCHS
+from .models.resnet import ARCHS
 
 
 def cmd_table(args) -> int:
-    from .summary import format_table, layer_table, totals
+    from .analysis.summary import format_table, layer_table, totals
     table = layer_table(args.arch, args.image_size, stride_in_1x1=args.stride_in_1x1)
     if args.json:
         print(json.dumps({"arch": args.arch, "image_size": args.image_size, "stride_in_1x1": args.stride_in_1x1,
@@ -20,8 +20,8 @@ def cmd_table(args) -> int:
 
 
 def cmd_classify(args) -> int:
-    from .images import BadImage
-    from .model import build_model
+    from .preprocess import BadImage
+    from .models.resnet import build_model
     from .predict import classify
     from .weights import WeightsUnavailable, load_pretrained
     try:

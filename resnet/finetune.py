@@ -44,9 +44,9 @@ from .data import (DamagedImage, DatasetError, ImageSet, decode_transform, eval_
                    targets, train_transform)
 from .errors import BadSetting
 from .i18n import Text, error
-from .model import ARCHS, build_model, from_state
+from .models.resnet import ARCHS, build_model, from_state
 from .train.engine import EVAL_BATCH, Shard, Totals, adamw_cosine, evaluate, precise_bn, state_checksum
-from .transfer import STRATEGIES, TransferNet, frozen_features, prepare, save_export
+from .models.transfer import STRATEGIES, TransferNet, frozen_features, prepare, save_export
 from .weights import WeightsUnavailable, load_pretrained
 
 # Documented limits of the numeric settings (the UI and the CLI both check these): (lowest, highest), inclusive.

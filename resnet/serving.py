@@ -12,7 +12,7 @@ from torch import nn
 
 from . import config, downloads
 from . import device as devices
-from .model import build_model
+from .models.resnet import build_model
 from .i18n import t
 from .weights import WeightsNotFound, WeightsUnavailable, download, load_pretrained, weights_url
 
@@ -39,7 +39,7 @@ class Settings:
 
 
 def _known_arch(arch: str) -> str:
-    from .model import ARCHS
+    from .models.resnet import ARCHS
     if arch not in ARCHS:
         config.log.warning("ignoring RESNET_DEFAULT_ARCH=%r (not one of %s)", arch, ", ".join(ARCHS))
         return config.SETTINGS["RESNET_DEFAULT_ARCH"].default

@@ -24,7 +24,7 @@ from torchvision.models import get_model_weights
 from . import config, downloads
 from .downloads import file_sha256 as sha256
 from .errors import WeightsUnavailable
-from .model import ARCHS, build_model
+from .models.resnet import ARCHS, build_model
 
 log = logging.getLogger("resnet.weights")
 HASH_IN_NAME = re.compile(r"-([a-f0-9]{8,64})\.")  # torch.hub's convention: <name>-<sha256 prefix>.<ext>

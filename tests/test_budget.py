@@ -17,11 +17,12 @@ import torch
 from PIL import Image
 
 import resnet.finetune as finetune
-from resnet import budget, labs
+from resnet import budget
+from resnet.analysis import labs
 from resnet.budget import BudgetExceeded, check_finetune
 from resnet.finetune import LIMITS, FinetuneConfig
-from resnet.images import to_rgb
-from resnet.model import ARCHS, build_model
+from resnet.preprocess import to_rgb
+from resnet.models.resnet import ARCHS, build_model
 
 pytestmark = pytest.mark.unit
 

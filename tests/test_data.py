@@ -85,7 +85,7 @@ def test_plain_synthetic_keeps_only_the_geometry():
 
 def test_one_painter_draws_every_shape_for_both_sets():
     """data.py's painter serves the synthetic set (its first classes) and the labs' shapes set (all of them)."""
-    from resnet import labs
+    from resnet.analysis import labs
     assert labs.SHAPES is data.SHAPES and len(set(data.SHAPES)) == len(data.SHAPES) == 8
     assert data.synthetic(16, image_size=32).classes == list(data.SHAPES[:4])
     x, y = labs.shapes_dataset(16, 32, 0)

@@ -8,12 +8,12 @@ import pytest
 import torch
 from torch import nn
 
-from resnet import labs
+from resnet.analysis import labs
 from resnet.data import decode_transform, synthetic, train_transform
 from resnet.finetune import FinetuneConfig, run
-from resnet.model import build_model
-from resnet.summary import _measure, layer_table
-from resnet.transfer import prepare
+from resnet.models.resnet import build_model
+from resnet.analysis.summary import _measure, layer_table
+from resnet.models.transfer import prepare
 
 pytestmark = pytest.mark.unit
 

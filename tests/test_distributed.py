@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from resnet.transfer import load_export
+from resnet.models.transfer import load_export
 
 pytestmark = pytest.mark.unit
 

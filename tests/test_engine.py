@@ -19,7 +19,7 @@ import torch.nn.functional as F
 from gradio_client import Client, handle_file
 
 from resnet.data import decode_transform, eval_transform, load_dataset, synthetic, targets
-from resnet.transfer import load_export
+from resnet.models.transfer import load_export
 from resnet.weights import read_state_dict
 
 ROOT = Path(__file__).resolve().parent.parent

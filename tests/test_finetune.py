@@ -17,7 +17,7 @@ from resnet import WeightsUnavailable, build_model, classify
 from resnet.data import DatasetError, decode_transform, eval_transform, load_dataset, synthetic, targets
 from resnet.finetune import LIMITS, FinetuneConfig, RunResult, check_setting, run
 from resnet.plots_training import training_figure
-from resnet.transfer import STRATEGIES, TransferNet, frozen_features, load_export, prepare
+from resnet.models.transfer import STRATEGIES, TransferNet, frozen_features, load_export, prepare
 from resnet.weights import read_state_dict
 
 pytestmark = pytest.mark.unit

@@ -5,7 +5,7 @@ import pytest
 import torch
 from gradio_client import handle_file
 
-from resnet.transfer import load_export
+from resnet.models.transfer import load_export
 
 pytestmark = pytest.mark.served
 

@@ -6,7 +6,8 @@ import pytest
 import torch
 from torch import nn
 
-from resnet import labs, plots_labs
+from resnet.analysis import labs
+from resnet import plots_labs
 from resnet.fonts import use_cjk_fallback
 from resnet.i18n import table
 

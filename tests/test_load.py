@@ -254,7 +254,7 @@ SESSIONS = {  # zip name → (classes, strategies, colour family): three student
 
 
 def test_three_concurrent_finetunes_each_see_only_their_own_results(served, tmp_path, photos):
-    from resnet.transfer import load_export
+    from resnet.models.transfer import load_export
     zips = {name: corpus.dataset_zip(tmp_path / f"{name}.zip", classes, per_class=5, offset=offset)
             for name, (classes, _, offset) in SESSIONS.items()}
     clients = {name: Client(served.url, verbose=False) for name in SESSIONS}

@@ -9,7 +9,7 @@ import torch
 from PIL import Image
 
 import resnet
-from resnet.images import BadImage, open_image
+from resnet.preprocess import BadImage, open_image
 from resnet.weights import categories
 
 pytestmark = pytest.mark.unit

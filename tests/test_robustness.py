@@ -27,7 +27,7 @@ from PIL import Image
 
 import corpus
 import resnet
-from resnet.images import BadImage, open_image
+from resnet.preprocess import BadImage, open_image
 
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -80,25 +80,25 @@ def test_odd_images_open_as_rgb_the_right_way_up(images):
 PROBE = r"""
 import json, os, resource, sys, time
 from PIL import Image
-from resnet import images  # its pixel limit is read from the environment each time an image is opened
+from resnet import preprocess  # its pixel limit is read from the environment each time an image is opened
 
 out = {}
 before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
 t = time.perf_counter()
 try:
-    images.open_image(sys.argv[2])
-except images.BadImage as e:
+    preprocess.open_image(sys.argv[2])
+except preprocess.BadImage as e:
     out["bomb"] = str(e)
 out["bomb_seconds"] = time.perf_counter() - t
 out["bomb_peak_mb"] = (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) / 1024
 for setting in ("default", "10000", "lots"):
     if setting != "default":
         os.environ["RESNET_MAX_IMAGE_PIXELS"] = setting
-    res = out[setting] = {"max_pixels": images.pixel_limit()}
+    res = out[setting] = {"max_pixels": preprocess.pixel_limit()}
     for w, h in ((200, 100), (100, 100)):
         try:
-            res[f"{w}x{h}"] = list(images.open_image(Image.new("RGB", (w, h))).size)
-        except images.BadImage as e:
+            res[f"{w}x{h}"] = list(preprocess.open_image(Image.new("RGB", (w, h))).size)
+        except preprocess.BadImage as e:
             res[f"{w}x{h}"] = str(e)
 print(json.dumps(out))
 """

@@ -7,7 +7,7 @@ import pytest
 from torchvision.models import get_model_weights
 
 import resnet
-from resnet.summary import totals
+from resnet.analysis.summary import totals
 
 pytestmark = pytest.mark.unit
 
@@ -69,7 +69,7 @@ def test_counted_macs_equal_torchs_flop_counter(arch):
     """Our hook count agrees with torch.utils.flop_counter (2 FLOPs per multiply-add) on every row."""
     import torch
     from torch.utils.flop_counter import FlopCounterMode
-    from resnet.summary import _rows
+    from resnet.analysis.summary import _rows
     model = resnet.build_model(arch).eval()
     table = resnet.layer_table(arch, 128)
     x = torch.zeros(1, 3, 128, 128)
@@ -87,7 +87,7 @@ def test_layer_table_is_exact_while_other_threads_compute():
     and their autograd must keep working (a process-wide FLOP-counting mode broke both)."""
     import threading
     import torch
-    from resnet.summary import _measure
+    from resnet.analysis.summary import _measure
     _measure.cache_clear()
     alone = resnet.layer_table("resnet18", 96)
     model = resnet.build_model("resnet18")
@@ -123,7 +123,7 @@ def test_layer_table_is_counted_on_the_meta_device_in_milliseconds():
     from torch.utils._python_dispatch import TorchDispatchMode
     from torch.utils._pytree import tree_leaves
 
-    from resnet.summary import _measure
+    from resnet.analysis.summary import _measure
 
     class Devices(TorchDispatchMode):
         seen: set = set()

@@ -7,9 +7,9 @@ import gradio as gr
 
 from ..errors import BadSetting
 from ..i18n import error, has, t
-from ..model import ARCHS
+from ..models.resnet import ARCHS
 from ..plots import block_diagram
-from ..summary import display_rows, layer_table, totals
+from ..analysis.summary import display_rows, layer_table, totals
 from .common import arch_choices, friendly, lang
 
 HEADER_KEYS = ("arch.col.layer", "arch.col.output_size", "arch.col.block", "arch.col.params", "arch.col.macs")

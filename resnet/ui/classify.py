@@ -5,7 +5,7 @@ import gradio as gr
 
 from ..errors import BadSetting
 from ..i18n import error, t
-from ..model import ARCHS
+from ..models.resnet import ARCHS
 from ..predict import classify
 from .common import arch_choices, example_photos, friendly, lang, payload_path, weights_reason
 

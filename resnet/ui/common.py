@@ -129,7 +129,7 @@ def weights_reason(entry, L: str) -> str:
 
 
 def arch_choices() -> list[tuple[str, str]]:
-    from ..model import ARCHS
+    from ..models.resnet import ARCHS
     return [(spec.title, name) for name, spec in ARCHS.items()]
 
 
@@ -137,7 +137,7 @@ def payload_path(value, lang: str = "en") -> str | None:
     """The path of a file the visitor uploaded, from a raw (``preprocess=False``) payload; None when empty.
 
     Anything that was not uploaded through this server is refused (``uploads.uploaded_path`` decides). File
-    inputs skip Gradio's own decoding so that ``resnet.images.open_image`` alone reads the bytes: one place for
+    inputs skip Gradio's own decoding so that ``resnet.preprocess.open_image`` alone reads the bytes: one place for
     size limits, EXIF orientation and clear messages about broken files.
     """
     path = uploaded_path(value, lang)

@@ -5,9 +5,9 @@ import gradio as gr
 import gradio.media
 
 from ..errors import BadSetting
-from ..features import ALL_STAGES, feature_maps, grad_cam, model_view, resolve_target, stage_info, to_input
+from ..analysis.features import ALL_STAGES, feature_maps, grad_cam, model_view, resolve_target, stage_info, to_input
 from ..i18n import error, has, t
-from ..model import ARCHS
+from ..models.resnet import ARCHS
 from ..plots_features import cam_overlay, feature_grid
 from ..predict import model_categories
 from .common import arch_choices, example_photos, friendly, lang, payload_path

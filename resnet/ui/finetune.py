@@ -13,7 +13,7 @@ from ..finetune import LIMITS, FinetuneConfig, run
 from ..i18n import Text, error, t
 from ..plots_training import training_figure
 from ..predict import classify
-from ..transfer import STRATEGIES, load_export
+from ..models.transfer import STRATEGIES, load_export
 from . import disk
 from .common import arch_choices, early, friendly, lang, on_gpu, payload_path
 

@@ -1,6 +1,6 @@
 """Labs tab: the note's highlights as experiments to run in class, one section each.
 
-Callbacks only translate between widgets and ``resnet.labs``; the figures come from ``resnet.plots_labs``.
+Callbacks only translate between widgets and ``resnet.analysis.labs``; the figures come from ``resnet.plots_labs``.
 """
 from __future__ import annotations
 
@@ -8,7 +8,8 @@ import math
 
 import gradio as gr
 
-from .. import budget, labs
+from .. import budget
+from ..analysis import labs
 from .. import plots_labs as plots
 from ..errors import BadSetting
 from ..i18n import error, t

@@ -20,10 +20,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .i18n import LANGS, t
-from .model import build_model
-from .predict import model_categories, model_transforms, to_batch
-from .preprocess import open_image, to_view, transform
+from ..i18n import LANGS, t
+from ..models.resnet import build_model
+from ..predict import model_categories, model_transforms, to_batch
+from ..preprocess import open_image, to_view, transform
 
 # The stages the feature-map view offers, in the paper's names (the model's points): conv1 is the 7×7 conv's
 # output after BN and ReLU (112×112 at 224 px), i.e. *before* the 3×3 max pool, as in the paper's Table 1.

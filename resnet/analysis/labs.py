@@ -16,14 +16,14 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from . import budget
-from .errors import BadSetting
-from .i18n import error
-from .data import SHAPES, paint
-from .preprocess import open_image, transform
-from .model import ARCHS, BasicBlock, StageWalk, build_model, conv1x1, init_weights
+from .. import budget
+from ..errors import BadSetting
+from ..i18n import error
+from ..data import SHAPES, paint
+from ..preprocess import open_image, transform
+from ..models.resnet import ARCHS, BasicBlock, StageWalk, build_model, conv1x1, init_weights
 from .summary import layer_table, run_counting_macs, totals
-from .train.engine import Trainer, precise_bn
+from ..train.engine import Trainer, precise_bn
 
 # --------------------------------------------------------------------------------------------------
 # The built-in shapes set: every shape ``resnet.data``'s painter draws, one class each, drawn from a seed.
@@ -68,7 +68,7 @@ class CifarResNet(StageWalk):
     projection convs). Projection shortcuts (1×1 conv + BN) are used where the shape changes.
     """
 
-    # The same walk and point names as the ImageNet ResNet (``resnet.model.StageWalk``): a 3×3 stem, no max pool.
+    # The same walk and point names as the ImageNet ResNet (``resnet.models.resnet.StageWalk``): a 3×3 stem, no max pool.
     points = {"conv1": ("conv1", "bn1", "relu"), "conv2_x": ("layer1",), "conv3_x": ("layer2",),
               "conv4_x": ("layer3",), "avgpool": ("avgpool", "flatten"), "fc": ("fc",)}
 

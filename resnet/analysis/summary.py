@@ -11,7 +11,7 @@ from functools import lru_cache
 import torch
 from torch import nn
 
-from .model import ARCHS, STAGE_WIDTHS, STAGES, BasicBlock, bottleneck_width, build_model
+from ..models.resnet import ARCHS, STAGE_WIDTHS, STAGES, BasicBlock, bottleneck_width, build_model
 
 
 def block_text(arch: str, stage: int, *, stride_in_1x1: bool = False) -> str:

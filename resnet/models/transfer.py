@@ -22,9 +22,9 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from .i18n import LANGS, t
-from .model import POINTS, ResNet, build_model, from_state, seeded_linear
-from .weights import WeightsCorrupt, load_state_dict_checked
+from ..i18n import LANGS, t
+from .resnet import POINTS, ResNet, build_model, from_state, seeded_linear
+from ..weights import WeightsCorrupt, load_state_dict_checked
 
 CACHE_POINTS = ("conv4_x", "avgpool", "fc")  # where a frozen part can end, in the order a forward pass reaches them
 
@@ -197,7 +197,7 @@ def save_export(net: TransferNet | ResNet, path: str | os.PathLike, *, classes: 
 
 def load_export(path: str | os.PathLike) -> tuple[ResNet, dict]:
     """A fine-tuned model written by ``save_export`` (eval mode, class names and eval transform attached)."""
-    from .data import eval_transform
+    from ..data import eval_transform
     path = Path(path)
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)

@@ -1,0 +1,1 @@
+"""Models: the ImageNet ResNet family (``resnet``) and the transfer-learning strategies on top of it (``transfer``)."""
