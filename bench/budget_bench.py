@@ -34,6 +34,31 @@ def refusal_seconds(url: str, api: str, data: list) -> tuple[float, int, str]:
     return time.perf_counter() - t0, r.status_code, r.text
 
 
+def largest_admitted(arch: str):
+    """The admitted one-epoch ``all`` run of ``arch`` with the largest estimated memory: per image size (largest
+    first), the largest batch the budget admits."""
+    best = None
+    for size in range(512, 31, -32):
+        lo, hi = 0, 256
+        while lo < hi:  # the largest admitted batch at this size (admission is monotone in the batch size)
+            mid = (lo + hi + 1) // 2
+            try:
+                budget.check_finetune(FinetuneConfig(dataset="synthetic", arch=arch, strategies=("all",), epochs=1,
+                                                     image_size=size, batch_size=mid))
+                lo = mid
+            except budget.BudgetExceeded:
+                hi = mid - 1
+        if lo:
+            cfg = FinetuneConfig(dataset="synthetic", arch=arch, strategies=("all",), epochs=1, image_size=size,
+                                 batch_size=lo)
+            e = budget.check_finetune(cfg)
+            if best is None or e.memory > best[1].memory:
+                best = (cfg, e)
+            elif best is not None:
+                break  # smaller images only get smaller from here
+    return best
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--arch", default="resnext101_32x8d")
@@ -57,14 +82,12 @@ def main() -> None:
         print(f"fine-tune refusals, {len(times)} archs at 512 px, batch 256, 100 epochs: median "
               f"{statistics.median(times) * 1000:.0f} ms, max {max(times) * 1000:.0f} ms")
         print("offer:", re.search(r'"message":\s*"([^"]*)"', offer).group(1))
-        batch = int(re.search(r"; batch size (\d+)", offer).group(1))
-        cfg = FinetuneConfig(dataset="synthetic", arch=args.arch, strategies=("all",), epochs=1, image_size=512,
-                             batch_size=batch)
-        estimate = budget.check_finetune(cfg)
-        print(f"largest admitted: {args.arch}, all, 512 px, batch {batch}: estimated peak "
-              f"{estimate.memory / 2**20:.0f} MiB ({estimate.what}), work {estimate.work / 1e12:.1f} TMACs")
+        cfg, estimate = largest_admitted(args.arch)
+        print(f"largest admitted: {args.arch}, all, {cfg.image_size} px, batch {cfg.batch_size}, 1 epoch: estimated "
+              f"peak {estimate.memory / 2**20:.0f} MiB ({estimate.what}), work {estimate.work / 1e12:.1f} TMACs")
+        batch, size = cfg.batch_size, cfg.image_size
         client = Client(server.url, verbose=False)
-        job = client.submit("synthetic", None, ["all"], args.arch, 1, 512, batch, 0, api_name="/finetune")
+        job = client.submit("synthetic", None, ["all"], args.arch, 1, size, batch, 0, api_name="/finetune")
         peak, t0 = 0.0, time.perf_counter()
         while time.perf_counter() - t0 < args.seconds and not job.done():
             peak = max(peak, server.rss_mb())

@@ -329,7 +329,7 @@ def finetune_estimate(cfg, n_images: int | None = None, *, n_train: int | None =
     P = prof.total("params")
     views = 1 + cfg.augmented_views
     rows = n_train * views + n_val
-    r = round(s / 0.875)  # data.resize_size
+    r = round(s / 0.875)  # resnet.preprocess.recipe(size).resize
     u8, val_x = n * 3 * r * r, n_val * 3 * s * s * 4
     row_bytes = cache_row_bytes(prof)
     points, uncached, _ = cache_plan(cfg, row_bytes, rows)

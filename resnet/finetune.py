@@ -40,13 +40,13 @@ from torch.utils.data import Subset
 
 from . import budget, config
 from . import device as devices
-from .data import (DamagedImage, DatasetError, ImageSet, decode_transform, eval_transform, load_dataset,
-                   targets, train_transform)
+from .data import DamagedImage, DatasetError, ImageSet, load_dataset, targets
 from .errors import BadSetting
 from .i18n import Text, error
 from .models.resnet import ARCHS, build_model, from_state
 from .train.engine import EVAL_BATCH, Shard, Totals, adamw_cosine, evaluate, precise_bn, state_checksum
 from .models.transfer import STRATEGIES, TransferNet, frozen_features, prepare, save_export
+from .preprocess import transform
 from .weights import WeightsUnavailable, load_pretrained
 
 # Documented limits of the numeric settings (the UI and the CLI both check these): (lowest, highest), inclusive.
@@ -345,7 +345,7 @@ def _run(cfg: FinetuneConfig, cancel, t_run: float, data: _Data, shard: Shard) -
 def _decode(cfg, ds: ImageSet, data: _Data, result: RunResult, stopped, t_run: float) -> Iterator[Event]:
     """Decode and resize every image once; skip (and name) damaged ones."""
     t0 = time.perf_counter()
-    decode = decode_transform(cfg.image_size)
+    decode = transform("decode", cfg.image_size)
     damaged: list[DamagedImage] = []
     decoded = {}
     for split in ("train", "val"):
@@ -373,7 +373,7 @@ def _decode(cfg, ds: ImageSet, data: _Data, result: RunResult, stopped, t_run: f
         setattr(data, split + "_y", torch.tensor(kept, dtype=torch.long))
         images.clear()  # the stack is the one copy from here on
     del decoded
-    ev = eval_transform(cfg.image_size, decoded=True)
+    ev = transform("eval", cfg.image_size, decoded=True)
     data.val_x = torch.stack([ev(img) for img in data.val_u8])
     result.decode_seconds = time.perf_counter() - t0
 
@@ -409,8 +409,8 @@ def _cache(cfg, state, dev, data: _Data, result: RunResult, stopped, t_run: floa
     net = devices.prepare(from_state(cfg.arch, state), dev, cfg.image_size).eval()
     # The augmented views, if any, draw from their own seeded generator (never torch's global RNG).
     gen = torch.Generator().manual_seed(cfg.seed)
-    views = [eval_transform(cfg.image_size, decoded=True)]
-    views += [train_transform(cfg.image_size, decoded=True, generator=gen)] * cfg.augmented_views
+    views = [transform("eval", cfg.image_size, decoded=True)]
+    views += [transform("train", cfg.image_size, decoded=True, generator=gen)] * cfg.augmented_views
     n_train, n_val = len(data.train_u8), len(data.val_u8)
     row_bytes = budget.cache_row_bytes(budget.resnet_profile(cfg.arch, cfg.image_size))
     points, data.uncached, total_mb = cache_plan(cfg, row_bytes, n_train * len(views) + n_val)
@@ -477,7 +477,7 @@ def _train(cfg, name, state, pretrained, dev, data: _Data, result: RunResult, st
     else:
         x_train, y_train, x_val = data.train_u8, data.train_y, data.val_x
         features = "augmented images every step" + (", frozen part recomputed every step" if s.cache_point else "")
-    augment = train_transform(cfg.image_size, decoded=True, generator=gen)
+    augment = transform("train", cfg.image_size, decoded=True, generator=gen)
     bn_x = _bn_inputs(cfg, x_train, cached, data)
     # What the trained part sees, images or cached features (a small map or a vector), sets precision and layout.
     size = (x_train.shape[-1] if x_train.dim() == 4 else 1) if cached else cfg.image_size
@@ -534,7 +534,7 @@ def _bn_inputs(cfg, x_train: torch.Tensor, cached: bool, data: _Data) -> torch.T
     if cached:
         return x_train[pick]  # the first rows of a feature cache are the eval-transform view
     if data.bn_x is None:
-        ev = eval_transform(cfg.image_size, decoded=True)
+        ev = transform("eval", cfg.image_size, decoded=True)
         data.bn_x = torch.stack([ev(data.train_u8[i]) for i in pick.tolist()])
     return data.bn_x
 

@@ -19,6 +19,7 @@ from PIL import Image
 
 from resnet import data
 from resnet.data import DatasetError
+from resnet.preprocess import recipe, transform
 
 pytestmark = pytest.mark.unit
 
@@ -84,7 +85,7 @@ def test_plain_synthetic_keeps_only_the_geometry():
 
 
 def test_one_painter_draws_every_shape_for_both_sets():
-    """data.py's painter serves the synthetic set (its first classes) and the labs' shapes set (all of them)."""
+    """resnet.data's painter serves the synthetic set (its first classes) and the labs' shapes set (all of them)."""
     from resnet.analysis import labs
     assert labs.SHAPES is data.SHAPES and len(set(data.SHAPES)) == len(data.SHAPES) == 8
     assert data.synthetic(16, image_size=32).classes == list(data.SHAPES[:4])
@@ -100,17 +101,17 @@ def test_one_painter_draws_every_shape_for_both_sets():
 
 def test_transforms_eval_matches_decoded_path_and_train_is_random():
     img = data.synthetic(8, image_size=100).train[0][0]
-    e = data.eval_transform(64)(img)
+    e = transform("eval", 64)(img)
     assert e.shape == (3, 64, 64) and e.dtype == torch.float32 and -3 < float(e.mean()) < 3
-    decoded = data.decode_transform(64)(img)
-    assert decoded.dtype == torch.uint8 and decoded.shape == (3, data.resize_size(64), data.resize_size(64))
-    assert torch.allclose(data.eval_transform(64, decoded=True)(decoded), e)
+    decoded = transform("decode", 64)(img)
+    assert decoded.dtype == torch.uint8 and decoded.shape == (3, recipe(64).resize, recipe(64).resize)
+    assert torch.allclose(transform("eval", 64, decoded=True)(decoded), e)
     torch.manual_seed(0)
-    t1 = data.train_transform(64)(img)
-    t2 = data.train_transform(64)(img)
+    t1 = transform("train", 64)(img)
+    t2 = transform("train", 64)(img)
     torch.manual_seed(0)
     assert t1.shape == (3, 64, 64) and not torch.equal(t1, t2)
-    assert torch.equal(data.train_transform(64)(img), t1)
+    assert torch.equal(transform("train", 64)(img), t1)
 
 
 # ---------------------------------------------------------------- folders

@@ -9,11 +9,12 @@ import torch
 from torch import nn
 
 from resnet.analysis import labs
-from resnet.data import decode_transform, synthetic, train_transform
+from resnet.data import synthetic
 from resnet.finetune import FinetuneConfig, run
 from resnet.models.resnet import build_model
 from resnet.analysis.summary import _measure, layer_table
 from resnet.models.transfer import prepare
+from resnet.preprocess import transform
 
 pytestmark = pytest.mark.unit
 
@@ -67,8 +68,8 @@ def test_seeded_builds_repeat_and_leave_the_global_rng_alone():
     b = build_model("resnet18", 10, generator=torch.Generator().manual_seed(1), zero_init_residual=True)
     n1, n2 = prepare("head", "resnet18", 4, generator=torch.Generator().manual_seed(2)), \
         prepare("head", "resnet18", 4, generator=torch.Generator().manual_seed(2))
-    img = decode_transform(48)(synthetic(8, image_size=48).train[0][0])
-    views = [train_transform(32, decoded=True, generator=torch.Generator().manual_seed(4))(img) for _ in range(2)]
+    img = transform("decode", 48)(synthetic(8, image_size=48).train[0][0])
+    views = [transform("train", 32, decoded=True, generator=torch.Generator().manual_seed(4))(img) for _ in range(2)]
     nets = [labs.lab_net("cifar20", r, setting=s, seed=5) for r in (True, False) for s in labs.SETTINGS]
     assert torch.equal(torch.get_rng_state(), before)
     assert all(torch.equal(x, y) for x, y in zip(a.state_dict().values(), b.state_dict().values()))

@@ -18,8 +18,9 @@ import torch
 import torch.nn.functional as F
 from gradio_client import Client, handle_file
 
-from resnet.data import decode_transform, eval_transform, load_dataset, synthetic, targets
+from resnet.data import load_dataset, synthetic, targets
 from resnet.models.transfer import load_export
+from resnet.preprocess import transform
 from resnet.weights import read_state_dict
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -113,7 +114,7 @@ def test_two_processes_validate_on_exactly_the_validation_set_with_equal_batchno
     assert report["world_size"] == 2 and report["backend"] == "gloo"
     assert (report["dataset"]["n_train"], report["dataset"]["n_val"]) == (40, 9)
     ds = load_dataset(str(shapes_zip))  # the images as the engine reads them, in its order
-    dec, ev = decode_transform(32), eval_transform(32, decoded=True)
+    dec, ev = transform("decode", 32), transform("eval", 32, decoded=True)
     x, y = torch.stack([ev(dec(ds.val[i][0])) for i in range(len(ds.val))]), torch.tensor(targets(ds.val))
     for s in report["strategies"]:
         assert len(s["rank_checksums"]) == 2 and s["rank_checksums"][0] == s["rank_checksums"][1], s

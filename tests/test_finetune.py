@@ -14,9 +14,10 @@ import torch
 import torch.nn.functional as F
 
 from resnet import WeightsUnavailable, build_model, classify
-from resnet.data import DatasetError, decode_transform, eval_transform, load_dataset, synthetic, targets
+from resnet.data import DatasetError, load_dataset, synthetic, targets
 from resnet.finetune import LIMITS, FinetuneConfig, RunResult, check_setting, run
 from resnet.plots_training import training_figure
+from resnet.preprocess import transform
 from resnet.models.transfer import STRATEGIES, TransferNet, frozen_features, load_export, prepare
 from resnet.weights import read_state_dict
 
@@ -77,7 +78,7 @@ def test_limits_accept_their_bounds_and_config_checks_names():
 def test_cached_and_recomputed_features_match_and_give_the_same_first_step_gradients(checkpoint):
     state = read_state_dict(checkpoint)
     ds = synthetic(12, image_size=40, seed=5)
-    dec, ev = decode_transform(32), eval_transform(32, decoded=True)
+    dec, ev = transform("decode", 32), transform("eval", 32, decoded=True)
     x = torch.stack([ev(dec(ds.train[i][0])) for i in range(len(ds.train))])
     y = torch.tensor(targets(ds.train))
     backbone = build_model("resnet18")
@@ -104,7 +105,7 @@ def test_cached_validation_agrees_with_the_full_forward_pass(frozen_run):
     """The engine's val accuracy (computed on cached features) equals the exported model's on the images."""
     result = frozen_run[-1].result
     ds = synthetic(64, image_size=32, seed=0)
-    x = torch.stack([eval_transform(32)(ds.val[i][0]) for i in range(len(ds.val))])
+    x = torch.stack([transform("eval", 32)(ds.val[i][0]) for i in range(len(ds.val))])
     y = torch.tensor(targets(ds.val))
     for name in ("head", "replace", "last"):
         with torch.no_grad():
@@ -228,7 +229,7 @@ def test_closing_the_iterator_stops_and_frees(checkpoint):
 def test_exported_model_reloads_and_predicts_the_same(frozen_run, tmp_path):
     result: RunResult = frozen_run[-1].result
     images = [synthetic(8, image_size=32, seed=9).val[i][0] for i in range(2)]
-    x = torch.stack([eval_transform(32)(im) for im in images])
+    x = torch.stack([transform("eval", 32)(im) for im in images])
     for name in ("head", "last"):
         path = result.export(name, tmp_path / f"{name}.pt")
         model, meta = load_export(path)

@@ -197,7 +197,7 @@ def save_export(net: TransferNet | ResNet, path: str | os.PathLike, *, classes: 
 
 def load_export(path: str | os.PathLike) -> tuple[ResNet, dict]:
     """A fine-tuned model written by ``save_export`` (eval mode, class names and eval transform attached)."""
-    from ..data import eval_transform
+    from ..preprocess import transform
     path = Path(path)
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
@@ -209,5 +209,5 @@ def load_export(path: str | os.PathLike) -> tuple[ResNet, dict]:
     model = build_model(obj["arch"], int(obj["num_classes"]), device="meta").to_empty(device="cpu")
     load_state_dict_checked(model, obj["state_dict"], obj["arch"], path.name)
     model.categories = list(obj.get("classes") or [])
-    model.transforms = eval_transform(int(obj.get("image_size", 224)))
+    model.transforms = transform("eval", int(obj.get("image_size", 224)))
     return model.eval(), meta
