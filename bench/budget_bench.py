@@ -21,7 +21,7 @@ from gradio_client import Client
 from load_bench import Server, vm_hwm_mb
 
 from resnet import ARCHS, budget
-from resnet.finetune import FinetuneConfig
+from resnet.train.finetune import FinetuneConfig
 
 ALL = ["all", "last", "head", "replace", "scratch"]
 LABS = {"gradient_flow": [["cifar20", "cifar56", "cifar110", "resnet18", "resnet34"], ["none", "bn"], 64],

@@ -16,7 +16,7 @@ from pathlib import Path
 import torch
 
 from resnet.data import synthetic
-from resnet.finetune import FinetuneConfig, run
+from resnet.train.finetune import FinetuneConfig, run
 from resnet.models.transfer import STRATEGIES
 
 

@@ -316,7 +316,7 @@ def finetune_estimate(cfg, n_images: int | None = None, *, n_train: int | None =
     strategy's training (its network, gradients, AdamW state and autocast copies, one step's activations
     or an evaluation pass at ``EVAL_BATCH``, whichever is larger).
     """
-    from .finetune import cache_plan  # the engine's own decision of what is cached
+    from .train.finetune import cache_plan  # the engine's own decision of what is cached
     from .models.transfer import STRATEGIES
     cfg = cfg.validated()
     dev = torch.device(device) if device is not None else devices.pick_device(cfg.device)

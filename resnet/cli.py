@@ -64,11 +64,11 @@ def _has(arch: str) -> bool:
 
 
 def cmd_finetune(args) -> int:
-    from .distributed import launched_by_torchrun
+    from .train.distributed import launched_by_torchrun
     if launched_by_torchrun():  # torchrun --nproc_per_node=N -m resnet finetune …
-        from .distributed import run_cli as run_distributed
+        from .train.distributed import run_cli as run_distributed
         return run_distributed(args)
-    from .finetune import run_cli
+    from .train.finetune import run_cli
     return run_cli(args)
 
 

@@ -16,11 +16,11 @@ import pytest
 import torch
 from PIL import Image
 
-import resnet.finetune as finetune
+import resnet.train.finetune as finetune
 from resnet import budget
 from resnet.analysis import labs
 from resnet.budget import BudgetExceeded, check_finetune
-from resnet.finetune import LIMITS, FinetuneConfig
+from resnet.train.finetune import LIMITS, FinetuneConfig
 from resnet.preprocess import to_rgb
 from resnet.models.resnet import ARCHS, build_model
 
@@ -71,7 +71,7 @@ def test_activation_estimate_is_within_a_factor_of_two_of_what_autograd_keeps(ar
 PEAK = r"""
 import json, os, sys
 from resnet import budget
-from resnet.finetune import FinetuneConfig, run
+from resnet.train.finetune import FinetuneConfig, run
 
 def rss(key):
     return int(open("/proc/self/status").read().split(key + ":")[1].split()[0]) * 1024

@@ -10,7 +10,7 @@ from torch import nn
 
 from resnet.analysis import labs
 from resnet.data import synthetic
-from resnet.finetune import FinetuneConfig, run
+from resnet.train.finetune import FinetuneConfig, run
 from resnet.models.resnet import build_model
 from resnet.analysis.summary import _measure, layer_table
 from resnet.models.transfer import prepare

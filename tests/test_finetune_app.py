@@ -57,7 +57,7 @@ def test_stop_ends_a_long_run_and_the_server_takes_the_next(client):
 
 
 @pytest.mark.parametrize("change,expected", [
-    # The sliders' documented limits (resnet.finetune.LIMITS) are checked before the job joins the queue.
+    # The sliders' documented limits (resnet.train.finetune.LIMITS) are checked before the job joins the queue.
     ({"epochs": 0}, "epochs must be a whole number from 1 to 100, not 0"),
     ({"epochs": 10**6}, "epochs must be a whole number from 1 to 100, not 1000000"),
     ({"batch": 0}, "batch size must be a whole number from 1 to 256, not 0"),

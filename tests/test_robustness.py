@@ -331,7 +331,7 @@ def test_one_bad_photo_in_a_good_zip_is_skipped_counted_and_named(client, tmp_pa
                                     {"batch_size": 0}, {"lr": -0.01}, {"lr": float("nan")}, {"lr": float("inf")},
                                     {"lr": 10.0}, {"epochs": 2.5}, {"epochs": True}])
 def test_the_engine_refuses_settings_outside_its_documented_limits(change):
-    from resnet.finetune import LIMITS, FinetuneConfig
+    from resnet.train.finetune import LIMITS, FinetuneConfig
     name = next(iter(change))
     with pytest.raises(ValueError) as e:
         FinetuneConfig(**change).validated()

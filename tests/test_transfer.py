@@ -6,7 +6,7 @@ import torch
 import torchvision
 
 from resnet import build_model
-from resnet.finetune import FinetuneConfig, run
+from resnet.train.finetune import FinetuneConfig, run
 from resnet.models.transfer import (CACHE_POINTS, STRATEGIES, TransferNet, frozen_features, load_export, prepare,
                                     save_export)
 from resnet.weights import read_state_dict

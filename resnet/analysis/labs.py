@@ -22,8 +22,8 @@ from ..i18n import error
 from ..data import SHAPES, paint
 from ..preprocess import open_image, transform
 from ..models.resnet import ARCHS, BasicBlock, StageWalk, build_model, conv1x1, init_weights
-from .summary import layer_table, run_counting_macs, totals
 from ..train.engine import Trainer, precise_bn
+from .summary import layer_table, run_counting_macs, totals
 
 # --------------------------------------------------------------------------------------------------
 # The built-in shapes set: every shape ``resnet.data``'s painter draws, one class each, drawn from a seed.

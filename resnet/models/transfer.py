@@ -23,8 +23,8 @@ import torch
 from torch import nn
 
 from ..i18n import LANGS, t
-from .resnet import POINTS, ResNet, build_model, from_state, seeded_linear
 from ..weights import WeightsCorrupt, load_state_dict_checked
+from .resnet import POINTS, ResNet, build_model, from_state, seeded_linear
 
 CACHE_POINTS = ("conv4_x", "avgpool", "fc")  # where a frozen part can end, in the order a forward pass reaches them
 

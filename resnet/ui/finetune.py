@@ -9,7 +9,7 @@ import gradio as gr
 
 from .. import budget
 from ..errors import BadSetting
-from ..finetune import LIMITS, FinetuneConfig, run
+from ..train.finetune import LIMITS, FinetuneConfig, run
 from ..i18n import Text, error, t
 from ..plots_training import training_figure
 from ..predict import classify

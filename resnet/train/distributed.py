@@ -16,7 +16,7 @@ import torch
 import torch.distributed as dist
 
 from .finetune import run_cli as run_finetune_cli
-from .train.engine import Shard
+from .engine import Shard
 
 
 def launched_by_torchrun() -> bool:

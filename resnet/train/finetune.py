@@ -5,7 +5,7 @@
     result = event.result        # the last event carries a RunResult: summaries, history, trained models
 
 This module prepares data and networks; training is ``resnet.train.engine`` (one step, one evaluation, precise
-BatchNorm, a cosine learning rate), the engine torchrun (``run(…, shard=)``, see ``resnet.distributed``) and the
+BatchNorm, a cosine learning rate), the engine torchrun (``run(…, shard=)``, see ``resnet.train.distributed``) and the
 labs use too.
 
 Why it is fast on a CPU: each image is decoded and resized once, and the frozen part of every strategy is
@@ -38,16 +38,16 @@ import torch
 from torch import nn
 from torch.utils.data import Subset
 
-from . import budget, config
-from . import device as devices
-from .data import DamagedImage, DatasetError, ImageSet, load_dataset, targets
-from .errors import BadSetting
-from .i18n import Text, error
-from .models.resnet import ARCHS, build_model, from_state
-from .train.engine import EVAL_BATCH, Shard, Totals, adamw_cosine, evaluate, precise_bn, state_checksum
-from .models.transfer import STRATEGIES, TransferNet, frozen_features, prepare, save_export
-from .preprocess import transform
-from .weights import WeightsUnavailable, load_pretrained
+from .. import budget, config
+from .. import device as devices
+from ..data import DamagedImage, DatasetError, ImageSet, load_dataset, targets
+from ..errors import BadSetting
+from ..i18n import Text, error
+from ..models.resnet import ARCHS, build_model, from_state
+from ..models.transfer import STRATEGIES, TransferNet, frozen_features, prepare, save_export
+from ..preprocess import transform
+from ..weights import WeightsUnavailable, load_pretrained
+from .engine import EVAL_BATCH, Shard, Totals, adamw_cosine, evaluate, precise_bn, state_checksum
 
 # Documented limits of the numeric settings (the UI and the CLI both check these): (lowest, highest), inclusive.
 LIMITS = {
@@ -278,7 +278,7 @@ def _strategy_seed(seed: int, name: str) -> int:
 def run(config: FinetuneConfig, *, cancel: threading.Event | None = None,
         shard: Shard = Shard()) -> Iterator[Event]:
     """Train each of ``config.strategies`` in turn, yielding events; the last one carries the ``RunResult``.
-    ``shard``: this process's part under torchrun (``resnet.distributed``); every rank runs this same code."""
+    ``shard``: this process's part under torchrun (``resnet.train.distributed``); every rank runs this same code."""
     cfg = config.validated()
     budget.check_finetune(cfg)  # before any data or weights are loaded (again below, once the data set is listed)
     t_run = time.perf_counter()
