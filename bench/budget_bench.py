@@ -24,8 +24,9 @@ from resnet import ARCHS, budget
 from resnet.train.finetune import FinetuneConfig
 
 ALL = ["all", "last", "head", "replace", "scratch"]
-LABS = {"gradient_flow": [["cifar20", "cifar56", "cifar110", "resnet18", "resnet34"], ["none", "bn"], 64],
-        "training_race": [600, 64, 0.05], "deep_network": [4, "bn"]}  # the page's largest settings
+# Over the page's limits (the largest settings the page allows fit this budget on most machines, and would run).
+LABS = {"gradient_flow": [["cifar20", "cifar56", "cifar110", "resnet18", "resnet34"], ["none", "bn"], 4096],
+        "training_race": [100_000, 64, 0.05], "deep_network": [512, "bn"]}
 
 
 def refusal_seconds(url: str, api: str, data: list) -> tuple[float, int, str]:
@@ -78,7 +79,7 @@ def main() -> None:
                 offer = text
         for api, data in LABS.items():
             s, status, text = refusal_seconds(server.url, api, data)
-            print(f"  {api} at its largest: HTTP {status} in {s * 1000:.0f} ms")
+            print(f"  {api} over its limits: HTTP {status} in {s * 1000:.0f} ms")
         print(f"fine-tune refusals, {len(times)} archs at 512 px, batch 256, 100 epochs: median "
               f"{statistics.median(times) * 1000:.0f} ms, max {max(times) * 1000:.0f} ms")
         print("offer:", re.search(r'"message":\s*"([^"]*)"', offer).group(1))

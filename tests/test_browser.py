@@ -133,7 +133,7 @@ def test_labs_gradient_flow(browser, app_server, tmp_path):
     page.close()
 
 
-# TODO(fine-tune tab: resnet/ui/finetune.py and assets/i18n/finetune.json, the training-engine engineer's files):
+# TODO(fine-tune tab: resnet/ui/tabs/finetune.py and assets/i18n/finetune.json, the training-engine engineer's files):
 # the English it still shows on a Chinese page is printed, not failed; set this to False once it is translated.
 FINETUNE_TOLERATED = False
 

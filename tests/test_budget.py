@@ -234,7 +234,7 @@ def test_each_lab_at_its_largest_settings_is_refused_at_once(lab, space):
 
 
 def test_the_labs_page_settings_are_admitted(space):
-    """The Labs tab's largest values (resnet/ui/labs.py), checked without running the labs."""
+    """The Labs tab's largest values (resnet/ui/tabs/labs.py), checked without running the labs."""
     nets, settings, batch, sizes = budget.check_gradient_flow(
         ["cifar20", "cifar56", "cifar110", "resnet18", "resnet34"], ["none", "bn"], 64)
     assert sizes == {"cifar20": 32, "cifar56": 32, "cifar110": 32, "resnet18": 64, "resnet34": 64}

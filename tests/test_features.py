@@ -13,7 +13,7 @@ from resnet.i18n import t
 from resnet.preprocess import transform
 from resnet.analysis.features import (ALL_STAGES, feature_maps, grad_cam, model_view, stage_info, strongest_channels,
                                       to_input)
-from resnet.plots_features import cam_overlay, feature_grid
+from resnet.ui.figures.features import cam_overlay, feature_grid
 from resnet.predict import model_categories, to_batch
 
 pytestmark = pytest.mark.unit

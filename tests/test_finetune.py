@@ -16,7 +16,7 @@ import torch.nn.functional as F
 from resnet import WeightsUnavailable, build_model, classify
 from resnet.data import DatasetError, load_dataset, synthetic, targets
 from resnet.train.finetune import LIMITS, FinetuneConfig, RunResult, check_setting, run
-from resnet.plots_training import training_figure
+from resnet.ui.figures.training import training_figure
 from resnet.preprocess import transform
 from resnet.models.transfer import STRATEGIES, TransferNet, frozen_features, load_export, prepare
 from resnet.weights import read_state_dict

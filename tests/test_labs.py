@@ -7,7 +7,7 @@ import torch
 from torch import nn
 
 from resnet.analysis import labs
-from resnet import plots_labs
+from resnet.ui.figures import labs as plots_labs
 from resnet.fonts import use_cjk_fallback
 from resnet.i18n import table
 

@@ -121,7 +121,7 @@ def test_forward_intermediates_is_the_forward_pass():
 
 def test_the_bottleneck_width_formula_serves_the_model_the_table_and_the_drawing():
     from resnet.models.resnet import bottleneck_width
-    from resnet.plots import block_layers
+    from resnet.ui.figures.blocks import block_layers
     for arch, width in (("resnet50", 64), ("resnext50_32x4d", 128), ("wide_resnet50_2", 128),
                         ("resnext101_32x8d", 256)):
         spec = resnet.ARCHS[arch]

@@ -11,7 +11,8 @@ from .. import device as devices
 from ..fonts import use_cjk_fallback
 from ..i18n import I18N_DIR, t, translations
 from ..serving import ModelCache, Settings
-from . import about, architecture, classify, disk, fairshare, features, finetune, labs
+from .tabs import about, architecture, classify, features, finetune, labs
+from . import disk, fairshare
 from .common import Context, lang
 from .uploads import UploadGuard
 

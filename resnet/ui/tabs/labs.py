@@ -1,6 +1,6 @@
 """Labs tab: the note's highlights as experiments to run in class, one section each.
 
-Callbacks only translate between widgets and ``resnet.analysis.labs``; the figures come from ``resnet.plots_labs``.
+Callbacks only translate between widgets and ``resnet.analysis.labs``; the figures come from ``resnet.ui.figures.labs``.
 """
 from __future__ import annotations
 
@@ -8,13 +8,13 @@ import math
 
 import gradio as gr
 
-from .. import budget
-from ..analysis import labs
-from .. import plots_labs as plots
-from ..errors import BadSetting
-from ..i18n import error, t
-from ..predict import model_categories
-from .common import early, example_photos, friendly, lang, payload_path
+from ... import budget
+from ...analysis import labs
+from ..figures import labs as plots
+from ...errors import BadSetting
+from ...i18n import error, t
+from ...predict import model_categories
+from ..common import early, example_photos, friendly, lang, payload_path
 
 FLOW_NETS = ("cifar20", "cifar56", "cifar110", "resnet18", "resnet34")  # labels: labs.net.<name>
 BN_LAYERS = ["bn1", "layer1.0.bn1", "layer2.0.bn1", "layer3.0.bn1", "layer4.0.bn1"]

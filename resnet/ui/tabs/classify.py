@@ -3,11 +3,11 @@ from __future__ import annotations
 
 import gradio as gr
 
-from ..errors import BadSetting
-from ..i18n import error, t
-from ..models.resnet import ARCHS
-from ..predict import classify
-from .common import arch_choices, example_photos, friendly, lang, payload_path, weights_reason
+from ...errors import BadSetting
+from ...i18n import error, t
+from ...models.resnet import ARCHS
+from ...predict import classify
+from ..common import arch_choices, example_photos, friendly, lang, payload_path, weights_reason
 
 
 def weights_banner(entry, L: str) -> str:

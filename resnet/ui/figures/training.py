@@ -8,7 +8,7 @@ from __future__ import annotations
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
-from .i18n import t
+from ...i18n import t
 
 # One colour per strategy, the same in every figure, so a class can follow "head" across runs.
 COLOURS = {"all": "#2b6cb0", "last": "#2f855a", "head": "#c05621", "replace": "#805ad5", "scratch": "#718096"}

@@ -8,9 +8,9 @@ import numpy as np
 from matplotlib.figure import Figure
 from matplotlib.patches import FancyArrowPatch, FancyBboxPatch
 
-from .i18n import t
-from .analysis.labs import (BatchStats, BlockCost, BNSteps, ConvCost, DeepResult, GradientProfile, RaceUpdate,
-                            TrainEval, net_depth)
+from ...i18n import t
+from ...analysis.labs import (BatchStats, BlockCost, BNSteps, ConvCost, DeepResult, GradientProfile, RaceUpdate,
+                              TrainEval, net_depth)
 
 DEPTH_COLOURS = {18: "#2b6cb0", 20: "#2b6cb0", 32: "#2f855a", 34: "#c05621", 56: "#c53030", 110: "#6b46c1",
                  1202: "#1a202c"}

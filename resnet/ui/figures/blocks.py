@@ -7,8 +7,8 @@ from __future__ import annotations
 from matplotlib.figure import Figure
 from matplotlib.patches import FancyArrowPatch, FancyBboxPatch
 
-from .i18n import t
-from .models.resnet import ARCHS, BasicBlock, bottleneck_width
+from ...i18n import t
+from ...models.resnet import ARCHS, BasicBlock, bottleneck_width
 
 LAYER_COLOURS = {"conv": "#dbe8ff", "bn": "#fff1c9", "relu": "#e2f5e1", "add": "#ffe1e1"}
 

@@ -4,13 +4,13 @@ from __future__ import annotations
 import gradio as gr
 import gradio.media
 
-from ..errors import BadSetting
-from ..analysis.features import ALL_STAGES, feature_maps, grad_cam, model_view, resolve_target, stage_info, to_input
-from ..i18n import error, has, t
-from ..models.resnet import ARCHS
-from ..plots_features import cam_overlay, feature_grid
-from ..predict import model_categories
-from .common import arch_choices, example_photos, friendly, lang, payload_path
+from ...errors import BadSetting
+from ...analysis.features import ALL_STAGES, feature_maps, grad_cam, model_view, resolve_target, stage_info, to_input
+from ...i18n import error, has, t
+from ...models.resnet import ARCHS
+from ..figures.features import cam_overlay, feature_grid
+from ...predict import model_categories
+from ..common import arch_choices, example_photos, friendly, lang, payload_path
 
 MIN_CHANNELS, MAX_CHANNELS, DEFAULT_CHANNELS = 4, 64, 16
 TOP_CLASS = "top class"  # the target value meaning "the class the network predicts" (its label: features.top_class)
@@ -127,5 +127,5 @@ def build(ctx) -> None:
 def target_choices(ctx) -> list:
     """"top class" first (its label translated in the browser), then the ImageNet class names (torchvision's
     metadata, English: the names the network was trained with; no model needed)."""
-    from ..weights import categories
+    from ...weights import categories
     return [(ctx("features.top_class"), TOP_CLASS)] + categories()

@@ -5,12 +5,12 @@ import re
 
 import gradio as gr
 
-from ..errors import BadSetting
-from ..i18n import error, has, t
-from ..models.resnet import ARCHS
-from ..plots import block_diagram
-from ..analysis.summary import display_rows, layer_table, totals
-from .common import arch_choices, friendly, lang
+from ...errors import BadSetting
+from ...i18n import error, has, t
+from ...models.resnet import ARCHS
+from ..figures.blocks import block_diagram
+from ...analysis.summary import display_rows, layer_table, totals
+from ..common import arch_choices, friendly, lang
 
 HEADER_KEYS = ("arch.col.layer", "arch.col.output_size", "arch.col.block", "arch.col.params", "arch.col.macs")
 VERSIONS = (("arch.version.v1", "v1"), ("arch.version.v15", "v1.5"))

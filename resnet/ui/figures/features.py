@@ -13,7 +13,7 @@ from matplotlib import colormaps
 from matplotlib.figure import Figure
 from PIL import Image
 
-from .analysis.features import strongest_channels
+from ...analysis.features import strongest_channels
 
 
 def feature_grid(fmap: torch.Tensor, n: int = 16, title: str = "") -> Figure:

@@ -7,15 +7,15 @@ from pathlib import Path
 
 import gradio as gr
 
-from .. import budget
-from ..errors import BadSetting
-from ..train.finetune import LIMITS, FinetuneConfig, run
-from ..i18n import Text, error, t
-from ..plots_training import training_figure
-from ..predict import classify
-from ..models.transfer import STRATEGIES, load_export
-from . import disk
-from .common import arch_choices, early, friendly, lang, on_gpu, payload_path
+from ... import budget
+from ...errors import BadSetting
+from ...train.finetune import LIMITS, FinetuneConfig, run
+from ...i18n import Text, error, t
+from ..figures.training import training_figure
+from ...predict import classify
+from ...models.transfer import STRATEGIES, load_export
+from .. import disk
+from ..common import arch_choices, early, friendly, lang, on_gpu, payload_path
 
 DATASETS = ("synthetic", "hymenoptera", "upload")  # labels: finetune.dataset_<name>
 DEFAULT_STRATEGIES = ["all", "last", "head"]
