@@ -1,7 +1,7 @@
 """One string table for the whole app, English and Simplified Chinese.
 
-Every sentence a visitor reads comes from ``assets/i18n/<area>.json`` (``{"key": {"en": "...", "zh-CN": "..."}}``),
-looked up one of two ways:
+Every sentence a visitor reads comes from ``resnet/assets/i18n/<area>.json``
+(``{"key": {"en": "...", "zh-CN": "..."}}``), looked up one of two ways:
 
 - static UI text (labels, buttons, choice labels, explanations) goes to Gradio's i18n (``gr.I18n(**translations())``)
   and is translated in the browser;
@@ -22,14 +22,8 @@ from pathlib import Path
 LANGS = ("en", "zh-CN")
 
 
-def _i18n_dir() -> Path:
-    """``assets/i18n`` inside the package (an installed copy) or beside it (the checkout)."""
-    here = Path(__file__).resolve().parent
-    candidates = (here / "assets" / "i18n", here.parent / "assets" / "i18n")
-    return next((d for d in candidates if d.is_dir()), candidates[-1])
-
-
-I18N_DIR = _i18n_dir()
+ASSETS = Path(__file__).resolve().parent / "assets"  # package data: the same in the checkout and an installed copy
+I18N_DIR = ASSETS / "i18n"
 
 
 @lru_cache(maxsize=1)

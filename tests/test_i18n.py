@@ -15,7 +15,7 @@ ROOT = Path(__file__).resolve().parent.parent
 CJK = re.compile(r"[\u4e00-\u9fff]")
 KEY_LIKE = re.compile(r"^[a-z][a-z_]*(\.[A-Za-z0-9_]+)+$")  # "labs.bn.title", "budget.offer.epochs.one"
 
-# TODO(fine-tune tab: resnet/ui/tabs/finetune.py, assets/i18n/finetune.json and engine.json, the training-engine
+# TODO(fine-tune tab: resnet/ui/tabs/finetune.py, resnet/assets/i18n/finetune.json and engine.json, the training-engine
 # engineer's files): the English they still show is tolerated by the checks below (on that tab only) and printed
 # as a TODO list (run with -s); when they are done, set FINETUNE_TOLERATED = False. Anything else fails.
 OTHERS = ("finetune.", "engine.")

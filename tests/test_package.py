@@ -22,9 +22,6 @@ import pytest
 
 from conftest import ROOT, free_port
 
-# Until the assets move into the package (resnet/assets/i18n/*.json, resnet/assets/style.css), the code looks for
-# them beside the checkout, so an installed copy serves a page without its strings and style.
-ASSETS_IN_PACKAGE = (ROOT / "resnet" / "assets").is_dir()
 CJK = re.compile(r"[\u4e00-\u9fff]")
 
 
@@ -113,8 +110,6 @@ def test_the_installed_app_serves_its_page_from_another_folder(installed_app):
 
 
 @pytest.mark.served
-@pytest.mark.skipif(not ASSETS_IN_PACKAGE, reason="needs the assets in the package (resnet/assets/i18n/*.json, "
-                    "resnet/assets/style.css), read from there by resnet.i18n and resnet.ui")
 def test_the_installed_app_has_its_strings_and_style(installed, installed_app):
     _, _, package, _, _ = installed
     assert list((package / "assets" / "i18n").glob("*.json")), "no string tables in the installed package"

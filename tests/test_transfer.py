@@ -47,7 +47,7 @@ def test_trainable_counts_are_exact(arch):
 def test_strategies_are_described_in_both_languages():
     assert list(STRATEGIES) == ["all", "last", "head", "replace", "scratch"]
     for s in STRATEGIES.values():
-        for text in (s.title, s.description):  # from assets/i18n (stages.json)
+        for text in (s.title, s.description):  # from resnet/assets/i18n (stages.json)
             assert text("en") and any("\u4e00" <= ch <= "\u9fff" for ch in text("zh-CN"))
         assert s.description().count(". ") == 0 and s.description().endswith(".")
         assert s.to_dict()["title"] == {"en": s.title("en"), "zh-CN": s.title("zh-CN")}

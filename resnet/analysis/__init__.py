@@ -1,1 +1,2 @@
-"""Analysis: the layer table (``summary``), feature maps and Grad-CAM (``features``), the labs' experiments (``labs``)."""
+"""Analysis: the layer table (``summary``), feature maps and Grad-CAM (``features``), the labs'
+experiments (``labs``)."""

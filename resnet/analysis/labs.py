@@ -68,7 +68,8 @@ class CifarResNet(StageWalk):
     projection convs). Projection shortcuts (1×1 conv + BN) are used where the shape changes.
     """
 
-    # The same walk and point names as the ImageNet ResNet (``resnet.models.resnet.StageWalk``): a 3×3 stem, no max pool.
+    # The same walk and point names as the ImageNet ResNet (``resnet.models.resnet.StageWalk``): a 3×3 stem, no max
+    # pool.
     points = {"conv1": ("conv1", "bn1", "relu"), "conv2_x": ("layer1",), "conv3_x": ("layer2",),
               "conv4_x": ("layer3",), "avgpool": ("avgpool", "flatten"), "fc": ("fc",)}
 

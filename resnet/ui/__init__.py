@@ -9,14 +9,13 @@ from starlette.middleware import Middleware
 
 from .. import device as devices
 from ..fonts import use_cjk_fallback
-from ..i18n import I18N_DIR, t, translations
+from ..i18n import ASSETS, t, translations
 from ..serving import ModelCache, Settings
 from .tabs import about, architecture, classify, features, finetune, labs
 from . import disk, fairshare
 from .common import Context, lang
 from .uploads import UploadGuard
 
-ASSETS = I18N_DIR.parent  # assets/: the strings' folder's parent, in the checkout or an installed copy
 TABS = (architecture, classify, features, finetune, labs, about)
 
 

@@ -25,7 +25,7 @@ def stage_meaning(row: dict, L: str) -> str:
     key = row.get("meaning_key") or f"stage.{row['stage']}.meaning"
     if has(key):
         return t(key, L)
-    meaning = row.get("meaning")  # a library without assets/i18n/stages.json: its own {"en", "zh-CN"} dict
+    meaning = row.get("meaning")  # a library without resnet/assets/i18n/stages.json: its own {"en", "zh-CN"} dict
     return (meaning.get(L) or meaning["en"]) if isinstance(meaning, dict) else str(meaning or "")
 
 
