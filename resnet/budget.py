@@ -474,7 +474,9 @@ def check_finetune(cfg, n_images: int | None = None, *, n_train: int | None = No
         size = _smaller_size(cfg, lambda v, guess: fits(only, guess, image_size=v))
         return out + ([Text("budget.offer.size", size=size)] if size else [])
 
-    options = offers(None) or offers(why)
+    options = offers(None)
+    whole = bool(options)  # an offer that meets every limit, or (below) one that meets this limit only
+    options = options or offers(why)
     if not options and why in ("memory", "work"):  # no one knob is enough: a smaller size, then the most that fits
         knob, lo = ("batch_size", 2) if why == "memory" else ("epochs", 1)
         size = _smaller_size(cfg, lambda v, guess: fits(why, guess, image_size=v, **{knob: lo}))
@@ -484,9 +486,10 @@ def check_finetune(cfg, n_images: int | None = None, *, n_train: int | None = No
             options.append(Text("budget.offer.at_size", offer=offer, size=size))
     if not options:
         smaller = next((ARCHS[a].title for a in ARCHS if a != cfg.arch and fits(None, arch=a)), None)
+        whole = smaller is not None
         options.append(Text("budget.offer.arch", title=smaller) if smaller else
                        Text("budget.offer.fewer_images") if known else Text("budget.offer.fewer_strategies"))
-    fits = _fits(*options[:2])
+    fits = _fits(*options[:2], whole=whole)
     title = ARCHS[cfg.arch].title
     images = Text("budget.images.one" if n_images == 1 else "budget.images", n=n_images)
     if why == "memory":
@@ -508,9 +511,11 @@ def _epochs(n: int) -> Text:
     return Text("budget.offer.epochs.one" if n == 1 else "budget.offer.epochs", n=n)
 
 
-def _fits(offer: Text, other: Text | None = None) -> Text:
-    """"batch size 8 fits." / "batch size 8 (or 96 px) fits."."""
-    return Text("budget.fits_or", offer=offer, other=other) if other else Text("budget.fits", offer=offer)
+def _fits(offer: Text, other: Text | None = None, *, whole: bool = True) -> Text:
+    """"batch size 8 fits." / "batch size 8 (or 96 px) fits."; an offer that meets only the limit named (another
+    limit would still refuse it) says so: "… brings it under this limit."."""
+    key = "budget.fits" if whole else "budget.fits_limit"
+    return Text(key + "_or", offer=offer, other=other) if other else Text(key, offer=offer)
 
 
 # The one-off phases of ``finetune_estimate`` that may be a run's largest, as the refusal names them.

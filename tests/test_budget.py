@@ -3,6 +3,7 @@ cases, every architecture at its largest settings refused in under a second with
 app's defaults and the labs' page settings admitted."""
 from __future__ import annotations
 
+import dataclasses
 import json
 import re
 import subprocess
@@ -157,7 +158,8 @@ def test_every_arch_at_its_largest_settings_is_refused_at_once_before_any_loadin
     seconds = time.perf_counter() - t
     msg = str(e.value)
     assert seconds < 1.0, (seconds, msg)
-    assert a_sentence(msg) and "fits" in msg and ("GB" in msg or "MB" in msg or "TMACs" in msg), msg
+    offers = "fits" in msg or "brings it under this limit" in msg  # the latter: another limit may speak next
+    assert a_sentence(msg) and offers and ("GB" in msg or "MB" in msg or "TMACs" in msg), msg
     if dataset == "upload":  # the count is not known yet: the refusal is about one training step
         assert "one training step" in msg and ARCHS[arch].title in msg
     # What the message offers is admitted (for an upload: its per-step part, the rest is checked once listed).
@@ -291,3 +293,21 @@ def test_wide_images_are_converted_without_a_float64_copy(mode):
     out = np.asarray(rgb)
     assert out.shape == (h, w, 3) and out[1:].min() == 0 and out.max() == 255
     assert abs(int(out[h // 2, w // 2, 0]) - 128) <= 1  # the middle of the ramp is mid grey
+
+
+def test_an_offer_that_meets_only_one_limit_says_so(monkeypatch):
+    """Memory and work both over: a batch size fixes the memory, never the work, so it is not called "fits"; an
+    offer that is called "fits" is admitted."""
+    from resnet.train.finetune import FinetuneConfig
+    monkeypatch.setenv("RESNET_MEMORY_BUDGET_MB", "12000")
+    monkeypatch.setenv("RESNET_WORK_BUDGET_TMACS", "60")
+    five = FinetuneConfig(dataset="synthetic", arch="resnext101_32x8d", strategies=("all", "last", "head", "replace", "scratch"), epochs=100,
+                          image_size=512, batch_size=256)
+    with pytest.raises(budget.BudgetExceeded, match=r"batch size \d+ .*brings it under this limit\.$"):
+        budget.check_finetune(five)
+    three = dataclasses.replace(five, strategies=("all", "last", "head"))
+    with pytest.raises(budget.BudgetExceeded) as e:
+        budget.check_finetune(three)
+    size = re.search(r"; (\d+) px fits\.$", str(e.value))
+    assert size, str(e.value)
+    assert budget.check_finetune(dataclasses.replace(three, image_size=int(size.group(1))))

@@ -312,7 +312,8 @@ def test_a_finetune_over_the_budget_is_refused_before_it_queues(app_server, monk
     r = post(app_server, "finetune", ["synthetic", None, ["all", "last", "head", "replace", "scratch"], arch, 100,
                                       512, 256, 0])
     seconds = time.perf_counter() - t0
-    assert r.status_code == 422 and "over this server's" in r.text and "fits" in r.text, r.text[:400]
+    assert r.status_code == 422 and "over this server's" in r.text, r.text[:400]
+    assert "fits" in r.text or "brings it under this limit" in r.text, r.text[:400]
     assert seconds < 3, seconds  # about 0.05–0.5 s here; generous for a busy CI machine
 
 
