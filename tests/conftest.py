@@ -11,7 +11,13 @@ import socket
 from pathlib import Path
 
 import pytest
-import torch
+
+# Torch's OpenMP threads sleep as soon as they wait instead of spinning. With other processes on the cores (a shared
+# 2-core machine, or tests beside their own servers) spinning made small training steps 10-30x slower: a tiny
+# fine-tune test took over 150 s instead of ~18 s at a load of 4. Read when torch loads, so set before its first
+# import; subprocesses (the CLI, torchrun, app.py) inherit it.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+import torch  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 TIERS = ("unit", "served", "browser", "load")
