@@ -10,14 +10,28 @@ playwright = pytest.importorskip("playwright.sync_api")
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 SCREENSHOTS = Path(__file__).resolve().parent.parent / "assets" / "screenshots"
 pytestmark = pytest.mark.skipif(not Path(CHROMIUM).exists(), reason="Chromium is not installed (.ci/run installs it)")
+# CI machines are busy: every expectation and action waits on its condition for up to a minute, never 5 s.
+WAIT_MS = 60_000
+playwright.expect.set_options(timeout=WAIT_MS)
 
 
 @pytest.fixture(scope="module")
 def browser():
     with playwright.sync_playwright() as p:
         b = p.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox", "--disable-dev-shm-usage"])
+        b.new_page = _patient(b.new_page)
         yield b
         b.close()
+
+
+def _patient(new_page):
+    """``browser.new_page`` whose pages wait up to ``WAIT_MS`` for every action and navigation."""
+    def make(*args, **kwargs):
+        page = new_page(*args, **kwargs)
+        page.set_default_timeout(WAIT_MS)
+        page.set_default_navigation_timeout(WAIT_MS)
+        return page
+    return make
 
 
 def shot(page, tmp_path: Path, name: str) -> Path:
@@ -182,7 +196,8 @@ def test_chinese_locale_shows_no_english(browser, app_server, tmp_path):
             for section in ("labs-deep", "labs-bn", "labs-group"):  # closed at first
                 page.locator(f"#{section} .label-wrap").first.click()
             playwright.expect(page.locator("#labs-group-button")).to_be_visible()
-        page.wait_for_timeout(300)  # the tab's panel is drawn
+        panel = page.locator("[role=tabpanel]:visible").first
+        playwright.expect(panel).not_to_be_empty()  # the tab's panel is drawn before its words are read
         english = english_on_page(page)
         if english:
             (tolerated if tab == "迁移学习" and FINETUNE_TOLERATED else found)[tab] = english
