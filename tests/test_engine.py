@@ -116,6 +116,9 @@ def test_two_processes_validate_on_exactly_the_validation_set_with_equal_batchno
     ds = load_dataset(str(shapes_zip))  # the images as the engine reads them, in its order
     dec, ev = transform("decode", 32), transform("eval", 32, decoded=True)
     x, y = torch.stack([ev(dec(ds.val[i][0])) for i in range(len(ds.val))]), torch.tensor(targets(ds.val))
+    last = next(s for s in report["strategies"] if s["strategy"] == "last")
+    assert last["pretrained"] is True  # the test's checkpoint was found through RESNET_WEIGHTS_DIR by every rank
+    assert last["trainable_params"] == 8_393_728 + 513 * len(report["classes"])  # conv5_x + a new fc
     for s in report["strategies"]:
         assert len(s["rank_checksums"]) == 2 and s["rank_checksums"][0] == s["rank_checksums"][1], s
         model, _ = load_export(tmp_path / f"resnet18-{s['strategy']}.pth")  # rank 0's
