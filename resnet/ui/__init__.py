@@ -37,6 +37,9 @@ def create_app(settings: Settings | None = None, models: ModelCache | None = Non
     settings = settings or Settings()
     torch.set_num_threads(settings.torch_threads)  # concurrent jobs share the cores instead of oversubscribing
     use_cjk_fallback()
+    # Gradio switches matplotlib's backend around every event, importing pyplot then; imported here, once, so
+    # that the first concurrent requests never import it in two threads at once (a circular-import error).
+    import matplotlib.pyplot  # noqa: F401
     models = models or ModelCache(settings.cache_mb, allow_download=settings.allow_download)
     i18n = gr.I18n(**translations())
     ctx = Context(settings, models, i18n)
