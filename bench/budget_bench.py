@@ -12,6 +12,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import re
 import statistics
 import time
@@ -65,7 +66,10 @@ def main() -> None:
     ap.add_argument("--arch", default="resnext101_32x8d")
     ap.add_argument("--seconds", type=float, default=240)
     args = ap.parse_args()
-    server = Server({"RESNET_JOBS_PER_ADDRESS": "1000"})
+    # The budget as it is now, fixed for the server and this script alike (free memory moves while we measure).
+    snapshot = str(budget.machine_budget().memory // 2**20)
+    os.environ["RESNET_MEMORY_BUDGET_MB"] = snapshot
+    server = Server({"RESNET_JOBS_PER_ADDRESS": "1000", "RESNET_MEMORY_BUDGET_MB": snapshot})
     try:
         idle = server.settled_rss_mb()
         print(f"budget here: {budget.machine_budget()}")
@@ -94,6 +98,11 @@ def main() -> None:
             peak = max(peak, server.rss_mb())
             time.sleep(0.05)
         status = job.status().progress_data
+        if job.done():
+            try:
+                job.result()
+            except Exception as e:  # refused or failed: say so instead of printing a meaningless peak
+                raise SystemExit(f"the run ended early: {e}")
         client.predict(api_name="/stop_finetune")
         hwm = vm_hwm_mb(server.proc.pid)
         print(f"after {time.perf_counter() - t0:.0f} s ({status[-1].desc if status else 'no progress yet'}): "
