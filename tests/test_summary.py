@@ -54,13 +54,15 @@ def test_bad_image_size_is_refused():
 
 
 def test_cli_table_json_and_text():
-    out = subprocess.run([sys.executable, "-m", "resnet", "table", "resnet18", "--json"],
-                         capture_output=True, text=True, check=True).stdout
+    # Both commands at once: each spends most of its time importing torch on one core.
+    json_run, text_run = (subprocess.Popen([sys.executable, "-m", "resnet", "table", *args], stdout=subprocess.PIPE,
+                                           text=True)
+                          for args in (["resnet18", "--json"], ["resnet152", "--stride-in-1x1"]))
+    out, text = json_run.communicate(timeout=120)[0], text_run.communicate(timeout=120)[0]
+    assert json_run.returncode == 0 and text_run.returncode == 0
     data = json.loads(out)
     assert data["rows"][0]["output_size"] == [112, 112]
     assert data["totals"]["params"] == 11_689_512
-    text = subprocess.run([sys.executable, "-m", "resnet", "table", "resnet152", "--stride-in-1x1"],
-                          capture_output=True, text=True, check=True).stdout
     assert "conv4_x" in text and "× 36" in text and "paper: 11.3 G" in text
 
 
