@@ -99,16 +99,20 @@ def early(check):
     """A Gradio validator made of ``check(*inputs, lang)``: it runs when a job asks to join the queue, so a
     request over a limit (a bad setting, a file that was not uploaded, the memory or work budget) is refused at
     once with the same sentence the job would give, in the visitor's language, instead of after waiting its turn."""
-    n = len(inspect.signature(check).parameters) - 1  # the event's inputs; the last parameter is the language
+    names = list(inspect.signature(check).parameters)[:-1]  # the event's inputs; the last parameter is the language
+    n = len(names)
+    # The page shows a refusal beside one input: the last visible one, just above the button that was pressed
+    # (the first would put a budget or setting refusal over the data set's choices).
+    shown = max(i for i, name in enumerate(names) if name != "state") if names else 0
 
     def validator(*args):
         inputs, request = args[:n], (args[n] if len(args) > n else None)
         L = lang(request)
+        verdicts = [gr.validate(True, "")] * len(inputs)
         try:
             check(*inputs, L)
-            verdicts = [gr.validate(True, "")] * len(inputs)
         except Exception as e:
-            verdicts = [gr.validate(False, _as_gr_error(e, L).message)] + [gr.validate(True, "")] * (len(inputs) - 1)
+            verdicts[shown] = gr.validate(False, _as_gr_error(e, L).message)
         return verdicts[0] if len(verdicts) == 1 else verdicts
 
     # Gradio passes the request only to a positional parameter annotated gr.Request: spell the signature out.
