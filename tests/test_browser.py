@@ -57,7 +57,17 @@ def no_error_toast(page) -> None:
 
 
 def open_tab(page, name: str) -> None:
-    page.get_by_role("tab", name=name).click()
+    """Click a tab until the page says it is selected: a click that lands while the app is still starting
+    (its first events running) can be lost, and then the tab's content never appears."""
+    tab = page.get_by_role("tab", name=name)
+    for _ in range(10):
+        tab.click()
+        try:
+            playwright.expect(tab).to_have_attribute("aria-selected", "true", timeout=6_000)
+            return
+        except AssertionError:
+            continue
+    playwright.expect(tab).to_have_attribute("aria-selected", "true")
 
 
 def choose(page, elem_id: str, option: str) -> None:
