@@ -27,10 +27,16 @@ class Context:
     models: ModelCache
     i18n: gr.I18n
     loads: list = field(default_factory=list)
+    links: list = field(default_factory=list)  # the tabs' Copy-link buttons (``resnet.ui.links``)
 
     def on_load(self, fn, inputs, outputs) -> None:
         """Run ``fn`` when a page opens, so that each tab shows something before the first click."""
         self.loads.append((fn, inputs, outputs))
+
+    def copy_link(self, tab: str) -> None:
+        """A "Copy link" button for tab ``tab``: the link to it with the settings on the page (``resnet.ui.links``)."""
+        from .links import copy_link_button
+        copy_link_button(self, tab)
 
     def __call__(self, key: str):
         """A translatable label for static UI text."""
