@@ -12,7 +12,7 @@ from ..fonts import use_cjk_fallback
 from ..i18n import ASSETS, t, translations
 from ..serving import ModelCache, Settings
 from .tabs import about, architecture, classify, features, finetune, labs
-from . import disk, fairshare
+from . import disk, fairshare, links
 from .common import Context, lang
 from .uploads import UploadGuard
 
@@ -51,11 +51,16 @@ def create_app(settings: Settings | None = None, models: ModelCache | None = Non
         def show_device(request: gr.Request):
             return device_line(models.device, lang(request))
         ctx.on_load(show_device, None, device)
-        with gr.Tabs():
+        # What a shared link changed or ignored (``resnet.ui.links``); hidden unless a link says something.
+        notice = gr.Markdown(visible=False, elem_id="link-notice")
+        with gr.Tabs(elem_id="tabs") as tabs:
             for tab in TABS:
                 tab.build(ctx)
+        # The link in the page's URL is read first; every other load event follows it, so that each tab's first
+        # results are computed with the link's settings.
+        restored = links.install(demo, tabs, notice, ctx.links, lang)
         for fn, inputs, outputs in ctx.loads:
-            demo.load(fn, inputs, outputs, api_visibility="private", **ctx.cheap)
+            restored.then(fn, inputs, outputs, api_visibility="private", **ctx.cheap)
     demo.queue(max_size=settings.max_queue)
     for fn in demo.fns.values():  # an event that does not say how it queues is a quick job
         if fn.queue and fn.concurrency_limit == "default":

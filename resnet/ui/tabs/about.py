@@ -6,3 +6,4 @@ def build(ctx) -> None:
     with gr.Tab(ctx("tab.about"), id="about"):
         for key in ("about.highlights", "about.batchnorm", "about.transfer", "about.groups"):
             gr.Markdown(ctx(key))
+        ctx.copy_link("about")

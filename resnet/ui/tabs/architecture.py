@@ -85,3 +85,4 @@ def build(ctx) -> None:
         for trigger in (size.submit, version.change):
             trigger(show_layer_table, inputs, outputs, api_visibility="private", **ctx.cheap)
         ctx.on_load(show_layer_table, inputs, outputs)
+        ctx.copy_link("architecture")

@@ -50,3 +50,4 @@ def build(ctx) -> None:
         button.click(fn, [image, arch], [top5, info], api_name="classify", preprocess=False, **ctx.quick)
         image.upload(fn, [image, arch], [top5, info], api_visibility="private", preprocess=False,
                      **ctx.quick)
+        ctx.copy_link("classify")

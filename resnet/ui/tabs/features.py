@@ -122,6 +122,7 @@ def build(ctx) -> None:
         fn = make_handler(ctx)
         button.click(fn, [image, arch, stage, n_channels, target], [grid, cam, info], api_name="feature_maps",
                      preprocess=False, **ctx.quick)
+        ctx.copy_link("features")
 
 
 def target_choices(ctx) -> list:

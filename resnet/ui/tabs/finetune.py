@@ -269,6 +269,7 @@ def build(ctx) -> None:
                     try_model = gr.Dropdown([], label=ctx("finetune.try_model"), elem_id="ft-try-model")
                     try_button = gr.Button(ctx("finetune.try_run"))
                 try_label = gr.Label(num_top_classes=5, label=ctx("finetune.try_label"))
+        ctx.copy_link("finetune")
 
         dataset.change(lambda d: gr.update(visible=d == "upload"), dataset, zip_file, api_visibility="private", queue=False)
         run_event = start.click(start_fn, [dataset, zip_file, strategies, arch, epochs, image_size, batch_size, lr, state],

@@ -318,3 +318,4 @@ def build(ctx) -> None:
             block_plot = gr.Plot(label=ctx("labs.group.block_plot"))
             group_button.click(run_group_conv, [cin, cout, groups, size], [cost_plot, block_plot, group_text],
                                api_name="group_conv", validator=early(check_group), **ctx.quick)
+        ctx.copy_link("labs")
