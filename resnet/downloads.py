@@ -17,6 +17,7 @@ from pathlib import Path
 
 from . import config
 from .errors import DownloadFailed
+from .i18n import error
 
 log = logging.getLogger("resnet.downloads")
 MAX_BACKOFF_S = 3600.0
@@ -62,10 +63,10 @@ def fetch(url: str, dst: Path, *, max_bytes: int, sha256_prefix: str | None = No
     Raises ``DownloadFailed`` (retry later) or ``HashMismatch`` (the file is not the expected one).
     """
     if not allowed_url(url):
-        raise DownloadFailed("Only https downloads are allowed; the configured mirror is not https.")
+        raise error(DownloadFailed, "download.https_only")
     wait = retry_in(url)
     if wait > 0:
-        raise DownloadFailed(f"The last download attempt failed; the next one is allowed in {wait / 60:.0f} min.")
+        raise error(DownloadFailed, "download.backoff", minutes=wait / 60)
     dst.parent.mkdir(parents=True, exist_ok=True)
     tmp = dst.with_name(dst.name + ".partial")
     timeout = config.get("RESNET_DOWNLOAD_TIMEOUT_S")
@@ -75,7 +76,7 @@ def fetch(url: str, dst: Path, *, max_bytes: int, sha256_prefix: str | None = No
             while chunk := r.read(1 << 20):
                 n += len(chunk)
                 if n > max_bytes:
-                    raise DownloadFailed(f"The download is larger than {max_bytes / 2**20:.0f} MiB; stopped.")
+                    raise error(DownloadFailed, "download.too_large", mb=max_bytes / 2**20)
                 out.write(chunk)
     except DownloadFailed:
         tmp.unlink(missing_ok=True)
@@ -85,14 +86,14 @@ def fetch(url: str, dst: Path, *, max_bytes: int, sha256_prefix: str | None = No
         tmp.unlink(missing_ok=True)
         _failed(url)
         log.warning("download of %s failed: %s", url, getattr(e, "reason", e))
-        raise DownloadFailed("The download failed (this server is probably offline).") from None
+        raise error(DownloadFailed, "download.offline") from None
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
     if sha256_prefix and not file_sha256(tmp).startswith(sha256_prefix.lower()):
         tmp.unlink(missing_ok=True)
         _failed(url)
-        raise HashMismatch("The downloaded file does not match its expected checksum; it was deleted.")
+        raise error(HashMismatch, "download.checksum")
     tmp.replace(dst)
     with _lock:
         _failures.pop(url, None)

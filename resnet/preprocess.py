@@ -30,6 +30,7 @@ from torchvision.transforms import InterpolationMode, v2
 
 from . import config
 from .errors import BadImage
+from .i18n import error
 
 def pixel_limit() -> int:
     """``RESNET_MAX_IMAGE_PIXELS`` (default 40 million, about a 7700×5200 photo), read when an image is opened."""
@@ -58,25 +59,23 @@ def open_image(source, *, max_pixels: int | None = None) -> Image.Image:
         elif isinstance(source, (str, os.PathLike)):
             p = Path(source)
             if not p.is_file():
-                raise BadImage("No image file was received.")
+                raise error(BadImage, "image.none")
             if p.stat().st_size == 0:
-                raise BadImage("The file is empty (0 bytes).")
+                raise error(BadImage, "image.empty")
         try:
             img = Image.open(source, formats=FORMATS)  # reads the header only
         except UnidentifiedImageError:
-            raise BadImage("This file is not an image format we can read (use JPEG, PNG, GIF, BMP or WebP).") from None
+            raise error(BadImage, "image.format") from None
         except Image.DecompressionBombError:
-            raise BadImage(f"The image is too large to decode safely (limit {limit:,} pixels).") from None
+            raise error(BadImage, "image.bomb", limit=limit) from None
         except Exception as e:  # OSError, or a damaged header's ValueError/struct.error from a decoder
             log.info("image header unreadable: %s: %s", type(e).__name__, e)
-            raise BadImage("The image could not be read: its file is damaged or not a supported picture.") from None
+            raise error(BadImage, "image.header") from None
     w, h = img.size
     if w * h > limit:
-        raise BadImage(f"The image is {w}×{h} = {w * h:,} pixels, over the limit of {limit:,}; "
-                       "please upload a smaller picture.")
+        raise error(BadImage, "image.too_many_pixels", w=w, h=h, pixels=w * h, limit=limit)
     if min(w, h) < 1 or max(w, h) > MAX_ASPECT * min(w, h):
-        raise BadImage(f"The image is {w}×{h} pixels, too long and thin to classify (more than {MAX_ASPECT}:1); "
-                       "please crop it.")
+        raise error(BadImage, "image.too_thin", w=w, h=h, ratio=MAX_ASPECT)
     try:
         img.seek(0)  # animated GIF/WebP: the first frame
         img.load()
@@ -84,7 +83,7 @@ def open_image(source, *, max_pixels: int | None = None) -> Image.Image:
         return to_rgb(img)
     except Exception as e:  # OSError, SyntaxError, ValueError, IndexError …: whatever a damaged file provokes
         log.info("image undecodable: %s: %s", type(e).__name__, e)
-        raise BadImage("The image is damaged or truncated and could not be decoded.") from None
+        raise error(BadImage, "image.damaged") from None
 
 
 def to_rgb(img: Image.Image) -> Image.Image:

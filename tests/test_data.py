@@ -141,7 +141,7 @@ def test_folder_skips_and_counts_non_images(tmp_path):
                                        "cats/.hidden.png": png_bytes(), ".DS_Store": b"x"})
     ds = data.from_folder(root)
     assert len(ds.train) + len(ds.val) == 6
-    assert ds.skipped == 3 and any("skipped" in n for n in ds.notes)
+    assert ds.skipped == 3 and any("skipped" in str(n) for n in ds.notes)
 
 
 # ---------------------------------------------------------------- zips

@@ -53,16 +53,109 @@ def test_the_chinese_strings_keep_only_names_units_code_and_the_glossarys_englis
     assert not mine, mine
 
 
+# ---------------------------------------------------------------------------- the glossary (../shared/GLOSSARY.md)
+
+# Words a Chinese string must not use, and the note's word to use instead.
+FORBIDDEN = {
+    "深度可分离": "逐通道卷积（depthwise）: depthwise-separable is another layer",
+    "评估模式": "验证模式（model.eval()）", "推理模式": "验证模式（model.eval()）",
+    "批次": "批大小 / 这一批", "批量大小": "批大小", "批尺寸": "批大小", "批处理大小": "批大小", "批规模": "批大小",
+    "批容量": "批大小", "batch大小": "批大小", "batch 大小": "批大小", "每批图片数": "批大小",
+    "批标准化": "批归一化（BN）", "批量归一化": "批归一化（BN）", "批量标准化": "批归一化（BN）", "批规范化": "批归一化（BN）",
+    "批正则化": "批归一化（BN）", "批处理归一化": "批归一化（BN）", "批次归一化": "批归一化（BN）",
+    "越深越好": "超深的网络结构（突破1000层）: the paper's 1202-layer net tests worse than its 110-layer one",
+    "快捷连接": "捷径连接", "跳跃连接": "捷径连接", "短路连接": "捷径连接", "跳连": "捷径连接", "跨层连接": "捷径连接",
+    "剩余块": "残差块", "残余": "残差",
+    "分组卷积": "组卷积",
+    "朴素网络": "普通网络（无捷径）", "平凡网络": "普通网络（无捷径）", "简单网络": "普通网络（无捷径）",
+    "梯度弥散": "梯度消失", "降级问题": "退化问题",
+    "特征映射": "特征图",
+    "验证精度": "验证准确率", "验证正确率": "验证准确率", "验证集准确率": "验证准确率", "验证集精度": "验证准确率",
+    "机会水平": "随机猜测水平", "随机水平": "随机猜测水平",
+    "从头训练": "从零训练（随机初始化）", "从头开始训练": "从零训练（随机初始化）",
+    "周期": "轮（epoch）", "时期": "轮（epoch）", "纪元": "轮（epoch）",
+    "学习速率": "学习率",
+    "全联接": "全连接层", "全连通层": "全连接层", "稠密层": "全连接层",
+    "浮点运算次数": "乘加次数（即表中的 FLOPs）",
+    "输出大小": "输出尺寸",
+}
+# The strategies by the note's names (issue 13 §3), the same wherever a strategy is named.
+STRATEGY_NAMES = {"all": "训练全部参数", "last": "只训练最后几层", "head": "在顶部新加全连接层",
+                  "replace": "替换原全连接层", "scratch": "从零训练"}
+# BN's introduction: 批归一化 appears only as one of these, at most once per page (area), then plain "BN".
+BN_INTRODUCTIONS = ("批归一化（BN）", "批归一化（Batch Normalization，BN）")
+PAGES = ("about.", "arch.", "labs.", "finetune.", "classify.", "features.")
+
+
+def _zh(key_prefix=""):
+    return {k: v["zh-CN"] for k, v in i18n.table().items() if k.startswith(key_prefix)}
+
+
 @pytest.mark.unit
 def test_the_chinese_strings_use_the_notes_terms():
-    """GLOSSARY.md: depthwise is 逐通道卷积 (not 深度可分离), evaluation mode is 验证模式, batch size is 批大小 (not 批次),
-    the note's own "越深越好" is not its claim."""
-    wrong = {"深度可分离": "逐通道卷积（depthwise）", "评估模式": "验证模式（model.eval()）", "批次": "批大小 / 这一批",
-             "越深越好": "超深的网络结构"}
+    """GLOSSARY.md: one Chinese word per idea, the note's own: no variant translations anywhere."""
+    wrong = [(key, bad, good) for key, zh in _zh().items() for bad, good in FORBIDDEN.items() if bad in zh]
+    assert not wrong, "\n".join(f"{key}: {bad} → {good}" for key, bad, good in wrong)
+
+
+@pytest.mark.unit
+def test_batch_size_is_one_word_and_its_english_only_follows_it():
+    """批大小 everywhere; where the English is kept it comes right after it, as 批大小（batch size）; and wherever
+    the English text speaks of a batch size, the Chinese says 批大小."""
+    table = i18n.table()
+    for key, langs in table.items():
+        zh, en = langs["zh-CN"], langs["en"]
+        assert zh.count("batch size") == zh.count("批大小（batch size）"), f"{key}: 'batch size' alone: {zh}"
+        assert "小批量" not in zh or "mini-batch" in en.lower(), f"{key}: 小批量 is the note's mini-batch only"
+        if re.search(r"\bbatch[ _]?sizes?\b", en, re.I):
+            assert "批大小" in zh, f"{key}: the English says batch size, the Chinese does not say 批大小: {zh}"
+
+
+@pytest.mark.unit
+def test_batchnorm_is_introduced_once_per_page_then_called_bn():
+    """批归一化 only in its introduction 批归一化（BN）(or with the note's English name), at most once in each page's
+    strings; elsewhere BN."""
+    table = i18n.table()
+    for key, langs in table.items():
+        zh = langs["zh-CN"]
+        bare = zh
+        for intro in BN_INTRODUCTIONS:
+            bare = bare.replace(intro, "")
+        assert "批归一化" not in bare, f"{key}: 批归一化 without its (BN): {zh}"
+        assert zh.count("Batch Normalization") == zh.count("批归一化（Batch Normalization，BN）"), key
+    for page in PAGES:
+        intros = [k for k, zh in _zh(page).items() for intro in BN_INTRODUCTIONS for _ in range(zh.count(intro))]
+        assert len(intros) <= 1, f"BN is introduced {len(intros)} times on the {page} page: {intros}"
+
+
+@pytest.mark.unit
+def test_the_notes_terms_where_the_english_names_the_idea():
+    """Where the English names one of the glossary's ideas, the Chinese uses the note's word for it."""
+    pairs = [  # (English pattern, the Chinese word it requires)
+        (r"\bdepthwise\b(?!-?\s*separable)", "逐通道"), (r"\bshortcuts?\b", "捷径"), (r"\bgroup(ed)? conv", "组卷积"),
+        (r"\bplain (net|network|nets)\b", "普通网络"), (r"\bfeature maps?\b", "特征图"),
+        (r"\bvalidation accuracy\b", "验证准确率"), (r"\bchance\b", "随机猜测"), (r"\beval(uation)? mode\b", "验证模式"),
+        (r"\btraining mode\b|\btrain mode\b", "训练模式"), (r"\bdegradation\b", "退化"), (r"\bresidual\b", "残差"),
+        (r"\blearning rate\b", "学习率"), (r"\bfully[- ]connected\b", "全连接"), (r"\bepochs?\b", "轮"),
+        (r"\btransfer learning\b", "迁移学习"), (r"\bfrom scratch\b", "从零训练"),
+    ]
+    missing = []
     for key, langs in i18n.table().items():
-        for bad, good in wrong.items():
-            tolerated = FINETUNE_TOLERATED and key.startswith(OTHERS)
-            assert bad not in langs["zh-CN"] or tolerated, f"{key}: {bad} → {good}"
+        for pattern, word in pairs:
+            if re.search(pattern, re.sub(r"{[^}]*}", "", langs["en"]), re.I) and word not in langs["zh-CN"]:
+                missing.append(f"{key}: {pattern!r} → {word}: {langs['zh-CN']}")
+    assert not missing, "\n".join(missing)
+
+
+@pytest.mark.unit
+def test_the_strategies_carry_the_notes_names():
+    """The strategy names a Chinese page shows (choices, results rows, legends, status lines): the note's three
+    ways, 训练全部参数 / 只训练最后几层 / 在顶部新加全连接层, and the two controls."""
+    table = i18n.table()
+    for strategy, name in STRATEGY_NAMES.items():
+        for key in (f"finetune.name_{strategy}", f"strategy.{strategy}.title"):
+            if key in table:
+                assert table[key]["zh-CN"].startswith(name), f"{key}: {table[key]['zh-CN']} (the note: {name})"
 
 
 def _python_files():

@@ -17,6 +17,7 @@ from torch.utils.data import Subset
 from torchvision import datasets
 
 from ..errors import DatasetError
+from ..i18n import Text, error
 from ..preprocess import BadImage, open_image
 from .imageset import IMAGE_EXTENSIONS, SPLIT_NAMES, ZIP_LIMITS, DamagedImage, ImageSet
 from .synthetic import stratified_split
@@ -61,7 +62,7 @@ def _load_image(path: str) -> Image.Image:
     try:
         return open_image(path)
     except BadImage as e:
-        raise DamagedImage(Path(path).name, str(e)) from None
+        raise DamagedImage(Path(path).name, getattr(e, "text", None) or str(e)) from None
 
 
 def _folder(root: Path, check: _FileCheck, where: str) -> _ImageFolder:
@@ -73,10 +74,8 @@ def _folder(root: Path, check: _FileCheck, where: str) -> _ImageFolder:
 
 def _no_classes(root: Path, where: str):
     if any(is_image_name(f.name) for f in root.iterdir() if f.is_file()):
-        raise DatasetError(f"The images in {where} must be sorted into one folder per class "
-                           "(for example cats/1.jpg and dogs/2.jpg), but there are no class folders.")
-    raise DatasetError(f"No readable images were found in {where} (use JPEG, PNG, BMP, TIFF or WebP files "
-                       "inside one folder per class).")
+        raise error(DatasetError, "data.not_sorted", where=where)
+    raise error(DatasetError, "data.no_images", where=where)
 
 
 def _subdirs(p: Path) -> list[Path]:
@@ -112,12 +111,10 @@ def _check_classes(ds: _ImageFolder, where: str) -> None:
     if not nonempty:
         _no_classes(Path(ds.root), where)
     if len(nonempty) < 2:
-        raise DatasetError(f"Only one class ({nonempty[0]}) has images in {where}; transfer learning needs at least "
-                           "two class folders.")
+        raise error(DatasetError, "data.one_class", name=nonempty[0], where=where)
     few = [c for c, k in zip(ds.classes, counts) if k < 2]
     if few:
-        raise DatasetError(f"The class folder '{few[0]}' in {where} has fewer than 2 images; every class needs at "
-                           "least 2 (one to train on, one to check).")
+        raise error(DatasetError, "data.few_images", name=few[0], where=where)
 
 
 def from_folder(path: str | os.PathLike, *, val_fraction: float = 0.2, seed: int = 0, name: str | None = None,
@@ -125,7 +122,7 @@ def from_folder(path: str | os.PathLike, *, val_fraction: float = 0.2, seed: int
     """An ImageFolder layout (``class/image.jpg``, optionally under ``train/`` and ``val/``); split if no split."""
     path = Path(path)
     if not path.is_dir():
-        raise DatasetError(f"There is no folder at {path}.")
+        raise error(DatasetError, "data.no_folder", path=path)
     root = _find_root(path, max_depth)
     check = _FileCheck()
     split = _split_dirs(root)
@@ -135,21 +132,21 @@ def from_folder(path: str | os.PathLike, *, val_fraction: float = 0.2, seed: int
         val = _folder(split[1], check, f"{label}/{split[1].name}")
         _check_classes(train, f"{label}/{split[0].name}")
         if train.classes != val.classes:
-            raise DatasetError(f"The train and val folders of {label} have different class folders "
-                               f"({', '.join(train.classes)} vs {', '.join(val.classes)}).")
+            raise error(DatasetError, "data.split_classes", name=label, train=", ".join(train.classes),
+                        val=", ".join(val.classes))
         if not val.samples:
-            raise DatasetError(f"The val folder of {label} holds no readable images.")
+            raise error(DatasetError, "data.empty_val", name=label)
         result = ImageSet(label, list(train.classes), train, val, source=str(path), skipped=check.skipped,
-                          notes=["train/val split as given in the folders"])
+                          notes=[Text("data.note_split_given")])
     else:
         whole = _folder(root, check, label)
         _check_classes(whole, label)
         tr, va = stratified_split(whole.targets, val_fraction, seed)
         result = ImageSet(label, list(whole.classes), Subset(whole, tr), Subset(whole, va), source=str(path),
-                          skipped=check.skipped, notes=[f"no train/val folders: {val_fraction:.0%} of each class "
-                                                        f"held out for validation (seed {seed})"])
+                          skipped=check.skipped, notes=[Text("data.note_split_made", fraction=val_fraction,
+                                                             seed=seed)])
     if result.skipped:
-        result.notes.append(f"{result.skipped} non-image or unreadable files skipped")
+        result.notes.append(Text("data.note_skipped", count=result.skipped))
     return result
 
 
@@ -175,32 +172,30 @@ def extract_zip(archive: str | os.PathLike, dest: str | os.PathLike, *, limits: 
     try:
         zf = zipfile.ZipFile(archive)
     except (zipfile.BadZipFile, OSError, ValueError):
-        raise DatasetError(f"{label} is not a readable zip archive.") from None
+        raise error(DatasetError, "data.zip_unreadable", name=label) from None
     with zf:
         infos = zf.infolist()
         if not infos:
-            raise DatasetError(f"{label} is an empty zip archive.")
+            raise error(DatasetError, "data.zip_empty", name=label)
         if len(infos) > lim["max_files"]:
-            raise DatasetError(f"{label} holds {len(infos):,} entries, more than the limit of {lim['max_files']:,}.")
+            raise error(DatasetError, "data.zip_entries", name=label, count=len(infos), limit=lim["max_files"])
         total = sum(i.file_size for i in infos)
         packed = sum(i.compress_size for i in infos)
         if total > lim["max_bytes"]:
-            raise DatasetError(f"{label} would unpack to {total / 2**20:,.0f} MiB, more than the limit of "
-                               f"{lim['max_bytes'] / 2**20:,.0f} MiB.")
+            raise error(DatasetError, "data.zip_size", name=label, mb=total / 2**20, limit=lim["max_bytes"] / 2**20)
         bomb = total > 2**20 and total > lim["max_ratio"] * max(packed, 1)
         bomb = bomb or any(i.file_size > 2**20 and i.file_size > lim["max_ratio"] * max(i.compress_size, 1)
                            for i in infos)
         if bomb:
-            raise DatasetError(f"{label} was refused: it compresses more than {lim['max_ratio']:.0f}:1, "
-                               "which looks like a zip bomb, not photos.")
+            raise error(DatasetError, "data.zip_bomb", name=label, ratio=lim["max_ratio"])
         plan, skipped = [], 0
         root = dest.resolve()
         for info in infos:
             parts = _entry_parts(info.filename)
             if parts is None:
-                raise DatasetError(f"{label} was refused: the entry '{info.filename[:80]}' points outside its folder.")
+                raise error(DatasetError, "data.zip_outside", name=label, entry=info.filename[:80])
             if stat.S_ISLNK(info.external_attr >> 16):
-                raise DatasetError(f"{label} was refused: the entry '{info.filename[:80]}' is a symbolic link.")
+                raise error(DatasetError, "data.zip_symlink", name=label, entry=info.filename[:80])
             if info.is_dir() or not parts:
                 continue
             if (len(parts) - 1 > lim["max_depth"] or not all(_visible(p) for p in parts)
@@ -209,7 +204,7 @@ def extract_zip(archive: str | os.PathLike, dest: str | os.PathLike, *, limits: 
                 continue
             target = root.joinpath(*parts)
             if not target.resolve().is_relative_to(root):
-                raise DatasetError(f"{label} was refused: the entry '{info.filename[:80]}' points outside its folder.")
+                raise error(DatasetError, "data.zip_outside", name=label, entry=info.filename[:80])
             plan.append((info, target))
         written = 0
         for info, target in plan:
@@ -219,7 +214,7 @@ def extract_zip(archive: str | os.PathLike, dest: str | os.PathLike, *, limits: 
                     while chunk := src.read(1 << 20):
                         written += len(chunk)
                         if written > lim["max_bytes"]:
-                            raise DatasetError(f"{label} unpacks to more than {lim['max_bytes'] / 2**20:,.0f} MiB.")
+                            raise error(DatasetError, "data.zip_unpacks_over", name=label, limit=lim["max_bytes"] / 2**20)
                         out.write(chunk)
             except (zipfile.BadZipFile, zlib.error, EOFError, NotImplementedError, RuntimeError):
                 target.unlink(missing_ok=True)  # damaged or encrypted entry
@@ -232,7 +227,7 @@ def from_zip(path: str | os.PathLike, *, val_fraction: float = 0.2, seed: int = 
     """An ImageFolder-layout zip, extracted safely into a temporary folder that lives as long as the set."""
     path = Path(path)
     if not path.is_file():
-        raise DatasetError(f"There is no file at {path}.")
+        raise error(DatasetError, "data.no_file", path=path)
     tmp = tempfile.TemporaryDirectory(prefix="resnet-data-")
     try:
         counts = extract_zip(path, tmp.name, limits=limits)
@@ -244,5 +239,6 @@ def from_zip(path: str | os.PathLike, *, val_fraction: float = 0.2, seed: int = 
     ds.source, ds.keep_alive = str(path), tmp
     if counts["skipped"]:
         ds.skipped += counts["skipped"]
-        ds.notes = [n for n in ds.notes if "skipped" not in n] + [f"{ds.skipped} non-image or unreadable files skipped"]
+        ds.notes = [n for n in ds.notes if getattr(n, "key", None) != "data.note_skipped"] + [
+            Text("data.note_skipped", count=ds.skipped)]
     return ds

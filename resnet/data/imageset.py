@@ -9,6 +9,7 @@ from torch.utils.data import Dataset, Subset
 from torchvision import datasets
 
 from ..errors import DatasetError
+from ..i18n import Text
 
 IMAGE_EXTENSIONS = datasets.folder.IMG_EXTENSIONS  # .jpg .jpeg .png .ppm .bmp .pgm .tif .tiff .webp
 
@@ -34,9 +35,11 @@ HYMENOPTERA = {
 class DamagedImage(DatasetError):
     """One image of a data set that passed the header check but cannot be decoded; the engine skips it."""
 
-    def __init__(self, name: str, reason: str):
+    def __init__(self, name: str, reason: "str | Text"):
+        """``reason``: the decoder's sentence (a ``Text`` from ``resnet.preprocess.open_image``, or English)."""
         self.name, self.reason = name, reason
-        super().__init__(f"The image {name} could not be read: {reason}")
+        self.text = Text("data.damaged", name=name, reason=reason)
+        super().__init__(str(self.text))
 
 
 @dataclass
@@ -49,7 +52,7 @@ class ImageSet:
     val: Dataset
     source: str = ""
     skipped: int = 0
-    notes: list[str] = field(default_factory=list)
+    notes: list = field(default_factory=list)  # ``resnet.i18n.Text`` (or English str): shown in any language
     keep_alive: object = None  # a TemporaryDirectory holding extracted files, removed with this object
 
     def counts(self) -> dict:
@@ -57,7 +60,7 @@ class ImageSet:
 
     def to_dict(self) -> dict:
         return {"name": self.name, "classes": list(self.classes), "n_train": len(self.train),
-                "n_val": len(self.val), "skipped": self.skipped, "source": self.source, "notes": list(self.notes)}
+                "n_val": len(self.val), "skipped": self.skipped, "source": self.source, "notes": [str(n) for n in self.notes]}
 
 
 class InMemory(Dataset):
