@@ -1,0 +1,55 @@
+"""resnet.train.estimate: the measured calibration and the arithmetic of a run's expected time (no timings asserted:
+only that the figures are measured, positive, cached, and add up as the run's work does)."""
+import dataclasses
+
+import pytest
+
+from resnet.train import estimate as est
+from resnet.train.finetune import FinetuneConfig
+
+pytestmark = pytest.mark.unit
+
+
+@pytest.fixture(scope="module")
+def cal():
+    return est.calibrate("resnet18", 32)
+
+
+def test_calibration_is_measured_and_cached(cal):
+    for f in ("prepare_s", "frozen_eval_s", "rest_eval_s", "full_step_s", "last_step_s", "fc_step_s", "build_s"):
+        assert getattr(cal, f) > 0, f
+    assert cal.full_eval_s == cal.frozen_eval_s + cal.rest_eval_s
+    assert (cal.arch, cal.image_size, cal.device) == ("resnet18", 32, "cpu")
+    assert est.calibrate("resnet18", 32) is cal  # once per (arch, size, device)
+    assert est.cached_calibration("resnet18", 32) is cal
+    assert est.cached_calibration("resnet18", 48) is None  # never measured: the cached look-up does not measure
+
+
+def test_estimate_counts_what_the_run_does(cal):
+    cfg = FinetuneConfig(strategies=("all", "last", "head", "scratch"), epochs=2, image_size=32, batch_size=8,
+                         per_class=10)
+    e = est.estimate(cfg, cal)
+    n_train, n_val, classes = est.dataset_counts(cfg.validated())
+    assert (e.n_train, e.n_val, e.classes) == (n_train, n_val, classes) and n_train == 10 * classes
+    assert set(e.parts) == {"prepare", "cache", "weights", "all", "last", "head", "scratch"}
+    assert all(v > 0 for v in e.parts.values()) and e.seconds == pytest.approx(sum(e.parts.values()))
+    # More epochs, more images or more strategies never take less time; the frozen ones are cheaper than `all`.
+    assert est.estimate(dataclasses.replace(cfg, epochs=4), cal).seconds > e.seconds
+    assert est.estimate(dataclasses.replace(cfg, per_class=25), cal).seconds > e.seconds
+    assert e.parts["head"] < e.parts["last"] < e.parts["all"]
+    assert e.parts["all"] == pytest.approx(e.parts["scratch"])
+
+
+def test_counts_follow_the_data_set_and_per_class():
+    counts = est.dataset_counts
+    assert counts(FinetuneConfig(dataset="hymenoptera").validated())[::2] == (244, 2)
+    assert counts(FinetuneConfig(dataset="hymenoptera", per_class=5).validated())[0] == 10
+    assert counts(FinetuneConfig(dataset="flowers", per_class=10).validated())[::2] == (50, 5)
+    assert counts(FinetuneConfig(dataset="/somewhere/upload.zip").validated()) is None  # not known before it is read
+    assert est.estimate(FinetuneConfig(dataset="/somewhere/upload.zip"), measure=False) is None
+
+
+def test_presets_are_valid_settings():
+    assert est.DEFAULT_PRESET == "quick" and set(est.PRESETS) == {"quick", "thorough"}
+    for values in est.PRESETS.values():
+        FinetuneConfig(**{k: (v or None) if k == "lr" else v for k, v in values.items()}).validated()
