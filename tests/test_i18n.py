@@ -359,3 +359,83 @@ def test_the_served_page_shows_no_english_outside_the_table(app_server):
     assert not offending, offending
     if todo:
         print(f"TODO (fine-tune tab): {len(todo)} English literals still shown: {sorted(todo)}")
+
+
+# ---------------------------------------------------------------------------- the figures, drawn in Chinese
+
+# Besides ``i18n.foreign_words``: an English word glued to a number ("plain-56") is still an English word.
+_GLUED = re.compile(r"(?<![A-Za-z0-9_.])([A-Za-z]{3,})-\d")
+
+
+def english_in(text: str, names=frozenset()) -> list[str]:
+    """The English words a Chinese page should not show in ``text`` (names in ``names`` are allowed as wholes)."""
+    for name in sorted(names, key=len, reverse=True):
+        text = text.replace(name, " ")
+    text = re.sub(r"\\[A-Za-z]+", " ", text)  # mathtext commands ($\mathdefault{10^{-2}}$)
+    return i18n.foreign_words(text) + [w for w in _GLUED.findall(text) if w not in i18n.KEPT_WORDS]
+
+
+def figure_texts(fig) -> list[str]:
+    """Every text a drawn figure shows: titles, axis labels, tick labels, legends, annotations."""
+    from matplotlib.text import Text as MplText
+    fig.canvas.draw()  # tick labels and legends exist once the figure is drawn
+    return [a.get_text() for a in fig.findobj(MplText) if a.get_visible() and a.get_text().strip()]
+
+
+@pytest.mark.unit
+def test_every_figure_draws_its_words_in_chinese():
+    """Each figure the app draws, made with real (small) inputs and ``lang="zh-CN"``: no English word in any title,
+    axis label, tick label, legend or annotation, except names, units and code; the ImageNet classes the network
+    predicts are its own vocabulary."""
+    import torch
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from resnet.analysis import labs
+    from resnet.analysis.features import feature_maps
+    from resnet.fonts import use_cjk_fallback
+    from resnet.models.resnet import build_model
+    from resnet.ui.figures import blocks, features, labs as lab_plots, training
+    from resnet.weights import categories
+
+    use_cjk_fallback()
+    L = "zh-CN"
+    classes = frozenset(categories())
+    model = build_model("resnet18", generator=torch.Generator().manual_seed(0)).eval()
+    x = torch.randn(6, 3, 64, 64, generator=torch.Generator().manual_seed(1))
+    figures = {
+        "blocks.resnet18": blocks.block_diagram("resnet18", L),
+        "blocks.resnet50": blocks.block_diagram("resnet50", L),
+        "blocks.resnext50_32x4d": blocks.block_diagram("resnext50_32x4d", L),
+    }
+    history = {s: {"epoch": [1, 2], "val_acc": [0.3, 0.5], "val_loss": [1.3, 1.1], "train_loss": [1.4, 1.2]}
+               for s in ("all", "last", "head", "replace", "scratch")}
+    figures["training"] = training.training_figure(
+        history, lang=L, names={s: i18n.t(f"finetune.name_{s}", L) for s in history}, chance=0.25)
+    fmap = feature_maps(model, x[:1], stages=("conv2_x",))["conv2_x"]
+    figures["features.grid"] = features.feature_grid(fmap, 8, i18n.t(
+        "features.grid_title", L, title="ResNet-18", stage="conv2_x", shape="64×16×16", n=8, c=64))
+    profiles = labs.gradient_flow(("cifar20",), ("none", "bn"), batch_size=4)
+    figures["labs.flow"] = lab_plots.gradient_flow_figure(profiles, L)
+    race = list(labs.training_race(2, batch_size=4, every=1, nets=(("cifar20", False), ("cifar20", True))))[-1]
+    figures["labs.race"] = lab_plots.race_figure(race, L)
+    bn_profiles = [p for p in profiles if p.setting == "bn"]
+    deep = labs.DeepResult(depth=20, residual=next(p for p in bn_profiles if p.residual),
+                           plain=next(p for p in bn_profiles if not p.residual), batch_size=4, image_size=32)
+    figures["labs.deep"] = lab_plots.deep_figure(deep, L)
+    lab_model = labs.lab_copy(model)
+    feats, bn = labs.bn_input(lab_model, x, "bn1")
+    figures["labs.bn_steps"] = lab_plots.bn_steps_figure(labs.bn_steps(feats, bn, 0), L)
+    te = labs.train_vs_eval(lab_model, x[:1], x[1:], categories())
+    figures["labs.train_eval"] = lab_plots.train_eval_figure(te, L)
+    figures["labs.batch_stats"] = lab_plots.batch_stats_figure(labs.batch_statistics(feats, (1, 2, 4), draws=4), L)
+    costs = labs.conv_costs(32, 32, 4, 8)
+    figures["labs.conv_cost"] = lab_plots.conv_cost_figure(costs, L)
+    figures["labs.group_block"] = lab_plots.group_block_figure([labs.block_cost(a) for a in labs.BLOCK_PAIR],
+                                                               costs[1], L)
+    found = {}
+    for name, fig in figures.items():
+        if fig.canvas is None or not isinstance(fig.canvas, FigureCanvasAgg):
+            FigureCanvasAgg(fig)
+        english = {text: words for text in figure_texts(fig) if (words := english_in(text, classes))}
+        if english:
+            found[name] = english
+    assert not found, "\n".join(f"{name}: {texts}" for name, texts in found.items())

@@ -18,6 +18,12 @@ MODE_COLOURS = {"eval": "#2f855a", "train_1": "#c53030", "train_batch": "#dd6b20
 KIND_COLOURS = {"normal": "#4a5568", "grouped": "#2b6cb0", "depthwise": "#2f855a"}
 
 
+def net_name(title: str, L: str = "en") -> str:
+    """A lab net's title (``resnet.analysis.labs.net_title``) as the page shows it: ``plain-56`` in the visitor's
+    words (``name.plain_net``), ``ResNet-56`` unchanged (a name)."""
+    return t("name.plain_net", L, rest=title[len("plain-"):]) if title.startswith("plain-") else title
+
+
 def _colour(depth: int) -> str:
     return DEPTH_COLOURS.get(depth, "#718096")
 
@@ -65,7 +71,7 @@ def gradient_flow_figure(profiles: list[GradientProfile], L: str = "en") -> Figu
         for p in (p for p in profiles if p.setting == setting):
             colour = _colour(net_depth(p.net))
             z, b = _log_line(ax, p.norms, color=colour, ls="-" if p.residual else "--", lw=1.6 if p.residual else 1.3,
-                             label=p.title)
+                             label=net_name(p.title, L))
             zeros.append((colour, z))
             bad.append((colour, b))
         ax.set_yscale("log")
@@ -86,7 +92,7 @@ def race_figure(update: RaceUpdate, L: str = "en") -> Figure:
     for title, losses in update.losses.items():
         depth = int(title.split("-")[1].split()[0])
         ax.plot(update.recorded_steps, losses, color=_colour(depth), ls="--" if title.startswith("plain") else "-",
-                lw=1.8, label=title)
+                lw=1.8, label=net_name(title, L))
     ax.set_xlim(0, update.steps)
     ax.set_xlabel(t("labs.plot.step", L))
     ax.set_ylabel(t("labs.plot.train_loss", L))
@@ -104,7 +110,8 @@ def deep_figure(result: DeepResult, L: str = "en") -> Figure:
     ax = fig.subplots()
     zeros, bad = [], []
     for p, colour in ((result.residual, "#2b6cb0"), (result.plain, "#c53030")):
-        z, b = _log_line(ax, p.norms, color=colour, ls="-" if p.residual else "--", lw=1.2, label=p.title)
+        z, b = _log_line(ax, p.norms, color=colour, ls="-" if p.residual else "--", lw=1.2,
+                        label=net_name(p.title, L))
         zeros.append((colour, z))
         bad.append((colour, b))
     ax.set_yscale("log")

@@ -58,7 +58,7 @@ def run_gradient_flow(nets: list[str], settings: list[str], batch_size: float, r
         for name in dict.fromkeys(p.net for p in profiles):
             by = {p.residual: p for p in profiles if p.net == name and p.setting == setting}
             ratio = labs.gradient_ratio(profiles, name, setting)
-            lines.append("- " + t("labs.flow.line", L, res=by[True].title, plain=by[False].title,
+            lines.append("- " + t("labs.flow.line", L, res=by[True].title, plain=plots.net_name(by[False].title, L),
                                   res_first=_sci(by[True].first), plain_first=_sci(by[False].first),
                                   ratio=_sci(ratio)))
     lines.append("\n" + t("labs.flow.reading", L))
@@ -94,7 +94,7 @@ def run_race(steps: float, batch_size: float, lr: float, request: gr.Request = N
         if update.done:
             final = update.final()
             text = t("labs.race.done", L, seconds=update.seconds) + "\n\n" + " · ".join(
-                f"{name}: **{_sci(v)}**" for name, v in final.items())
+                f"{plots.net_name(name, L)}: **{_sci(v)}**" for name, v in final.items())
             text += "\n\n" + t("labs.race.reading", L)
         yield plots.race_figure(update, L), text
 
