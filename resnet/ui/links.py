@@ -282,7 +282,7 @@ def _show(text: str) -> str:
 def notice_text(notes: list[Text], L: str) -> str:
     if not notes:
         return ""
-    return "⚠️ " + t("links.ignored", L) + "\n" + "\n".join(f"- {n.render(L)}" for n in notes)
+    return "⚠ " + t("links.ignored", L) + "\n" + "\n".join(f"- {n.render(L)}" for n in notes)
 
 
 # ---- The page: reading the link on load, Copy link, the address bar ---------------------------------------------
@@ -298,13 +298,14 @@ def copy_link_button(ctx, tab: str | None = None) -> None:
     ctx.links.append((tab, button, text))
 
 
-def _js(tab: TabLinks, all_names: list[str], copy: bool) -> str:
+def _js(tab: TabLinks, copy: bool) -> str:
     """The browser side: the link of ``tab`` from the values on the page (the event's inputs, in field order), put
     in the address bar without reloading; with ``copy``, also on the clipboard and returned (shown beside the
-    button). Parameters the page does not own (``__theme``, ``view``) are kept."""
-    config = json.dumps({"tab": tab.id, "names": [f.name for f in tab.fields], "all": sorted(set(all_names))})
+    button). Gradio's own parameters (``__theme``, ``view``) are kept, any other is the link's and is rewritten."""
+    config = json.dumps({"tab": tab.id, "names": [f.name for f in tab.fields], "keep": sorted(RESERVED)})
     return """(...values) => {
     const c = %s;
+    if (!%s && !window.__resnetLinkRead) return [];  // the page's own first events: the link is not read yet
     const fmt = v => {
         if (v === null || v === undefined) return null;
         if (Array.isArray(v)) return v.map(fmt).filter(x => x !== null).join(",");
@@ -315,7 +316,7 @@ def _js(tab: TabLinks, all_names: list[str], copy: bool) -> str:
     const parts = [c.tab === null ? null : "tab=" + enc(c.tab)].filter(x => x !== null);
     c.names.forEach((name, i) => { const s = fmt(values[i]); if (s !== null) parts.push(name + "=" + enc(s)); });
     for (const [k, v] of new URLSearchParams(window.location.search)) {
-        if (k !== "tab" && !c.all.includes(k)) parts.push(enc(k) + "=" + enc(v));
+        if (k.startsWith("__") || c.keep.includes(k)) parts.push(enc(k) + "=" + enc(v));
     }
     const url = window.location.origin + window.location.pathname + "?" + parts.join("&") + window.location.hash;
     try { window.history.replaceState(window.history.state, "", url); } catch (e) {}
@@ -332,7 +333,7 @@ def _js(tab: TabLinks, all_names: list[str], copy: bool) -> str:
         else fallback();
     } catch (e) { fallback(); }
     return url;
-}""" % (config, "true" if copy else "false")
+}""" % (config, "true" if copy else "false", "true" if copy else "false")
 
 
 def install(demo: gr.Blocks, tabs_block: gr.Tabs, notice: gr.Markdown, buttons: list, lang) -> object:
@@ -340,7 +341,6 @@ def install(demo: gr.Blocks, tabs_block: gr.Tabs, notice: gr.Markdown, buttons: 
     reads a link, each Copy-link button, and the address bar that follows the settings. Returns the load event
     (the page's other load events chain after it, so that they see the link's values)."""
     tabs = collect(demo)
-    all_names = [name for tl in tabs.values() for f in tl.fields for name in (f.name, *f.aliases)]
     fields = [f for tl in tabs.values() for f in tl.fields]
     components = list({f.component._id: f.component for f in fields}.values())
 
@@ -361,15 +361,17 @@ def install(demo: gr.Blocks, tabs_block: gr.Tabs, notice: gr.Markdown, buttons: 
 
     event = demo.load(restore, None, [tabs_block, notice, *components], api_visibility="private",
                       concurrency_limit=None, show_progress="hidden")
+    # Until the link is read, the address bar keeps it (components fire change events as the page starts).
+    event.then(None, None, None, js="() => { window.__resnetLinkRead = true; return []; }", api_visibility="private")
     for tab_id, button, text in buttons:
         tab_id = tab_id or (str(tab_of(button).id) if tab_of(button) is not None else None)
         tl = tabs.get(tab_id) if tab_id else None
         if tl is None:
             continue
-        button.click(None, [f.component for f in tl.fields], [text], js=_js(tl, all_names, copy=True),
+        button.click(None, [f.component for f in tl.fields], [text], js=_js(tl, copy=True),
                      api_visibility="private")
     for tl in tabs.values():  # the address bar follows the settings (and the tab chosen)
-        inputs, js = [f.component for f in tl.fields], _js(tl, all_names, copy=False)
+        inputs, js = [f.component for f in tl.fields], _js(tl, copy=False)
         tl.tab.select(None, inputs, None, js=js, api_visibility="private")
         for f in tl.fields:
             f.component.change(None, inputs, None, js=js, api_visibility="private")
