@@ -73,7 +73,7 @@ def cmd_finetune(args) -> int:
 
 
 def add_finetune_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--dataset", default="synthetic", help="synthetic | hymenoptera | PATH (.zip or folder)")
+    p.add_argument("--dataset", default="synthetic", help="synthetic | hymenoptera | flowers | PATH (.zip or folder)")
     p.add_argument("--arch", default="resnet18", choices=list(ARCHS))
     p.add_argument("--strategies", default="all,last,head", help="comma list of all,last,head,replace,scratch")
     p.add_argument("--epochs", type=int, default=5)

@@ -70,6 +70,10 @@ SETTINGS: dict[str, Setting] = {s.name: s for s in [
     Setting("RESNET_HYMENOPTERA_URL", str, None, "an `https` mirror of the ants/bees zip"),
     Setting("RESNET_HYMENOPTERA_SHA256", str, None, "the ants/bees zip's SHA-256 (else the first download's is "
             "recorded and later copies checked against it)"),
+    Setting("RESNET_FLOWERS_URL", str, None, "an `https` mirror of the flower_photos archive (the same file: its "
+            "published SHA-256 is checked)"),
+    Setting("RESNET_FLOWERS_SHA256", str, None, "the flower_photos archive's SHA-256, only for a mirror serving "
+            "a different copy"),
 ]}
 
 _warned: set[tuple[str, str]] = set()

@@ -52,8 +52,12 @@ def post(base: str, api: str, data, headers=None) -> httpx.Response:
 
 
 def endpoint_calls(fd):
-    """Every endpoint that takes a file or an image, with ``fd`` where the file goes."""
+    """Every endpoint that takes a file or an image, with ``fd`` where the file goes (``api#input`` for each further
+    file input of an endpoint: a student's checkpoint and its class-index file)."""
     return {"classify": [fd, "resnet18"], "feature_maps": [fd, "resnet18", "conv2_x", 8, "top class"],
+            "classify#checkpoint": [None, "resnet18", fd, None], "classify#class_indices": [None, "resnet18", None, fd],
+            "feature_maps#checkpoint": [None, "resnet18", "conv2_x", 8, "top class", fd, None],
+            "feature_maps#class_indices": [None, "resnet18", "conv2_x", 8, "top class", None, fd],
             "bn_lab": [fd, "bn1", 0, 16], "try_finetuned": [fd, "head"],
             "finetune": ["upload", fd, ["head"], "resnet18", 1, 64, 16, 0]}
 
@@ -92,7 +96,7 @@ def test_only_uploaded_files_are_opened_on_every_file_endpoint(app_server, serve
         answers = {}
         for name, fd in payloads.items():
             t0 = time.perf_counter()
-            r = post(app_server, api, endpoint_calls(fd)[api])
+            r = post(app_server, api.split("#")[0], endpoint_calls(fd)[api])
             answers[name] = (r.status_code, r.text)
             assert r.status_code == 422 and REFUSAL in r.text, (api, name, r.status_code, r.text[:300])
             assert time.perf_counter() - t0 < 10, (api, name)  # the FIFO was never opened

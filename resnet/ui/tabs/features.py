@@ -1,4 +1,5 @@
-"""Feature maps tab: a stage's strongest channels, Grad-CAM for a class, and every stage's shape and meaning."""
+"""Feature maps tab: a stage's strongest channels, Grad-CAM for a class, and every stage's shape and meaning, for the
+ImageNet model or a student's own checkpoint (the Classify tab's upload: ``classify.own_model``)."""
 from __future__ import annotations
 
 import gradio as gr
@@ -11,6 +12,7 @@ from ...models.resnet import ARCHS
 from ..figures.features import cam_overlay, feature_grid
 from ...predict import model_categories
 from ..common import arch_choices, example_photos, friendly, lang, payload_path
+from .classify import own_inputs, own_model
 
 MIN_CHANNELS, MAX_CHANNELS, DEFAULT_CHANNELS = 4, 64, 16
 TOP_CLASS = "top class"  # the target value meaning "the class the network predicts" (its label: features.top_class)
@@ -38,24 +40,28 @@ def stage_table(info: list[dict], current: str, L: str) -> str:
     return "\n".join(rows)
 
 
-def _target_index(model, target) -> int | None:
-    """The Grad-CAM class the user asked for (None: the top class), or a sentence saying what to type."""
+def _target_index(model, target, own: bool = False) -> int | None:
+    """The Grad-CAM class the user asked for (None: the top class), or a sentence saying what to type (a
+    checkpoint's own class names, not ImageNet's, for a student's checkpoint)."""
     try:
         return resolve_target(model, target)
     except ValueError:
-        raise error(BadSetting, "features.bad_target", target=repr(str(target)),
-                    last=len(model_categories(model)) - 1) from None
+        names = model_categories(model)
+        if own:
+            raise error(BadSetting, "features.bad_target_own", target=repr(str(target)),
+                        names=", ".join(names[:10]) + (" …" if len(names) > 10 else ""), last=len(names) - 1) from None
+        raise error(BadSetting, "features.bad_target", target=repr(str(target)), last=len(names) - 1) from None
 
 
 def make_handler(ctx):
     @friendly
-    def show_features(image, arch: str, stage: str, n_channels: float, target, request: gr.Request = None,
-                      progress=gr.Progress()):
+    def show_features(image, arch: str, stage: str, n_channels: float, target, checkpoint=None, class_indices=None,
+                      request: gr.Request = None, progress=gr.Progress()):
         L = lang(request)
         path = payload_path(image, L)
         if not path:
             raise error(BadSetting, "features.no_image")
-        if arch not in ARCHS:
+        if arch not in ARCHS and checkpoint is None:
             raise error(BadSetting, "arch.unknown", arch=arch)
         if stage not in ALL_STAGES:
             raise error(BadSetting, "features.bad_stage", stage=stage)
@@ -67,9 +73,16 @@ def make_handler(ctx):
             raise error(BadSetting, "features.bad_channels", lo=MIN_CHANNELS, hi=MAX_CHANNELS)
 
         progress(0.05, desc=t("features.loading", L))
-        entry = ctx.models.get(arch)
-        model = entry.model
-        idx = _target_index(model, target)
+        own = own_model(ctx, checkpoint, class_indices, L)  # a student's checkpoint answers instead, if uploaded
+        if own is not None:
+            (model, banner), entry = own, None
+            arch = model.arch
+        else:
+            if arch not in ARCHS:
+                raise error(BadSetting, "arch.unknown", arch=arch)
+            entry = ctx.models.get(arch)
+            model = entry.model
+        idx = _target_index(model, target, own is not None)
 
         progress(0.3, desc=t("features.computing", L))
         # One forward pass serves both: the chosen stage for the grid and conv5_x for Grad-CAM.
@@ -87,7 +100,9 @@ def make_handler(ctx):
         overlay = cam_overlay(view, heat, name)
 
         parts = []
-        if not entry.pretrained:
+        if own is not None:
+            parts.append(banner)
+        elif not entry.pretrained:
             parts.append(t("features.random", L, title=title, arch=arch))
         parts.append(t("features.cam_for", L, name=name, index=idx, prob=prob, size=view.size[0]))
         parts.append(stage_table(stage_info(model, view.size[0]), stage, L))
@@ -112,6 +127,7 @@ def build(ctx) -> None:
                 target = gr.Dropdown(target_choices(ctx), value=TOP_CLASS, allow_custom_value=True,
                                      filterable=True, label=ctx("features.target"), info=ctx("features.target_info"),
                                      elem_id="features-target")
+                checkpoint, class_indices = own_inputs(ctx, "features")
                 button = gr.Button(ctx("features.run"), variant="primary", elem_id="features-button")
             with gr.Column(scale=2):
                 grid = gr.Plot(label=ctx("features.grid"), elem_id="features-grid")
@@ -120,8 +136,8 @@ def build(ctx) -> None:
                 info = gr.Markdown(elem_id="features-info")
         gr.Examples(example_photos(), inputs=[image], label=ctx("features.examples"))
         fn = make_handler(ctx)
-        button.click(fn, [image, arch, stage, n_channels, target], [grid, cam, info], api_name="feature_maps",
-                     preprocess=False, **ctx.quick)
+        button.click(fn, [image, arch, stage, n_channels, target, checkpoint, class_indices], [grid, cam, info],
+                     api_name="feature_maps", preprocess=False, **ctx.quick)
         ctx.copy_link("features")
 
 
