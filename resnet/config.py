@@ -53,7 +53,8 @@ SETTINGS: dict[str, Setting] = {s.name: s for s in [
             "for a class behind one NAT)", 1),
     Setting("RESNET_TRUST_PROXY", bool, None, "take the client address from X-Forwarded-For (default: on in a "
             "Hugging Face Space, where every request comes through its proxy)"),
-    Setting("RESNET_MAX_FILE_MB", int, 50, "largest upload", 1),
+    Setting("RESNET_MAX_FILE_MB", int, 100, "largest upload (a student's ResNet-34 checkpoint is about 82 MiB, "
+            "a ResNet-50 one about 90 MiB)", 1),
     Setting("RESNET_MAX_IMAGE_PIXELS", int, 40_000_000, "larger images are refused before decoding", 1),
     Setting("RESNET_MAX_DATASET_MB", int, 1536, "memory a fine-tune may use for its decoded images; larger data "
             "sets are refused before decoding", 1),

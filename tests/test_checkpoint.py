@@ -128,6 +128,16 @@ def test_every_architecture_is_inferred_from_keys_and_shapes(arch):
         assert infer_arch(build_model(arch, 3, stride_in_1x1=v1, device="meta").state_dict()) == (arch, 3)
 
 
+@pytest.mark.unit
+def test_the_default_upload_limit_takes_the_tutorials_checkpoint():
+    """The tutorial saves a 5-class ResNet-34 (and ResNet-50 for its bottleneck variant): the app must accept them."""
+    from resnet import config
+    for arch in ("resnet34", "resnet50"):
+        weights = build_model(arch, 5, device="meta").state_dict().values()
+        megabytes = sum(t.numel() * t.element_size() for t in weights) / 2**20 + 1  # + torch.save's few records
+        assert megabytes < config.SETTINGS["RESNET_MAX_FILE_MB"].default, arch
+
+
 # ---------------------------------------------------------------------------- wrong files: one clear sentence
 
 def refusal(path, classes=None, **kwargs) -> BadCheckpoint:

@@ -271,7 +271,7 @@ def test_settings_are_parsed_tolerantly(monkeypatch, caplog):
     monkeypatch.setenv("RESNET_MAX_FILE_MB", "-5")
     monkeypatch.setenv("RESNET_ALLOW_DOWNLOAD", "maybe")
     monkeypatch.setenv("RESNET_DEFAULT_ARCH", "resnet9000")
-    assert config.get("RESNET_QUICK_CONCURRENCY") == 4 and config.get("RESNET_MAX_FILE_MB") == 50
+    assert config.get("RESNET_QUICK_CONCURRENCY") == 4 and config.get("RESNET_MAX_FILE_MB") == 100
     assert config.get("RESNET_ALLOW_DOWNLOAD") is True
     assert resnet.serving.Settings().default_arch == "resnet18"
     assert "RESNET_QUICK_CONCURRENCY" in caplog.text and "RESNET_DEFAULT_ARCH" in caplog.text
