@@ -370,7 +370,8 @@ _GLUED = re.compile(r"(?<![A-Za-z0-9_.])([A-Za-z]{3,})-\d")
 def english_in(text: str, names=frozenset()) -> list[str]:
     """The English words a Chinese page should not show in ``text`` (names in ``names`` are allowed as wholes)."""
     for name in sorted(names, key=len, reverse=True):
-        text = text.replace(name, " ")
+        if name in text:
+            text = re.sub(rf"(?<![A-Za-z]){re.escape(name)}(?![A-Za-z])", " ", text)
     text = re.sub(r"\\[A-Za-z]+", " ", text)  # mathtext commands ($\mathdefault{10^{-2}}$)
     return i18n.foreign_words(text) + [w for w in _GLUED.findall(text) if w not in i18n.KEPT_WORDS]
 
