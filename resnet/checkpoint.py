@@ -173,9 +173,9 @@ def infer_arch(state: dict[str, torch.Tensor], name: str = "checkpoint") -> tupl
 
 # ---------------------------------------------------------------------------- class names
 
-def read_classes(classes, num_classes: int) -> list[str] | None:
+def read_classes(classes, num_classes: int | None = None) -> list[str] | None:
     """Class names from a list, or from a ``class_indices.json`` path (``{"0": "daisy", …}`` as the tutorial writes
-    it, or a JSON list); there must be exactly ``num_classes``, numbered 0 … ``num_classes - 1``."""
+    it, or a JSON list), numbered 0 … n - 1; there must be exactly ``num_classes`` of them (if given)."""
     if classes is None:
         return None
     example = '{"0": "daisy", "1": "dandelion"}'
@@ -205,7 +205,7 @@ def read_classes(classes, num_classes: int) -> list[str] | None:
         raise error(BadCheckpoint, "checkpoint.classes_format", name=name, example=example)
     if not all(isinstance(n, str) and n.strip() and len(n) <= MAX_CLASS_NAME for n in names):
         raise error(BadCheckpoint, "checkpoint.classes_format", name=name, example=example)
-    if len(names) != num_classes:
+    if num_classes is not None and len(names) != num_classes:
         raise error(BadCheckpoint, "checkpoint.classes_count", name=name, got=len(names), want=num_classes)
     return [n.strip() for n in names]
 

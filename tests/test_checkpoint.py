@@ -275,6 +275,43 @@ def test_the_app_classifies_and_looks_into_an_uploaded_checkpoint(app_server, sm
         client.close()
 
 
+@pytest.mark.browser
+def test_a_student_uploads_a_checkpoint_in_the_feature_maps_tab(app_server, small, tmp_path):
+    """In Chromium: the checkpoint and its class_indices.json go in the tab's upload boxes, the Grad-CAM class list
+    becomes the checkpoint's own, and Show explains the checkpoint's answer for the class picked."""
+    sync_api = pytest.importorskip("playwright.sync_api")
+    chromium = "/usr/bin/chromium"
+    if not Path(chromium).exists():
+        pytest.skip("Chromium is not installed (.ci/run installs it)")
+    with sync_api.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=chromium, args=["--no-sandbox", "--disable-dev-shm-usage"])
+        try:
+            page = browser.new_page(locale="en-US", viewport={"width": 1280, "height": 1300})
+            page.set_default_timeout(120_000)
+            page.goto(app_server)
+            tab = page.get_by_role("tab", name="Feature maps")
+            for _ in range(10):  # a click landing while the app starts can be lost: click until it is selected
+                tab.click()
+                if tab.get_attribute("aria-selected") == "true":
+                    break
+                page.wait_for_timeout(1000)
+            page.locator("#features-own").get_by_text("Your own checkpoint").click()
+            page.locator("#features-checkpoint input[type=file]").set_input_files(str(small["weights"]))
+            page.locator("#features-class-indices input[type=file]").set_input_files(str(small["classes"]))
+            sync_api.expect(page.locator("#features-class-indices")).to_contain_text("class_indices.json")
+            sync_api.expect(page.locator("#features-target")).to_contain_text("your checkpoint's class names")
+            page.locator("#features-target input").click()
+            page.get_by_role("option", name="roses", exact=True).click()  # the list is the checkpoint's now
+            page.locator("#features-button").click()
+            info = page.locator("#features-info")
+            sync_api.expect(info).to_contain_text("Your checkpoint (ResNet-18, 5 classes)", timeout=120_000)
+            sync_api.expect(info).to_contain_text("Grad-CAM for roses (class 2")
+            assert page.locator(".toast-body.error").count() == 0
+            page.screenshot(path=tmp_path / "features-own-checkpoint.png")
+        finally:
+            browser.close()
+
+
 # ---------------------------------------------------------------------------- flower_photos from a loopback mirror
 
 def jpeg(colour, size=12) -> bytes:

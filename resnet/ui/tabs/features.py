@@ -5,6 +5,7 @@ from __future__ import annotations
 import gradio as gr
 import gradio.media
 
+from ...checkpoint import BadCheckpoint, read_classes
 from ...errors import BadSetting
 from ...analysis.features import ALL_STAGES, feature_maps, grad_cam, model_view, resolve_target, stage_info, to_input
 from ...i18n import error, has, t
@@ -110,6 +111,21 @@ def make_handler(ctx):
     return show_features
 
 
+def make_target_update(ctx):
+    def classes_changed(class_indices, request: gr.Request = None):
+        """The Grad-CAM class list follows an uploaded class-index file (its names), and ImageNet's without one. A
+        file that cannot be read changes nothing here: Show says what is wrong with it."""
+        L = lang(request)
+        path = payload_path(class_indices, L)  # only an uploaded file is opened
+        try:
+            names = read_classes(path) if path else None
+        except BadCheckpoint:
+            names = None
+        info = t("features.target_info_own" if names else "features.target_info", L)
+        return gr.Dropdown(choices=target_choices(ctx, names, L), value=TOP_CLASS, info=info)
+    return classes_changed
+
+
 def build(ctx) -> None:
     with gr.Tab(ctx("tab.features"), id="features"):
         gr.Markdown(ctx("features.intro"))
@@ -138,11 +154,15 @@ def build(ctx) -> None:
         fn = make_handler(ctx)
         button.click(fn, [image, arch, stage, n_channels, target, checkpoint, class_indices], [grid, cam, info],
                      api_name="feature_maps", preprocess=False, **ctx.quick)
+        class_indices.change(make_target_update(ctx), [class_indices], [target], api_visibility="private",
+                             preprocess=False, **ctx.cheap)
         ctx.copy_link("features")
 
 
-def target_choices(ctx) -> list:
-    """"top class" first (its label translated in the browser), then the ImageNet class names (torchvision's
-    metadata, English: the names the network was trained with; no model needed)."""
+def target_choices(ctx, names: list[str] | None = None, L: str | None = None) -> list:
+    """"top class" first (its label translated in the browser, or in ``L`` for an update), then ``names`` (an
+    uploaded class-index file's) or the ImageNet class names (torchvision's metadata, English: the names the
+    network was trained with; no model needed)."""
     from ...weights import categories
-    return [(ctx("features.top_class"), TOP_CLASS)] + categories()
+    top = t("features.top_class", L) if L else ctx("features.top_class")
+    return [(top, TOP_CLASS)] + (names or categories())
