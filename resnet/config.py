@@ -41,8 +41,13 @@ SETTINGS: dict[str, Setting] = {s.name: s for s in [
     Setting("RESNET_DEFAULT_ARCH", str, "resnet18", "the depth the Classify and Feature maps tabs start with"),
     Setting("RESNET_MODEL_CACHE_MB", int, 1200, "memory the shared model cache may hold (least recently used "
             "dropped first)", 1),
-    Setting("RESNET_TRAIN_CONCURRENCY", int, None, "training-type jobs (fine-tune, training race, ResNet-1202) at "
-            "once; others wait in the queue (default 1 on CPU, 2 on GPU)", 1),
+    Setting("RESNET_TRAIN_CONCURRENCY", int, None, "distinct training-type runs (fine-tune, training race, "
+            "ResNet-1202) computing at once; others wait their turn, and identical requests share one run (default 1 "
+            "on CPU, 2 on GPU)", 1),
+    Setting("RESNET_REPLAY_CACHE_ENTRIES", int, 32, "finished runs (fine-tunes and labs) kept to answer the same "
+            "request again at once, replayed; least recently used dropped first (0: none)", 0),
+    Setting("RESNET_REPLAY_CACHE_MB", int, 512, "memory those finished runs may hold together (a fine-tune keeps "
+            "its trained models)", 0),
     Setting("RESNET_QUICK_CONCURRENCY", int, 4, "quick jobs (classify, feature maps, the short labs) running at "
             "once, across all endpoints together", 1),
     Setting("RESNET_TORCH_THREADS", int, None, "torch's intra-op threads (default: the cores divided among the "

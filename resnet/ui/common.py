@@ -1,6 +1,7 @@
 """What every tab shares: settings, the model cache, the string table, and error handling."""
 from __future__ import annotations
 
+import asyncio
 import functools
 import inspect
 import logging
@@ -42,15 +43,21 @@ class Context:
         """A translatable label for static UI text."""
         return self.i18n(key)
 
-    # How an event queues. Quick and training jobs each share one concurrency limit across all their endpoints
-    # (Gradio's ``concurrency_id``) and count towards a visitor's fair share; cheap ones never wait.
+    # How an event queues. Quick jobs share one concurrency limit across all their endpoints (Gradio's
+    # ``concurrency_id``); both kinds count towards a visitor's fair share (``fairshare``); cheap ones never wait.
     @property
     def quick(self) -> dict:
         return dict(concurrency_limit=self.settings.quick_concurrency, concurrency_id="quick")
 
     @property
     def train(self) -> dict:
-        return dict(concurrency_limit=self.settings.train_concurrency, concurrency_id="train")
+        """Training-type jobs. Their handlers subscribe to ``resnet.train.jobs.JOBS``, which runs each distinct
+        job once and at most ``train_concurrency`` of them at a time (the memory budget assumes that many), so
+        Gradio lets every request in: thirty students asking for the same run all watch it live instead of
+        waiting in line behind it. An endpoint given these settings MUST do its work through ``JOBS``
+        (``resnet.ui.sharing``), or it would run unlimited."""
+        return dict(concurrency_limit=max(self.settings.max_queue, self.settings.train_concurrency),
+                    concurrency_id="train")
 
     cheap = dict(concurrency_limit=None)
 
@@ -81,6 +88,30 @@ def _as_gr_error(e: Exception, L: str = "en") -> gr.Error:
 def friendly(fn):
     """Turn any failure into a one-sentence ``gr.Error`` in the visitor's language: a ``LabError``'s own sentence,
     anything else logged and answered generically. No stack trace ever reaches the page."""
+    if inspect.isasyncgenfunction(fn):
+        @functools.wraps(fn)
+        async def agen(*args, **kwargs):
+            inner = fn(*args, **kwargs)
+            try:
+                async for item in inner:
+                    yield item
+            except (GeneratorExit, asyncio.CancelledError):
+                raise
+            except Exception as e:
+                raise _as_gr_error(e, _request_lang(args, kwargs)) from None
+            finally:
+                await inner.aclose()  # its own clean-up (a subscription's close) now, not when collected
+        return agen
+
+    if inspect.iscoroutinefunction(fn):
+        @functools.wraps(fn)
+        async def coro(*args, **kwargs):
+            try:
+                return await fn(*args, **kwargs)
+            except Exception as e:
+                raise _as_gr_error(e, _request_lang(args, kwargs)) from None
+        return coro
+
     if inspect.isgeneratorfunction(fn):
         @functools.wraps(fn)
         def gen(*args, **kwargs):

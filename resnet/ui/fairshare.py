@@ -4,6 +4,10 @@ Checked when a job asks to join Gradio's queue, from the queue's own record of w
 (so nothing can leak when a client disconnects or cancels). A refused job gets one sentence; the queue stays
 open to everyone else. Cheap endpoints (those without a concurrency limit, such as the layer table) are not
 counted.
+
+Shared runs (``resnet.ui.sharing``, ``resnet.train.jobs``): a request whose job key is already running, waiting,
+cached, or asked for by a request in the queue only subscribes to that run. It is let in without counting against
+the visitor's share, and is never counted afterwards; distinct jobs still count.
 """
 from __future__ import annotations
 
@@ -12,6 +16,8 @@ import logging
 
 from .. import config
 from ..i18n import lang_from_header, t
+from ..train.jobs import JOBS
+from . import sharing
 
 log = logging.getLogger("resnet.ui")
 JOB_GROUPS = ("quick", "train")  # the concurrency ids of counted jobs
@@ -37,14 +43,29 @@ def _counted_events(queue):
 
 
 def holdings(queue, session: str, address: str) -> tuple[int, int]:
-    """How many counted jobs this session and this address hold now."""
+    """How many counted jobs this session and this address hold now (subscriptions to shared runs are not)."""
     by_session = by_address = 0
     for event in _counted_events(queue):
-        if event.concurrency_id not in JOB_GROUPS or not getattr(event, "alive", True):
+        if event.concurrency_id not in JOB_GROUPS or not getattr(event, "alive", True) \
+                or getattr(event, "job_shared", False):
             continue
         by_session += event.session_hash == session
         by_address += client_address(event.request) == address
     return by_session, by_address
+
+
+def queued_keys(queue) -> set[str]:
+    """The job keys of every job waiting or running in the queue."""
+    return {key for event in _counted_events(queue) if getattr(event, "alive", True)
+            and (key := getattr(event, "job_key", None))}
+
+
+def _tag(queue, answer, key: str | None, shared: bool) -> None:
+    """Mark the event that just joined with its job key, and whether it only subscribes to a shared run."""
+    ok, event_id = answer[0], answer[1]
+    event = queue.event_ids_to_events.get(event_id) if ok and isinstance(event_id, str) else None
+    if event is not None and key:
+        event.job_key, event.job_shared = key, shared
 
 
 def install(demo) -> None:
@@ -57,7 +78,14 @@ def install(demo) -> None:
         fn = _fn(demo, body)
         if fn is None or fn.concurrency_id not in JOB_GROUPS:
             return await push(body, request, username)
+        # Off the event loop: a key may hash an uploaded file and check the budget.
+        key = await asyncio.to_thread(sharing.key_of, fn.fn, body.data) if hasattr(fn.fn, "job_key") else None
         async with one_at_a_time:
+            if key and (JOBS.known(key) or key in queued_keys(queue)):
+                log.info("fair share: a request subscribes to a shared run (not counted)")
+                answer = await push(body, request, username)
+                _tag(queue, answer, key, True)
+                return answer
             session, address = body.session_hash or "", client_address(request)
             per_session, per_address = config.get("RESNET_JOBS_PER_SESSION"), config.get("RESNET_JOBS_PER_ADDRESS")
             mine, ours = holdings(queue, session, address)
@@ -69,7 +97,9 @@ def install(demo) -> None:
                 message = t(key, lang, n=limit)
                 return False, [{"__type__": "validate", "is_valid": False, "message": message,
                                 "parameter_name": "queue"}], "validator_error"
-            return await push(body, request, username)
+            answer = await push(body, request, username)
+            _tag(queue, answer, key, False)
+            return answer
 
     queue.push = fair_push
 

@@ -14,7 +14,7 @@ from ...i18n import Text, error, t
 from ..figures.training import training_figure
 from ...predict import classify
 from ...models.transfer import STRATEGIES, load_export
-from .. import disk
+from .. import disk, sharing
 from ..common import arch_choices, early, friendly, lang, on_gpu, payload_path
 
 DATASETS = ("synthetic", "hymenoptera", "upload")  # labels: finetune.dataset_<name>
@@ -25,39 +25,41 @@ UI_REFRESH_S = 0.5  # how often the status line may update between epochs (also 
 
 
 class Runs:
-    """Each session's running fine-tune (its cancel switch, so that Stop reaches only that session's run) and
-    its latest run's folder (a session keeps only its latest run's files)."""
+    """Each session's subscription to its fine-tune (``resnet.train.jobs``: Stop detaches only that session; the run
+    goes on for anyone else watching it and stops when its last watcher leaves) and its latest run's folder (a
+    session keeps only its latest run's files)."""
 
     def __init__(self):
         self._lock = threading.Lock()
-        self._cancel: dict[str, threading.Event] = {}
+        self._subs: dict[str, sharing.Subscription] = {}
         self._folders: dict[str, Path] = {}
 
-    def start(self, session: str) -> tuple[threading.Event, Path]:
-        """Stop and delete the session's previous run; a new cancel switch and a new folder for this one."""
+    def start(self, session: str, sub: sharing.Subscription) -> Path:
+        """Leave the session's previous run and delete its files; a new folder for this one."""
         with self._lock:
-            old = self._cancel.get(session)
-            if old is not None:
-                old.set()  # one run per session: a new Start ends the previous one
+            old = self._subs.get(session)
             disk.remove(self._folders.pop(session, None))
-            event = self._cancel[session] = threading.Event()
+            self._subs[session] = sub
             folder = self._folders[session] = disk.run_folder()
             disk.busy.add(str(folder))
+        if old is not None and old is not sub:
+            old.close()  # one run per session: a new Start leaves the previous one
         disk.enforce_budget()
-        return event, folder
+        return folder
 
     def stop(self, session: str) -> bool:
         with self._lock:
-            event = self._cancel.pop(session, None)
-        if event is not None:
-            event.set()
-        return event is not None
+            sub = self._subs.pop(session, None)
+        if sub is not None:
+            sub.close()
+        return sub is not None
 
-    def finish(self, session: str, event: threading.Event, folder: Path) -> None:
+    def finish(self, session: str, sub: sharing.Subscription, folder: Path) -> None:
         with self._lock:
-            if self._cancel.get(session) is event:
-                del self._cancel[session]
+            if self._subs.get(session) is sub:
+                del self._subs[session]
             disk.busy.discard(str(folder))
+        sub.close()
 
 
 def name(strategy: str, L: str) -> str:
@@ -133,39 +135,63 @@ def check_start(dataset, zip_file, strategies, arch, epochs, image_size, batch_s
     make_config(dataset, zip_file, strategies, arch, epochs, image_size, batch_size, lr, L)
 
 
-def make_handlers(ctx, runs: Runs):
+def start_key(dataset, zip_file, strategies, arch, epochs, image_size, batch_size, lr, state, L: str) -> str:
+    """The job key of a Start (``resnet.ui.sharing``): identical requests share one run."""
+    return sharing.finetune_key(make_config(dataset, zip_file, strategies, arch, epochs, image_size, batch_size, lr, L))
+
+
+def producer(cfg: FinetuneConfig):
+    """The run itself, started once per distinct job by ``resnet.train.jobs``, in its own thread."""
     @on_gpu(duration=120)
+    def events(cancel):
+        yield from run(cfg, cancel=cancel)
+    return events
+
+
+def make_handlers(ctx, runs: Runs):
+    @sharing.keyed(start_key)
     @friendly
-    def start(dataset, zip_file, strategies, arch, epochs, image_size, batch_size, lr, state,
+    async def start(dataset, zip_file, strategies, arch, epochs, image_size, batch_size, lr, state,
               request: gr.Request = None, progress=gr.Progress()):
         """Yields (status, curves, results, files, model choices, state) as training goes."""
         L = lang(request)
         cfg = make_config(dataset, zip_file, strategies, arch, epochs, image_size, batch_size, lr, L)
         session = getattr(request, "session_hash", None) or "anonymous"
         remove_run_dir(state)  # the previous run's downloads
-        cancel, run_dir = runs.start(session)
+        # Identical requests share one run: this subscribes to it (or to its replay), or starts it.
+        sub = sharing.JOBS.subscribe(sharing.finetune_key(cfg), producer(cfg), label="finetune")
+        run_dir = runs.start(session, sub)
         state = {"dir": str(run_dir), "models": {}}
         history: dict[str, dict[str, list]] = {}  # the curves so far, in RunResult.history's layout
         total_steps, done_steps = None, 0
         last_ui = 0.0
         skip = gr.skip()
+        shared = sharing.note(sub, L)  # joined a run under way, or a replay
+        shared = shared + "\n\n" if shared else ""
+        over = False
         try:
-            yield (t("finetune.status_start", L, dataset=t(f"finetune.dataset_{dataset}", L)),
+            yield (shared + t("finetune.status_start", L, dataset=t(f"finetune.dataset_{dataset}", L)),
                    None, results_table([], L), None, gr.update(choices=[], value=None), state)
-            for ev in run(cfg, cancel=cancel):
+            epochs_seen = 0
+            async for ev in sub.aevents(timeout=UI_REFRESH_S):  # awaits without holding a thread
+                if ev is sharing.TICK:
+                    if sub.state == "waiting":
+                        yield shared + sharing.waiting(sub, L), skip, skip, skip, skip, skip
+                    continue
                 called = name(ev.strategy, L) if ev.strategy else ""
                 if ev.kind == "start":
-                    yield ev.message.render(L), skip, skip, skip, skip, skip
-                elif ev.kind == "prepare":
+                    yield shared + ev.message.render(L), skip, skip, skip, skip, skip
+                elif ev.kind == "prepare" and not sub.behind:
                     progress((ev.step, ev.steps), desc=ev.message.render(L))
                 elif ev.kind == "step":
                     if total_steps is None:
                         total_steps = ev.steps * cfg.epochs * len(cfg.strategies)
                     done_steps += 1
-                    progress((min(done_steps, total_steps), total_steps),
-                             desc=t("finetune.progress_step", L, strategy=called, epoch=ev.epoch))
+                    if not sub.behind:
+                        progress((min(done_steps, total_steps), total_steps),
+                                 desc=t("finetune.progress_step", L, strategy=called, epoch=ev.epoch))
                     now = time.monotonic()
-                    if now - last_ui >= UI_REFRESH_S:  # a cheap yield keeps Stop and disconnects prompt
+                    if now - last_ui >= UI_REFRESH_S and not sub.behind:  # cheap: Stop and disconnects stay prompt
                         last_ui = now
                         yield (t("finetune.status_step", L, strategy=called, epoch=ev.epoch, epochs=ev.epochs,
                                  step=ev.step, steps=ev.steps, loss=ev.train_loss), skip, skip, skip, skip, skip)
@@ -173,16 +199,23 @@ def make_handlers(ctx, runs: Runs):
                     h = history.setdefault(ev.strategy, {k: [] for k in HISTORY_KEYS})
                     for key in HISTORY_KEYS:
                         h[key].append(getattr(ev, key))
-                    yield (t("finetune.status_epoch", L, strategy=called, epoch=ev.epoch, epochs=ev.epochs,
-                             acc=ev.val_acc, loss=ev.val_loss, speed=ev.images_per_s or 0),
-                           curves_figure(history, L), skip, skip, skip, skip)
+                    epochs_seen += 1
+                    if sub.behind:  # catching up with a shared run: draw only the latest curves
+                        continue
+                    snapshot = {k: {c: list(v) for c, v in h.items()} for k, h in history.items()}
+                    yield (shared + t("finetune.status_epoch", L, strategy=called, epoch=ev.epoch, epochs=ev.epochs,
+                                      acc=ev.val_acc, loss=ev.val_loss, speed=ev.images_per_s or 0),
+                           await sharing.shared_plot(sub, ("curves", epochs_seen, L),
+                                                     lambda: curves_figure(snapshot, L)),
+                           skip, skip, skip, skip)
                 elif ev.kind == "strategy_done":
                     pass
                 elif ev.kind in ("done", "cancelled"):
-                    result = ev.result
+                    result, over = ev.result, True  # shared: read it, never change it
                     files = []
-                    for s in result.summaries:
-                        path = result.export(s.strategy, run_dir / f"{cfg.arch}-{s.strategy}.pth")
+                    for s in result.summaries:  # this visitor's own files (hard links to one written copy)
+                        path = await sharing.aown_copy(sub, s.strategy, run_dir / f"{cfg.arch}-{s.strategy}.pth",
+                                                       lambda dst, s=s: result.export(s.strategy, dst))
                         state["models"][s.strategy] = str(path)
                         files.append(str(path))
                     banner = "" if result.pretrained else t("finetune.random_start", L, arch=cfg.arch) + "\n\n"
@@ -196,15 +229,21 @@ def make_handlers(ctx, runs: Runs):
                         status = ""
                     notes = "\n".join(f"- {n.render(L)}" for n in result.notes)
                     choices = list(state["models"])
+                    if sub.replay:
+                        status = t("jobs.replay", L, seconds=sub.original_seconds or 0.0) + "\n\n" + status
                     yield (banner + status + ("\n\n" + notes if notes else ""),
-                           curves_figure(result.history, L, len(result.classes)) if result.summaries else skip,
+                           await sharing.shared_plot(sub, ("final", L), lambda: curves_figure(
+                               result.history, L, len(result.classes))) if result.summaries else skip,
                            results_table(result.summaries, L), files or None,
                            gr.update(choices=choices, value=choices[0] if choices else None), state)
+            if not over:  # this visitor pressed Stop (or started again): detached, the run may go on for others
+                yield t("finetune.status_stopped", L), skip, skip, skip, skip, skip
         finally:
-            runs.finish(session, cancel, run_dir)
+            runs.finish(session, sub, run_dir)
 
     def stop(request: gr.Request = None):
-        """Flip this session's cancel switch: the engine stops at its next step and frees its memory."""
+        """Detach this session from its run: the run stops at its next step (and frees its memory) when nobody
+        else is watching it."""
         runs.stop(getattr(request, "session_hash", None) or "anonymous")
         return t("finetune.status_stopped", lang(request))
 
