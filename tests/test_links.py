@@ -50,6 +50,8 @@ def _small_app():
                 gr.Button().click(main, [mode, picks, epochs, image, size, lr, state], out, api_name="alpha")
                 gr.Button().click(third, [name, other_epochs], out, api_name="third")
                 gr.Button().click(lambda m: "", [mode], out, api_name="hidden", api_visibility="private")
+                preset = gr.Radio(["quick", "custom"], value="quick")  # a shortcut the visitor's own choice runs
+                preset.input(lambda preset: 3, preset, epochs, api_name="preset")
             with gr.Tab("B", id="beta"):
                 gr.Markdown("nothing to set")
     return demo, dict(mode=mode, picks=picks, epochs=epochs, size=size, lr=lr, count=count, name=name, target=target,
@@ -62,7 +64,8 @@ def test_the_query_names_come_from_the_handlers_and_values_convert_both_ways():
     tabs = links.collect(demo)
     assert list(tabs) == ["alpha", "beta"] and tabs["beta"].fields == []
     alpha = tabs["alpha"]
-    # The endpoint named like the tab first, then the page's order; files, images, state and empty choices are out.
+    # The endpoint named like the tab first, then the page's order; files, images, state, empty choices and a
+    # preset (its settings are in the link) are out.
     assert [f.name for f in alpha.fields] == ["mode", "picks", "epochs", "size", "lr", "count", "name", "target",
                                               "flag", "third.epochs"]
     lookup = alpha.lookup()

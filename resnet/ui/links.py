@@ -6,7 +6,8 @@ other query parameters set that tab's inputs, each named after the parameter of 
 are read from the app itself (``collect``), from every public named event (``api_name``): its input components, the
 handler's parameter names, and the ``gr.Tab`` each component sits in. A setting added to an endpoint is linkable at
 once. Files, images and ``gr.State`` are not (a link cannot carry an upload), nor choices that only exist after a
-run (a dropdown built empty).
+run (a dropdown built empty), nor a shortcut that only the visitor's own choice runs (``.input``: the Fine-tune tab's
+preset sets other settings, and those are in the link).
 
 Names: a parameter name belongs to the first endpoint of its tab that uses it, the endpoint named like the tab
 first (``/finetune`` on the Fine-tune tab), then in the order the page builds them. Another component of the same
@@ -120,9 +121,13 @@ def collect(demo: gr.Blocks) -> dict[str, TabLinks]:
             tabs.setdefault(str(block.id), TabLinks(str(block.id), block))
     per_tab: dict[str, list[tuple[str, str, gr.components.Component]]] = {k: [] for k in tabs}
     for fn in named_events(demo):
+        # An input whose own ``.input`` (the visitor's choice, never a value set by the page) runs the event is a
+        # shortcut to other settings, such as the Fine-tune tab's preset: the settings it sets are what a link holds.
+        own = {block_id for block_id, event in (fn.targets or []) if event == "input"}
         for component, name in zip(fn.inputs, parameter_names(fn)):
             tab = tab_of(component)
-            if name is None or tab is None or str(tab.id) not in tabs or not linkable(component):
+            if name is None or tab is None or str(tab.id) not in tabs or not linkable(component) \
+                    or component._id in own:
                 continue
             per_tab[str(tab.id)].append((fn.api_name, name, component))
     for tab_id, entries in per_tab.items():
@@ -275,7 +280,7 @@ def from_query(params: dict[str, str], tabs: dict[str, TabLinks]) -> Restored:
 
 def _show(text: str) -> str:
     """A stranger's text quoted for a notice: short, in code, no backticks."""
-    text = text.replace("`", "'")
+    text = " ".join(text.replace("`", "'").split())
     return "`" + (text if len(text) <= 40 else text[:39] + "…") + "`"
 
 
@@ -293,7 +298,7 @@ def copy_link_button(ctx, tab: str | None = None) -> None:
     with gr.Row(elem_classes="copy-link"):
         button = gr.Button(ctx("links.copy"), size="sm", scale=0, min_width=160,
                            elem_id=COPY_ID.format(tab=tab or "tab"))
-        text = gr.Textbox(show_label=False, container=False, interactive=False, scale=4,
+        text = gr.Textbox(label=ctx("links.copy"), show_label=False, container=False, interactive=False, scale=4,
                           placeholder=ctx("links.placeholder"), elem_id=TEXT_ID.format(tab=tab or "tab"))
     ctx.links.append((tab, button, text))
 
