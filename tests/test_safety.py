@@ -133,7 +133,8 @@ def test_a_visitor_holds_at_most_two_jobs_and_cannot_starve_the_layer_table(app_
     monkeypatch.setenv("RESNET_JOBS_PER_ADDRESS", "3")
     greedy, neighbour, student = (Client(app_server, verbose=False) for _ in range(3))
     try:
-        jobs = [greedy.submit(150, 8, 0.05, api_name="/training_race") for _ in range(3)]  # ~15 s each
+        # Three distinct jobs (identical ones would share one run, which counts once: see test_sharing.py).
+        jobs = [greedy.submit(steps, 8, 0.05, api_name="/training_race") for steps in (150, 160, 170)]  # ~15 s each
         refused = []
         for job in jobs:  # the three joins race each other: whichever came third is refused
             try:
@@ -146,7 +147,7 @@ def test_a_visitor_holds_at_most_two_jobs_and_cannot_starve_the_layer_table(app_
         jobs = [job for job in jobs if not job.done()]
         # Raw HTTP from the same address: /call makes a new session each time, so the address limit (3) holds.
         assert post(app_server, "training_race", [10, 8, 0.05]).status_code == 200
-        r = post(app_server, "training_race", [10, 8, 0.05])
+        r = post(app_server, "training_race", [20, 8, 0.05])
         assert r.status_code == 422 and "Your network address already has 3 jobs" in r.text
         # Everyone else's cheap request is answered while the training jobs hold the queue.
         t0 = time.perf_counter()

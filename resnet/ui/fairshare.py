@@ -79,7 +79,8 @@ def install(demo) -> None:
         if fn is None or fn.concurrency_id not in JOB_GROUPS:
             return await push(body, request, username)
         # Off the event loop: a key may hash an uploaded file and check the budget.
-        key = await asyncio.to_thread(sharing.key_of, fn.fn, body.data) if hasattr(fn.fn, "job_key") else None
+        lang = lang_from_header(request.headers.get("accept-language"))
+        key = await asyncio.to_thread(sharing.key_of, fn.fn, body.data, lang) if hasattr(fn.fn, "job_key") else None
         async with one_at_a_time:
             if key and (JOBS.known(key) or key in queued_keys(queue)):
                 log.info("fair share: a request subscribes to a shared run (not counted)")

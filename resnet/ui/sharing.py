@@ -9,11 +9,15 @@ that it would only subscribe to a run that is already there (which does not coun
 from __future__ import annotations
 
 import asyncio
+import copy
+import functools
 import inspect
 import logging
 import os
 from pathlib import Path
 from typing import Any, Callable
+
+import gradio as gr
 
 from ..i18n import t
 from ..train.jobs import JOBS, TICK, Subscription, file_identity, job_key, weights_identity  # noqa: F401
@@ -30,7 +34,7 @@ def keyed(key_fn: Callable[..., str | None]):
     return mark
 
 
-def key_of(fn, data) -> str | None:
+def key_of(fn, data, L: str = "en") -> str | None:
     """The job key of a queued request of handler ``fn`` (None: not a shared handler, or inputs with no key,
     which the handler itself will refuse)."""
     key_fn = getattr(fn, "job_key", None)
@@ -40,7 +44,7 @@ def key_of(fn, data) -> str | None:
     values = list(data or [])[:n]
     values += [None] * (n - len(values))
     try:
-        return key_fn(*values, "en")
+        return key_fn(*values, L)
     except Exception:  # noqa: BLE001 - a bad request has no key; the validator and handler say why
         return None
 
@@ -106,3 +110,148 @@ def note(sub: Subscription, L: str) -> str:
 
 def waiting(sub: Subscription, L: str) -> str:
     return t("jobs.waiting", L, ahead=sub.ahead())
+
+
+# ------------------------------------------------------------------------------- shared handlers (the labs)
+
+def identity(value, L: str = "en"):
+    """A request input as a job key sees it: an uploaded file by its bytes, whole floats as ints."""
+    if isinstance(value, dict) and "path" in value:
+        from .common import payload_path
+        path = payload_path(value, L)
+        return {"file": file_identity(path)} if path else None
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    if isinstance(value, (list, tuple)):
+        return [identity(v, L) for v in value]
+    return value
+
+
+def model_weights(arch: str) -> str:
+    """The weights the app's model cache serves ``arch`` with (``ModelCache``: a file on disk, else seeded
+    random ones): ``sha256:<hex>`` or ``"random"``."""
+    from .. import weights
+    try:
+        return file_identity(weights.find_weights(arch, download_ok=False))
+    except (weights.WeightsUnavailable, OSError):
+        return "random"
+
+
+def _inputs(fn) -> list[str]:
+    """A handler's input parameters (not the request or a progress tracker)."""
+    out = []
+    for p in inspect.signature(fn).parameters.values():
+        if p.kind not in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD) or p.name in ("request", "progress"):
+            break
+        out.append(p.name)
+    return out
+
+
+def _language(args, kwargs) -> str:
+    from .common import lang
+    for value in (*args, *kwargs.values()):
+        if isinstance(value, gr.Request):
+            return lang(value)
+    return "en"
+
+
+def _frozen(item):
+    """A handler's output as it can be shared and replayed: figures drawn and encoded once (``plot_data``)."""
+    from matplotlib.figure import Figure
+    if isinstance(item, Figure):
+        return plot_data(item)
+    if isinstance(item, tuple):
+        return tuple(_frozen(v) for v in item)
+    if isinstance(item, list):
+        return [_frozen(v) for v in item]
+    return item
+
+
+def _marked(item, line: str):
+    """``item`` (one output or a tuple of them) with ``line`` added to its last text output."""
+    if not line:
+        return item
+    if isinstance(item, str):
+        return line + "\n\n" + item
+    if isinstance(item, tuple):
+        for i in range(len(item) - 1, -1, -1):
+            if isinstance(item[i], str):
+                return item[:i] + (line + "\n\n" + item[i],) + item[i + 1:]
+    return item
+
+
+def shared(endpoint: str, *, limited: bool = False, outputs: int | None = None,
+           extra: Callable[[], dict] | None = None):
+    """Make a handler (a function, or a generator of updates) share its work: identical requests (same inputs,
+    language and ``extra()`` identity, e.g. the weights a model is served with) subscribe to one run of it,
+    which ``JOBS`` starts in its own thread; a finished one is replayed from the cache, its text marked as a
+    replay. Figures in its outputs are drawn once per run. ``limited``: a training-type job (one of the
+    ``RESNET_TRAIN_CONCURRENCY`` slots); while it waits, a generator with ``outputs`` outputs says how many
+    runs are ahead (in its last output). The handler itself must depend on nothing but its inputs."""
+    def wrap(fn):
+        names = _inputs(fn)
+        generator = inspect.isgeneratorfunction(fn)
+
+        def key(*values) -> str:
+            *inputs, L = values
+            return job_key(endpoint, inputs=[identity(v, L) for v in inputs], lang=L, **(extra() if extra else {}))
+        key.__signature__ = inspect.Signature(
+            [inspect.Parameter(n, inspect.Parameter.POSITIONAL_OR_KEYWORD) for n in [*names, "L"]])
+
+        def subscribe(args, kwargs) -> tuple[Subscription | None, str]:
+            L = _language(args, kwargs)
+            try:
+                k = key(*args[:len(names)], L)
+            except Exception:  # noqa: BLE001 - a request with no key runs unshared and says what is wrong
+                return None, L
+
+            def produce(cancel):
+                if generator:
+                    for item in fn(*args, **kwargs):
+                        yield _frozen(item)
+                        if cancel.is_set():
+                            return
+                else:
+                    yield _frozen(fn(*args, **kwargs))
+            return JOBS.subscribe(k, produce, limited=limited, label=endpoint), L
+
+        def deliver(sub: Subscription, item, L: str):
+            item = copy.deepcopy(item)  # each visitor's own outputs (Gradio may change what it is handed)
+            return _marked(item, note(sub, L))
+
+        if generator:
+            @functools.wraps(fn)
+            async def handler(*args, **kwargs):
+                sub, L = await asyncio.to_thread(subscribe, args, kwargs)
+                if sub is None:  # the handler's own sentence says what is wrong
+                    it, end = fn(*args, **kwargs), object()
+                    while (item := await asyncio.to_thread(next, it, end)) is not end:
+                        yield item
+                    return
+                try:
+                    async for item in sub.aevents(timeout=1.0):
+                        if item is TICK:
+                            if sub.state == "waiting" and outputs:
+                                yield (gr.skip(),) * (outputs - 1) + (waiting(sub, L),)
+                            continue
+                        if sub.behind:  # catching up: only the newest state is worth drawing
+                            continue
+                        yield deliver(sub, item, L)
+                finally:
+                    sub.close()
+        else:
+            @functools.wraps(fn)
+            async def handler(*args, **kwargs):
+                sub, L = await asyncio.to_thread(subscribe, args, kwargs)
+                if sub is None:
+                    return await asyncio.to_thread(fn, *args, **kwargs)
+                try:
+                    result = None
+                    async for item in sub.aevents():
+                        result = item
+                    return deliver(sub, result, L)
+                finally:
+                    sub.close()
+        handler.job_key = key
+        return handler
+    return wrap

@@ -1,5 +1,8 @@
 """Labs tab: the note's highlights as experiments to run in class, one section each.
 
+Every lab handler is ``sharing.shared``: identical requests (same inputs and language) share one run of it, and a
+finished one is replayed (``resnet.train.jobs``); the training-type labs take one of the training slots.
+
 Callbacks only translate between widgets and ``resnet.analysis.labs``; the figures come from ``resnet.ui.figures.labs``.
 """
 from __future__ import annotations
@@ -14,6 +17,7 @@ from ..figures import labs as plots
 from ...errors import BadSetting
 from ...i18n import error, t
 from ...predict import model_categories
+from .. import sharing
 from ..common import early, example_photos, friendly, lang, payload_path
 
 FLOW_NETS = ("cifar20", "cifar56", "cifar110", "resnet18", "resnet34")  # labels: labs.net.<name>
@@ -47,6 +51,7 @@ def check_flow(nets, settings, batch_size, L: str) -> None:
     budget.check_gradient_flow(nets, settings, batch)
 
 
+@sharing.shared("gradient_flow")
 @friendly
 def run_gradient_flow(nets: list[str], settings: list[str], batch_size: float, request: gr.Request = None):
     L = lang(request)
@@ -83,6 +88,7 @@ def check_race(steps, batch_size, lr, L: str) -> None:
     budget.check_training_race(steps, batch, labs.RACE_NETS, labs.RACE_IMAGES, labs.RACE_WIDTHS)
 
 
+@sharing.shared("training_race", limited=True, outputs=2)
 @friendly
 def run_race(steps: float, batch_size: float, lr: float, request: gr.Request = None):
     """A generator: the loss-curve figure after every few steps, then a one-line verdict."""
@@ -114,6 +120,7 @@ def check_deep(batch_size, setting, L: str) -> None:
     budget.check_deep_network("cifar1202", b, 32, setting)
 
 
+@sharing.shared("deep_network", limited=True)
 @friendly
 def run_deep(batch_size: float, setting: str, request: gr.Request = None):
     L = lang(request)
@@ -148,6 +155,7 @@ def check_bn(image, layer, channel, pool_size, L: str) -> None:
 
 
 def make_bn_lab(ctx):
+    @sharing.shared("bn_lab", extra=lambda: {"weights": sharing.model_weights("resnet18")})
     @friendly
     def run_bn_lab(image, layer: str, channel: float, pool_size: float, request: gr.Request = None):
         L = lang(request)
@@ -217,6 +225,7 @@ def check_group(cin, cout, groups, size, L: str) -> None:
     group_args(cin, cout, groups, size)
 
 
+@sharing.shared("group_conv")
 @friendly
 def run_group_conv(cin: float, cout: float, groups: float, size: float, request: gr.Request = None):
     L = lang(request)
