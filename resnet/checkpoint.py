@@ -104,7 +104,12 @@ def read_state_dict(path: str | os.PathLike, *, max_bytes: int = MAX_CHECKPOINT_
         raise error(BadCheckpoint, key, name=name) from None
     except Exception:  # truncated or damaged
         raise error(BadCheckpoint, "checkpoint.corrupt", name=name) from None
-    return unwrap(obj, name)
+    state = unwrap(obj, name)
+    # A tensor may claim a huge shape over a tiny storage (stride 0): what its model would hold counts, not the file.
+    held = sum(v.numel() * v.element_size() for v in state.values())
+    if held > max_bytes:
+        raise error(BadCheckpoint, "checkpoint.too_big", name=name, mb=held / 2**20, limit=max_bytes / 2**20)
+    return state
 
 
 def unwrap(obj, name: str = "checkpoint") -> dict[str, torch.Tensor]:

@@ -186,6 +186,12 @@ def test_wrong_checkpoints_are_refused_with_a_clear_sentence(tmp_path, small):
     save("nan.pth", bad)
     assert "NaN" in refusal(tmp_path / "nan.pth") and "fc.weight" in refusal(tmp_path / "nan.pth")
     assert "more than the 1 MiB" in refusal(small["weights"], max_bytes=2**20)
+    # A tiny file whose fc claims a million classes over one stored number (stride 0): refused before any model
+    # of that size is built.
+    save("strided.pth", {**state, "fc.weight": torch.zeros(1).expand(10**6, 512),
+                         "fc.bias": torch.zeros(1).expand(10**6)})
+    assert (tmp_path / "strided.pth").stat().st_size < 50 * 2**20
+    assert "more than the 512 MiB" in refusal(tmp_path / "strided.pth")
 
 
 @pytest.mark.unit
