@@ -49,8 +49,9 @@ def _target_index(model, target, own: bool = False) -> int | None:
     except ValueError:
         names = model_categories(model)
         if own:
-            raise error(BadSetting, "features.bad_target_own", target=repr(str(target)),
-                        names=", ".join(names[:10]) + (" …" if len(names) > 10 else ""), last=len(names) - 1) from None
+            shown = ", ".join(names[:10]) + (" …" if len(names) > 10 else "")
+            raise error(BadSetting, "features.bad_target_own", target=repr(str(target)), names=shown,
+                        last=len(names) - 1) from None
         raise error(BadSetting, "features.bad_target", target=repr(str(target)), last=len(names) - 1) from None
 
 
