@@ -269,6 +269,15 @@ def _read_images(cfg, n_train: int, n_val: int) -> int:
     return n_train + n_val
 
 
+def needs_download(cfg) -> bool:
+    """Is ``cfg``'s data set a named one (ants & bees, flowers) not yet downloaded here? Its download is not part
+    of the estimate."""
+    from .. import data
+    name = str(cfg.dataset).strip()
+    spec = {"hymenoptera": getattr(data, "HYMENOPTERA", None), "flowers": getattr(data, "FLOWERS", None)}.get(name)
+    return bool(spec) and not (data.data_dir() / spec["folder"] / ".complete").is_file()
+
+
 def _split(labels: list[int], val_fraction: float) -> tuple[list[int], int]:
     """Training images per class and validation images after ``stratified_split``'s arithmetic."""
     per, n_val = [], 0
