@@ -14,6 +14,7 @@ import functools
 import inspect
 import logging
 import os
+import threading
 from pathlib import Path
 from typing import Any, Callable
 
@@ -65,15 +66,20 @@ def finetune_key(cfg) -> str:
 
 
 _plot = None
+# Matplotlib's mathtext parser (pyparsing) is not thread-safe: two figures with log axes ($10^{-2}$ tick labels) drawn
+# at once in two worker threads failed with "ParseException" (a lab's figure, seen in tests/test_zh_browser.py).
+_draw_lock = threading.Lock()
 
 
 def plot_data(fig) -> Any:
-    """A figure as ``gr.Plot`` sends it to the page (drawn and encoded once; the figure is closed)."""
+    """A figure as ``gr.Plot`` sends it to the page (drawn and encoded once, one figure at a time; the figure is
+    closed)."""
     global _plot
-    if _plot is None:
-        import gradio as gr
-        _plot = gr.Plot(render=False)
-    return _plot.postprocess(fig)
+    with _draw_lock:
+        if _plot is None:
+            import gradio as gr
+            _plot = gr.Plot(render=False)
+        return _plot.postprocess(fig)
 
 
 async def shared_plot(sub: Subscription, name, make: Callable[[], Any]) -> Any:
