@@ -274,7 +274,7 @@ def from_query(params: dict[str, str], tabs: dict[str, TabLinks]) -> Restored:
         try:
             values[f.component._id] = parse(f.component, text)
         except Invalid as e:
-            notes.append(Text("links.bad_value", name=f.name, value=_show(text), why=e.why))
+            notes.append(Text("links.bad_value", name=_show(f.name), value=_show(text), why=e.why))
     return Restored(tab_id, values, notes)
 
 
