@@ -20,7 +20,7 @@ from ..train.jobs import JOBS
 from . import sharing
 
 log = logging.getLogger("resnet.ui")
-JOB_GROUPS = ("quick", "train")  # the concurrency ids of counted jobs
+JOB_GROUPS = ("quick", "train", "train-solo")  # the concurrency ids of counted jobs
 
 
 def client_address(request) -> str:
@@ -70,6 +70,12 @@ def _tag(queue, answer, key: str | None, shared: bool) -> None:
 
 def install(demo) -> None:
     """Wrap this app's queue (not Gradio's class) so that each join is checked first."""
+    for fn in demo.fns.values():
+        # A training-type handler that does not share its work through ``resnet.train.jobs`` (``sharing``) is not
+        # limited by it: it gets a Gradio limit of its own instead, the training slots' number.
+        if fn.concurrency_id == "train" and not hasattr(fn.fn, "job_key"):
+            log.warning("%s is a training-type job that does not share its runs; it gets its own limit", fn.api_name)
+            fn.concurrency_id, fn.concurrency_limit = "train-solo", config.train_concurrency()
     queue = demo._queue
     push = queue.push
     one_at_a_time = asyncio.Lock()  # check and join together, so that simultaneous joins cannot all pass
