@@ -18,9 +18,9 @@ pytestmark = [pytest.mark.browser,
 WAIT_MS = 60_000  # every expectation and action waits on its condition up to a minute (busy CI machines)
 playwright.expect.set_options(timeout=WAIT_MS)
 CJK = re.compile(r"[\u4e00-\u9fff]")
-# Gradio's own words that its front end writes in English whatever the language (the status tracker of a running
-# event): not the app's to translate.
-GRADIO_UNTRANSLATED = re.compile(r"^(processing|queue: \d+/\d*) \|$")
+# Gradio's own words that its front end writes in English whatever the language and no translation reaches (the
+# status tracker of a running event; a toast's title is its type, capitalised): not the app's to translate.
+GRADIO_UNTRANSLATED = re.compile(r"^((processing|queue: \d+/\d*) \||Error|Warning|Info)$")
 
 VISIBLE_TEXT = """() => {
     // Every visible text node and the text of visible inputs (a dropdown's choice, a number box), outside code.
@@ -105,7 +105,8 @@ def check(page, tab: str, class_names, found: dict) -> None:
         found.setdefault(tab, {}).update(english)
 
 
-def test_every_tab_in_chinese_after_its_default_action(zh_page, class_names, photos):
+def test_every_tab_in_chinese_after_its_default_action(zh_page, class_names, photos, tmp_path):
+    from resnet.ui.tabs.labs import LIMITS as LAB_LIMITS
     page, found = zh_page, {}
     t = __import__("resnet.i18n", fromlist=["t"]).t
 
@@ -150,12 +151,21 @@ def test_every_tab_in_chinese_after_its_default_action(zh_page, class_names, pho
     playwright.expect(page.locator("#ft-status")).to_contain_text("完成")
     check(page, "finetune (after a run)", class_names, found)
 
-    # Labs: the gradient-flow lab (open at first) and the group-convolution lab.
+    # Labs: gradient flow (open at first), a short training race, the BatchNorm lab and the group-convolution lab.
     open_tab(page, t("tab.labs", "zh-CN"))
     page.locator("#labs-flow-button").click()
     playwright.expect(page.locator("#labs-flow-text")).not_to_be_empty(timeout=120_000)
+    steps = page.locator(".block", has_text=t("labs.race.steps", "zh-CN")).locator("input[type=number]").first
+    steps.fill(str(LAB_LIMITS["race_steps"][0]))
+    steps.press("Enter")
+    page.locator("#labs-race-button").click()
+    race_over = t("labs.race.done", "zh-CN", seconds=0).split("0")[-1][:4]  # "秒完成。": the race is over
+    playwright.expect(page.locator("#labs-race-text")).to_contain_text(race_over, timeout=180_000)
+    playwright.expect(page.locator("#labs-race-text")).to_contain_text("普通网络")
     for section in ("labs-deep", "labs-bn", "labs-group"):  # closed at first: open them to read their words
         page.locator(f"#{section} .label-wrap").first.click()
+    page.locator("#labs-bn-button").click()
+    playwright.expect(page.locator("#labs-bn-batch")).not_to_be_empty(timeout=120_000)
     page.locator("#labs-group-button").click()
     playwright.expect(page.locator("#labs-group-text")).not_to_be_empty(timeout=120_000)
     check(page, "labs", class_names, found)
@@ -165,4 +175,17 @@ def test_every_tab_in_chinese_after_its_default_action(zh_page, class_names, pho
     check(page, "about", class_names, found)
 
     no_error_toast(page)
+
+    # A refusal made deep in the data layer (a broken zip), shown on the page in Chinese.
+    open_tab(page, t("tab.finetune", "zh-CN"))
+    page.locator("#ft-dataset").get_by_label(t("finetune.dataset_upload", "zh-CN"), exact=True).check()
+    broken = tmp_path / "损坏的数据.zip"  # the visitor's own file name is theirs, not the page's
+    broken.write_bytes(b"these bytes are not a zip archive")
+    page.locator("#ft-zip input[type=file]").set_input_files(str(broken))
+    playwright.expect(page.locator("#ft-zip")).to_contain_text("损坏的数据")
+    page.locator("#ft-start").click()
+    toast = page.locator(".toast-body.error").first
+    playwright.expect(toast).to_contain_text("ZIP 压缩包", timeout=120_000)
+    check(page, "finetune (a broken zip)", class_names, found)
+
     assert not found, "\n".join(f"{tab}: {texts}" for tab, texts in found.items())
