@@ -166,6 +166,12 @@ def finetune_alone(args, env: dict) -> tuple[float, object, Probes]:
     try:
         lesson = Lesson(server.url, args.quick)
         client = open_page(server.url)
+        from gradio_client import handle_file
+        image = handle_file(lesson.photos[0])
+        # The lesson's earlier steps first, as in class (the server has loaded what they need when Start is pressed).
+        client.predict(api_name="/layer_table", **lesson.kwargs("/layer_table"))
+        client.predict(api_name="/classify", **lesson.kwargs("/classify", image=image))
+        client.predict(api_name="/feature_maps", **lesson.kwargs("/feature_maps", image=image))
         probes = Probes(lesson, args.probes)
         probes.start()
         t0 = time.perf_counter()
@@ -202,6 +208,8 @@ def main() -> None:
     env = {"RESNET_JOBS_PER_ADDRESS": str(max(1000, 4 * n)), "RESNET_MAX_QUEUE": str(max(64, 4 * n + 16))}
     if args.weights_dir:
         env["RESNET_WEIGHTS_DIR"] = str(Path(args.weights_dir).resolve())
+    print(f"$ python {' '.join(sys.argv)}   ({time.strftime('%Y-%m-%d %H:%M')}, load average "
+          f"{' '.join(f'{x:.1f}' for x in os.getloadavg())})")
     print(f"classroom bench: {n} students{' (quick)' if args.quick else ''}, {os.cpu_count()} CPUs here; "
           f"every student from 127.0.0.1 (RESNET_JOBS_PER_ADDRESS={env['RESNET_JOBS_PER_ADDRESS']}, as for a class "
           "behind one NAT address)", flush=True)
