@@ -624,6 +624,27 @@ def check_training_race(steps, batch_size, nets, n_images, widths) -> tuple[int,
     return steps, batch_size, tuple(pairs), n_images, widths
 
 
+def check_bn_batch_run(steps, batch_size, groups, n_images, widths) -> tuple[int, int, tuple, int]:
+    """Validate and budget the BatchNorm lab's training run (``labs.bn_batch_run``: one ResNet-20 per group size,
+    all trained on the same batches, each evaluated on the held-out shapes); returns (steps, batch size, group
+    sizes, images)."""
+    steps = whole(steps, 1, 2000, "number of steps")
+    batch_size = whole(batch_size, 2, 256, "batch size")
+    n_images = whole(n_images, 8, 4096, "number of images")
+    if not isinstance(groups, (list, tuple)) or not 1 <= len(groups) <= 4:
+        raise error(BadSetting, "budget.race.pairs")
+    groups = tuple(dict.fromkeys(whole(g, 2, batch_size, "batch size") for g in groups))
+    nets = [("cifar20", True)] * len(groups)
+    # Evaluation every 8 steps: a pass of 256 training images (the set's statistics), then 256 held-out ones, no
+    # backward pass: about 0.7 of those 8 steps' work again at a batch of 32.
+    def need(v: int) -> tuple[int, float]:
+        mem, work = race_estimate(v, batch_size, nets, n_images + 512, widths)
+        return mem, 1.7 * work
+    _check_lab(Text("budget.lab.race", steps=steps, batch=batch_size), need, steps, 1, "budget.offer.steps",
+               Text("budget.offer.smaller_batch"))
+    return steps, batch_size, groups, n_images
+
+
 def check_deep_network(name, batch_size, image_size, setting) -> tuple[int, int]:
     """Validate and budget the 1000-layer lab (two nets, one after the other); returns (batch size, image size)."""
     from .analysis.labs import CIFAR_NETS, SETTINGS

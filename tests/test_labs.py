@@ -1,4 +1,5 @@
 """The labs, each on its own: real networks, real images, numbers checked against PyTorch and formulas."""
+import dataclasses
 import io
 import math
 
@@ -6,7 +7,11 @@ import pytest
 import torch
 from torch import nn
 
+from torch.utils.flop_counter import FlopCounterMode
+
 from resnet.analysis import labs
+from resnet.errors import BadSetting
+from resnet.ui.tabs import labs as labs_tab
 from resnet.ui.figures import labs as plots_labs
 from resnet.fonts import use_cjk_fallback
 from resnet.i18n import table
@@ -146,9 +151,28 @@ def test_group_conv_counts_equal_the_formula(cin, cout, groups, size):
     assert [c.kind for c in costs] == ["normal", "grouped", "depthwise"]
     for c in costs:
         assert c.params == c.formula_params == 9 * (c.cin // c.groups) * c.cout
-        assert c.macs == c.formula_macs == c.params * size * size
+        assert c.flops == 2 * c.formula_macs and c.macs == c.formula_macs == c.params * size * size
+        assert c.matches
+        # The measured FLOPs are PyTorch's own counter's, on a real conv with real numbers (not the meta device).
+        conv = nn.Conv2d(c.cin, c.cout, 3, padding=1, groups=c.groups, bias=False)
+        with FlopCounterMode(display=False) as counter:
+            conv(torch.zeros(1, c.cin, size, size))
+        assert counter.get_total_flops() == c.flops
     normal, grouped, _ = costs
     assert normal.params == groups * grouped.params and normal.macs == groups * grouped.macs
+
+
+def test_group_conv_text_compares_each_row_and_reports_a_mismatch():
+    costs = labs.conv_costs(64, 64, 8, 14)
+    text = labs_tab.compare_text(costs, "en")
+    assert text.count("✓ match") == 3 and "mismatch" not in text and "**3 of 3**" in text
+    assert "14,450,688 ÷ 2 = 7,225,344 | 7,225,344" in text  # measured FLOPs, halved, beside the formula
+    # A count that disagrees with the formula is reported as such, with both numbers.
+    off = dataclasses.replace(costs[1], flops=costs[1].flops + 2)
+    text = labs_tab.compare_text([costs[0], off, costs[2]], "en")
+    assert text.count("✓ match") == 2 and "✗ mismatch" in text and "**2 of 3**" in text
+    assert f"{off.flops:,} ÷ 2 = {off.macs:,} | {off.formula_macs:,}" in text
+    assert "✗ 不一致" in labs_tab.compare_text([off], "zh-CN")
 
 
 def test_group_conv_rejects_groups_that_do_not_divide():
@@ -191,3 +215,119 @@ def test_keys_built_at_run_time_exist():
         assert f"labs.mode.{k}" in keys
     for k in ("normal", "grouped", "depthwise"):
         assert f"labs.conv.{k}" in keys
+
+
+def test_bn_channel_reaches_every_channel_of_the_chosen_layer():
+    assert labs_tab.BN_CHANNELS == {"bn1": 64, "layer1.0.bn1": 64, "layer2.0.bn1": 128, "layer3.0.bn1": 256,
+                                    "layer4.0.bn1": 512}
+    assert labs_tab.bn_channel("layer4.0.bn1", 511) == 511
+    slider = labs_tab.channel_slider("layer4.0.bn1", 300)
+    assert slider.maximum == 511 and slider.value == 300
+    slider = labs_tab.channel_slider("bn1", 300)  # back to a 64-channel layer: the value follows the maximum
+    assert slider.maximum == 63 and slider.value == 63
+    with pytest.raises(BadSetting, match="has 64 channels: choose a channel from 0 to 63"):
+        labs_tab.bn_channel("bn1", 100)
+    # The lab itself shows channel 511 of layer4's BatchNorm input.
+    model = labs.lab_copy(labs.build_model("resnet18"))
+    features, bn = labs.bn_input(model, torch.rand(1, 3, 64, 64), "layer4.0.bn1")
+    assert labs.bn_steps(features, bn, 511).channel == 511
+
+
+def test_group_batchnorm_takes_its_statistics_from_groups_of_images():
+    torch.manual_seed(0)
+    x = torch.randn(8, 4, 5, 5) * 3 + 1
+    plain = nn.BatchNorm2d(4)
+    for g, expected in ((8, plain(x)), (0, plain(x)),
+                        (2, torch.cat([nn.BatchNorm2d(4)(chunk) for chunk in x.split(2)]))):
+        bn = labs.group_batchnorm(nn.Sequential(nn.BatchNorm2d(4)), g)[0]
+        assert isinstance(bn, labs.GroupBatchNorm) and bn.group == g
+        assert torch.allclose(bn(x), expected, atol=1e-5)
+        assert int(bn.num_batches_tracked) == 1  # one running-statistics update per step, as nn.BatchNorm2d
+    bn.eval()
+    assert torch.allclose(bn(x), nn.functional.batch_norm(x, bn.running_mean, bn.running_var, bn.weight, bn.bias,
+                                                          eps=bn.eps))
+
+
+def test_bn_batch_run_at_its_defaults_shows_what_its_text_says():
+    """The lab's default run (80 steps): BN statistics from 2 images learn more slowly than from 32, by more than
+    the noise, so the text says so."""
+    updates = list(labs.bn_batch_run(labs_tab.DEFAULTS["bn_train_steps"], every=8))
+    u = updates[-1]
+    assert u.done and u.recorded_steps == list(range(8, 81, 8)) and set(u.loss) == {2, 32}
+    assert u.val_count == labs.BN_RUN_VAL and u.chance == 1 / len(labs.SHAPES)
+    se = math.sqrt(sum(a * (1 - a) for a in (u.val_acc[2][-1], u.val_acc[32][-1])) / u.val_count)
+    assert u.loss[2][-1] > u.loss[32][-1]
+    assert u.val_acc[32][-1] - u.val_acc[2][-1] > 2 * se
+    text = labs_tab.bn_run_text(u, "en")
+    assert "learned more slowly" in text and "within noise" not in text
+    assert "学得更慢" in labs_tab.bn_run_text(u, "zh-CN")
+    for L in ("en", "zh-CN"):
+        plots_labs.bn_run_figure(u, labs.BN_RUN_BATCH, L).savefig(io.BytesIO(), format="png")
+
+
+def _race(final: dict, mid: dict) -> labs.RaceUpdate:
+    titles = ("plain-20", "plain-56", "ResNet-20", "ResNet-56")
+    return labs.RaceUpdate(20, 20, 1.0, {k: [2.0, mid[k], final[k]] for k in titles}, [5, 10, 20], done=True)
+
+
+def test_race_reading_says_what_the_curves_show():
+    level = _race({"plain-20": 0.5, "plain-56": 1.5, "ResNet-20": 0.41, "ResNet-56": 0.40},
+                  {"plain-20": 1.2, "plain-56": 1.7, "ResNet-20": 0.8, "ResNet-56": 1.0})
+    text = labs_tab.race_reading(level, "en")
+    assert "plain-56 ends **+1.00** above plain-20" in text and "level with it or below" in text
+    assert "still +0.20 behind" in text
+    behind = _race({"plain-20": 0.5, "plain-56": 1.5, "ResNet-20": 0.3, "ResNet-56": 0.5},
+                   {"plain-20": 1.2, "plain-56": 1.7, "ResNet-20": 0.8, "ResNet-56": 1.0})
+    text = labs_tab.race_reading(behind, "en")
+    assert "ResNet-56 ends +0.20 above ResNet-20" in text and "has not caught up" in text
+    assert "level" not in text and "no longer hurts" not in text
+    no_degradation = _race({"plain-20": 0.5, "plain-56": 0.4, "ResNet-20": 0.3, "ResNet-56": 0.5},
+                           {"plain-20": 1.2, "plain-56": 1.7, "ResNet-20": 0.8, "ResNet-56": 1.0})
+    text = labs_tab.race_reading(no_degradation, "en")
+    assert "does not show degradation" in text and "not clearly less" in text
+    assert "NaN" not in labs_tab.race_reading(level, "zh-CN")
+
+
+def test_the_race_at_its_defaults_shows_what_the_text_says():
+    """The explanation's claims, at the tab's defaults: plain-56 ends well above plain-20 (degradation), ResNet-56
+    far below plain-56 and close to ResNet-20 (its gap less than half the plain nets')."""
+    d = labs_tab.DEFAULTS
+    *_, u = labs.training_race(d["race_steps"], batch_size=d["race_batch"], lr=d["race_lr"], every=6)
+    f = u.final()
+    plain_gap, res_gap = f["plain-56"] - f["plain-20"], f["ResNet-56"] - f["ResNet-20"]
+    assert plain_gap > 0.5
+    assert f["ResNet-56"] < f["plain-56"] - 0.5 and abs(res_gap) < plain_gap / 2
+    assert f["plain-56"] < math.log(8) - 0.3  # plain-56 does leave chance level (ln 8): it learns, but behind
+    assert "the degradation problem" in labs_tab.race_reading(u, "en")
+
+
+def _profile(residual: bool, norms) -> labs.GradientProfile:
+    return labs.GradientProfile("cifar1202", residual, "none", [str(i) for i in range(len(norms))], list(norms),
+                                0.0, 0, 0.0)
+
+
+def test_deep_reading_explains_overflow_and_zero_gradients():
+    n = 1202
+    none = labs.DeepResult(n, _profile(True, [math.nan] * n), _profile(False, [0.0] * n), 2, 32)
+    text = labs_tab.deep_reading(none, "en")
+    assert "neither net trains" in text and "600 blocks" in text and "exactly 0" in text and "both together" in text
+    bn = labs.DeepResult(n, _profile(True, [1.0] * n), _profile(False, [math.inf] * 945 + [1.0] * (n - 945)), 2, 32)
+    text = labs_tab.deep_reading(bn, "en")
+    assert "945 of its 1202 layers" in text and "exploding" in text
+    assert labs_tab.deep_reading(labs.DeepResult(n, _profile(True, [1.0] * n), _profile(False, [1.0] * n), 2, 32),
+                                 "en") == ""
+    use_cjk_fallback()
+    for L in ("en", "zh-CN"):  # no line to draw: the figure says what happened, in words
+        fig = plots_labs.deep_figure(none, L)
+        words = " ".join(t.get_text() for t in fig.axes[0].texts)
+        assert "ResNet-1202" in words and "plain-1202" in words
+        fig.savefig(io.BytesIO(), format="png")
+
+
+def test_architecture_summary_speaks_of_the_1x1_stride_only_for_bottleneck_nets():
+    from resnet.ui.tabs.architecture import show_layer_table
+    _, r50, _ = show_layer_table("resnet50", 224, "v1")
+    assert "3.86 G" in r50 and "3.8 G" in r50 and "first 1×1 conv" in r50 and "v1.5" not in r50
+    _, r18, _ = show_layer_table("resnet18", 224, "v1")
+    _, r18b, _ = show_layer_table("resnet18", 224, "v1.5")
+    assert r18 == r18b and "first 1×1" not in r18 and "the same network" in r18 and "1.8 G" in r18

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import copy
 import math
+import threading
 import time
 from dataclasses import dataclass, field
 from functools import lru_cache
@@ -15,6 +16,7 @@ from typing import Iterator
 import torch
 from torch import nn
 from torch.nn import functional as F
+from torch.utils.flop_counter import FlopCounterMode
 
 from .. import budget
 from ..errors import BadSetting
@@ -610,6 +612,126 @@ def bias_cancellation(cin: int = 3, cout: int = 16, size: int = 32, batch_size: 
                      float(with_bias.bias.grad.norm()), float(with_bias.weight.grad.norm()), float(shift))
 
 
+# The batch-size rule in training: BatchNorm's statistics from 2 images or from 32, everything else the same.
+
+class GroupBatchNorm(nn.BatchNorm2d):
+    """BatchNorm whose training-mode mean and variance come from groups of ``group`` images of the batch, each
+    group normalised with its own statistics: as if the batch size were ``group``, while the gradient step still
+    averages over the whole batch. With ``group`` ≥ the batch it is ``nn.BatchNorm2d`` exactly. The running
+    averages take one update a step (the groups' mean statistics), like the ordinary layer's."""
+
+    group: int = 0  # 0: the whole batch
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        n, c, h, w = x.shape
+        g = self.group
+        if not self.training or not g or g >= n or n % g:
+            return super().forward(x)
+        xs = x.view(n // g, g, c, h, w)
+        mean = xs.mean(dim=(1, 3, 4), keepdim=True)
+        var = xs.var(dim=(1, 3, 4), unbiased=False, keepdim=True)
+        y = ((xs - mean) / torch.sqrt(var + self.eps)).view(n, c, h, w)
+        y = y * self.weight.view(1, c, 1, 1) + self.bias.view(1, c, 1, 1)
+        with torch.no_grad():
+            m = g * h * w
+            momentum = self.momentum if self.momentum is not None else 1.0 / (int(self.num_batches_tracked) + 1)
+            self.running_mean.lerp_(mean.mean(0).flatten(), momentum)
+            self.running_var.lerp_(var.mean(0).flatten() * m / max(m - 1, 1), momentum)
+            self.num_batches_tracked += 1
+        return y
+
+
+def group_batchnorm(net: nn.Module, group: int) -> nn.Module:
+    """Turn every ``nn.BatchNorm2d`` of ``net`` into a ``GroupBatchNorm`` computing its statistics over ``group``
+    images (in place: the same parameters and buffers)."""
+    for m in net.modules():
+        if type(m) is nn.BatchNorm2d:
+            m.__class__ = GroupBatchNorm
+            m.group = int(group)
+    return net
+
+
+BN_RUN_GROUPS = (2, 32)  # images BatchNorm's mean and variance come from
+BN_RUN_BATCH = 32        # images in each training step (the gradient's batch), for both nets
+BN_RUN_IMAGES = 512      # built-in shapes trained on
+BN_RUN_VAL = 256         # held-out shapes for validation accuracy
+
+
+@dataclass
+class BNRunUpdate:
+    """The batch-size race so far: per BN batch size, the smoothed training loss and the validation accuracy
+    in eval mode at each recorded step."""
+
+    step: int
+    steps: int
+    seconds: float
+    recorded_steps: list[int]
+    loss: dict[int, list[float]]
+    val_acc: dict[int, list[float]]
+    val_count: int
+    chance: float
+    done: bool = False
+
+
+def _settle_statistics(net: nn.Module, x: torch.Tensor) -> nn.Module:
+    """A copy of ``net`` whose running statistics are the whole training set's, from the weights as they are now
+    (the statistics a BatchNorm layer would see with a batch as large as the set): eval mode then judges the
+    weights, not how far the running averages trail them."""
+    twin = copy.deepcopy(net)
+    for m in twin.modules():
+        if isinstance(m, GroupBatchNorm):
+            m.group = 0
+    precise_bn(twin, x, batch=len(x))
+    return twin.eval()
+
+
+def bn_batch_run(steps: int = 80, *, groups=BN_RUN_GROUPS, batch_size: int = BN_RUN_BATCH, lr: float = 0.05,
+                 every: int = 8, seed: int = 0, n_images: int = BN_RUN_IMAGES, widths=RACE_WIDTHS,
+                 cancel=None) -> Iterator[BNRunUpdate]:
+    """The note's batch-size rule, trained: the same ResNet-20 (same seed) learns the built-in shapes on the very
+    same batches of ``batch_size`` images with the same SGD steps; only the number of images each BatchNorm layer
+    takes its mean and variance from differs (``groups``: 2 as with a batch size of 2, 32 as with 32). Every
+    ``every`` steps each net is evaluated in eval mode on held-out shapes, its running statistics first
+    re-estimated over the training set. Checked first against this server's budget."""
+    steps, batch_size, groups, n_images = budget.check_bn_batch_run(steps, batch_size, groups, n_images, widths)
+    every = budget.whole(every, 1, 5000, "recording interval")
+    x, y = shapes_dataset(n_images, 32, seed)
+    xv, yv = shapes_dataset(BN_RUN_VAL, 32, seed + 1000)  # other pictures of the same classes
+    runners = {}
+    for g in groups:
+        net = group_batchnorm(lab_net("cifar20", True, seed=seed, widths=widths), g).train()
+        opt = torch.optim.SGD(net.parameters(), lr=lr, momentum=0.9, weight_decay=1e-4, foreach=True)
+        runners[g] = Trainer(net, opt, size=32)
+    loss = {g: [] for g in groups}
+    acc = {g: [] for g in groups}
+    ema = dict.fromkeys(groups)
+    recorded: list[int] = []
+    gen = torch.Generator().manual_seed(seed)
+    order, pos, start = torch.randperm(len(x), generator=gen), 0, time.perf_counter()
+    for step in range(1, steps + 1):
+        if pos + batch_size > len(order):
+            order, pos = torch.randperm(len(x), generator=gen), 0
+        idx = order[pos:pos + batch_size]
+        pos += batch_size
+        for g, trainer in runners.items():
+            trainer.model.train()
+            v = float(trainer.step(x[idx], y[idx])[0])
+            v = v if math.isfinite(v) else float("nan")
+            ema[g] = v if ema[g] is None else 0.8 * ema[g] + 0.2 * v
+        if step % every == 0 or step == steps:
+            recorded.append(step)
+            for g, trainer in runners.items():
+                loss[g].append(ema[g])
+                with torch.no_grad():
+                    pred = _settle_statistics(trainer.model, x[:BN_RUN_VAL])(xv).argmax(1)
+                acc[g].append(float((pred == yv).float().mean()))
+            yield BNRunUpdate(step, steps, time.perf_counter() - start, list(recorded),
+                              {g: list(v) for g, v in loss.items()}, {g: list(v) for g, v in acc.items()},
+                              len(yv), 1 / len(SHAPES), done=step == steps)
+        if cancel is not None and cancel():
+            return
+
+
 # --------------------------------------------------------------------------------------------------
 # Lab 4: group convolution.
 # --------------------------------------------------------------------------------------------------
@@ -623,9 +745,26 @@ class ConvCost:
     kernel: int
     size: int          # input height = width (stride 1, same padding: output too)
     params: int        # counted on the real layer
-    macs: int          # measured with torch's FLOP counter (2 FLOPs per multiply-add)
+    flops: int         # measured by PyTorch's FLOP counter (``torch.utils.flop_counter.FlopCounterMode``)
     formula_params: int
     formula_macs: int
+
+    @property
+    def macs(self) -> int:
+        """Multiply-adds: PyTorch's counter counts 2 FLOPs (a multiply and an add) for each."""
+        return self.flops // 2
+
+    @property
+    def params_match(self) -> bool:
+        return self.params == self.formula_params
+
+    @property
+    def macs_match(self) -> bool:
+        return self.flops == 2 * self.formula_macs
+
+    @property
+    def matches(self) -> bool:
+        return self.params_match and self.macs_match
 
 
 def conv_formula(cin: int, cout: int, groups: int, kernel: int, size: int) -> tuple[int, int]:
@@ -634,19 +773,33 @@ def conv_formula(cin: int, cout: int, groups: int, kernel: int, size: int) -> tu
     return params, params * size * size
 
 
+def count_flops(module: nn.Module, x: torch.Tensor) -> int:
+    """FLOPs of ``module(x)`` by PyTorch's own counter, ``torch.utils.flop_counter.FlopCounterMode`` (2 per
+    multiply-add), independent of this project's counter (``summary.run_counting_macs``).
+
+    Safe in a server: the dispatch mode that counts is per thread, so only this call's operations are counted; the
+    counter's module tracker hooks every module's forward while it is open, so it is opened only around this one
+    conv on the meta device (microseconds), and only the total is read."""
+    with _FLOP_LOCK, FlopCounterMode(display=False) as counter, torch.no_grad():
+        module(x)
+    return int(counter.get_total_flops())
+
+
+_FLOP_LOCK = threading.Lock()
+
+
 def measure_conv(cin: int, cout: int, groups: int, kernel: int = 3, size: int = 56, kind: str = "") -> ConvCost:
-    """Build the conv, count its parameters and its multiply-adds on a real run."""
+    """Build the conv, count its parameters, and let PyTorch's FLOP counter measure it on a real run."""
     if cin % groups or cout % groups:
         raise ValueError(f"the groups ({groups}) must divide both channel counts ({cin} in, {cout} out)")
     # On the meta device: a real layer and a real shape-checked run, but no memory and no arithmetic,
     # so even 4096 channels at 512 px answer at once.
     conv = nn.Conv2d(cin, cout, kernel, padding=kernel // 2, groups=groups, bias=False, device="meta")
-    with torch.no_grad():
-        _, macs = run_counting_macs([conv], torch.zeros(1, cin, size, size, device="meta"))
+    flops = count_flops(conv, torch.zeros(1, cin, size, size, device="meta"))
     params = count_params(conv)
     fp, fm = conv_formula(cin, cout, groups, kernel, size)
     return ConvCost(kind or ("normal" if groups == 1 else "depthwise" if groups == cin else "grouped"),
-                    cin, cout, groups, kernel, size, params, macs, fp, fm)
+                    cin, cout, groups, kernel, size, params, flops, fp, fm)
 
 
 def conv_costs(cin: int = 128, cout: int = 128, groups: int = 32, size: int = 28, kernel: int = 3) -> list[ConvCost]:

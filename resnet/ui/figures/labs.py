@@ -9,8 +9,8 @@ from matplotlib.figure import Figure
 from matplotlib.patches import FancyArrowPatch, FancyBboxPatch
 
 from ...i18n import t
-from ...analysis.labs import (BatchStats, BlockCost, BNSteps, ConvCost, DeepResult, GradientProfile, RaceUpdate,
-                              TrainEval, net_depth)
+from ...analysis.labs import (BatchStats, BlockCost, BNRunUpdate, BNSteps, ConvCost, DeepResult, GradientProfile,
+                              RaceUpdate, TrainEval, net_depth)
 
 DEPTH_COLOURS = {18: "#2b6cb0", 20: "#2b6cb0", 32: "#2f855a", 34: "#c05621", 56: "#c53030", 110: "#6b46c1",
                  1202: "#1a202c"}
@@ -51,10 +51,16 @@ def _log_line(ax, ys, **style) -> tuple[list[int], list[int]]:
 def _mark_broken(ax, zeros_by_colour, bad_by_colour, L: str) -> None:
     """Shade the layers whose gradient is exactly 0 (vanished, grey) or not a number (overflow, red)."""
     shaded = False
+    # One horizontal strip per net with marks (in legend order), so two nets' bands never hide each other.
+    marked = [i for i, ((_, z), (_, b)) in enumerate(zip(zeros_by_colour, bad_by_colour)) if z or b]
     for spans, fc in ((zeros_by_colour, "#a0aec0"), (bad_by_colour, "#feb2b2")):
-        for _colour, xs in spans:
+        for i, (_colour, xs) in enumerate(spans):
+            if i not in marked:
+                continue
+            k = marked.index(i)
             for a, b in _runs(xs):
-                ax.axvspan(a - 0.5, b + 0.5, color=fc, alpha=0.35, lw=0)
+                ax.axvspan(a - 0.5, b + 0.5, 1 - (k + 1) / len(marked), 1 - k / len(marked), color=fc, alpha=0.35,
+                           lw=0)
                 shaded = True
     if shaded:
         ax.text(0.01, 0.01, t("labs.plot.broken_marks", L), transform=ax.transAxes, fontsize=7, color="#4a5568",
@@ -115,6 +121,13 @@ def deep_figure(result: DeepResult, L: str = "en") -> Figure:
         zeros.append((colour, z))
         bad.append((colour, b))
     ax.set_yscale("log")
+    # A net with no usable gradient anywhere draws no line: say what happened to it, in the plot.
+    notes = [t("labs.plot.deep_none_" + ("zero" if all(v == 0 for v in p.norms) else "overflow"), L, title=p.title)
+             for p in (result.residual, result.plain)
+             if not any(np.isfinite(v) and v > 0 for v in p.norms)]
+    if notes:
+        ax.text(0.5, 0.55, "\n".join(notes), transform=ax.transAxes, ha="center", va="center", fontsize=10,
+                bbox=dict(boxstyle="round", fc="white", ec="#4a5568", lw=0.8))
     ax.set_xlabel(t("labs.plot.layer", L))
     ax.set_ylabel(t("labs.plot.gradnorm", L))
     ax.set_title(t("labs.plot.deep_title", L, depth=result.depth, batch=result.batch_size), fontsize=10)
@@ -181,6 +194,35 @@ def batch_stats_figure(bs: BatchStats, L: str = "en") -> Figure:
     ax.set_title(t("labs.plot.batch_stats_title", L, n=bs.set_size), fontsize=10)
     ax.grid(True, which="both", alpha=0.3)
     ax.legend(fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
+GROUP_COLOURS = {2: "#c53030", 32: "#2b6cb0"}
+
+
+def bn_run_figure(update: BNRunUpdate, batch_size: int, L: str = "en") -> Figure:
+    """BatchNorm's statistics from few or many images, all else equal: training loss, and validation accuracy in
+    eval mode, against the training step."""
+    fig = Figure(figsize=(10, 3.8), dpi=100)
+    a, b = fig.subplots(1, 2)
+    for g in update.loss:
+        colour = GROUP_COLOURS.get(g, "#718096")
+        label = t("labs.plot.bn_group", L, g=g)
+        a.plot(update.recorded_steps, update.loss[g], "-", color=colour, lw=1.8, label=label)
+        b.plot(update.recorded_steps, [100 * v for v in update.val_acc[g]], "o-", color=colour, lw=1.8, ms=3,
+               label=label)
+    b.axhline(100 * update.chance, color="#718096", ls=":", lw=1, label=t("labs.plot.chance", L))
+    for ax in (a, b):
+        ax.set_xlim(0, update.steps)
+        ax.set_xlabel(t("labs.plot.step", L))
+        ax.grid(True, alpha=0.3)
+        ax.legend(fontsize=8)
+    a.set_ylabel(t("labs.plot.train_loss", L))
+    b.set_ylabel(t("labs.plot.val_acc_eval", L, n=update.val_count))
+    b.set_ylim(0, 102)
+    fig.suptitle(t("labs.plot.bn_run_title", L, step=update.step, steps=update.steps, batch=batch_size,
+                   seconds=update.seconds), fontsize=10)
     fig.tight_layout()
     return fig
 

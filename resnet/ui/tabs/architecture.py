@@ -7,7 +7,7 @@ import gradio as gr
 
 from ...errors import BadSetting
 from ...i18n import error, has, t
-from ...models.resnet import ARCHS
+from ...models.resnet import ARCHS, BasicBlock
 from ..figures.blocks import block_diagram
 from ...analysis.summary import display_rows, layer_table, totals
 from ..common import arch_choices, friendly, lang
@@ -57,10 +57,15 @@ def show_layer_table(arch: str, image_size: float, version: str, request: gr.Req
     v1 = version == "v1"
     table = layer_table(arch, size, stride_in_1x1=v1)
     tot = totals(table)
-    paper = ARCHS[arch].paper_gmacs
-    summary = t("arch.totals", L, title=ARCHS[arch].title, params=tot["params"] / 1e6, macs=tot["macs"] / 1e9,
+    spec = ARCHS[arch]
+    paper = spec.paper_gmacs
+    summary = t("arch.totals", L, title=spec.title, params=tot["params"] / 1e6, macs=tot["macs"] / 1e9,
                 size=size)
-    if paper:
+    if spec.block is BasicBlock:  # no 1×1 conv: v1 and v1.5 are the same network
+        if paper:
+            summary += " " + t("arch.paper_flops_basic", L, paper=paper)
+        summary += " " + t("arch.basic_same", L)
+    elif paper:
         summary += " " + t("arch.paper_flops", L, paper=paper)
         if not v1:
             summary += " " + t("arch.v15_note", L)
@@ -73,7 +78,7 @@ def build(ctx) -> None:
         with gr.Row():
             arch = gr.Dropdown(arch_choices(), value="resnet50", label=ctx("arch.depth"), elem_id="arch-depth")
             size = gr.Number(224, label=ctx("arch.image_size"), minimum=MIN_SIZE, maximum=MAX_SIZE, precision=0)
-            version = gr.Radio([(ctx(key), value) for key, value in VERSIONS], value="v1.5", label=ctx("arch.version"))
+            version = gr.Radio([(ctx(key), value) for key, value in VERSIONS], value="v1", label=ctx("arch.version"))
         summary = gr.Markdown(elem_id="arch-summary")
         # No static headers: the page's first load fills the table, headers in the visitor's language.
         table = gr.Dataframe(column_count=len(HEADER_KEYS), interactive=False, wrap=True, elem_id="arch-table")

@@ -22,9 +22,11 @@ from ..common import early, example_photos, friendly, lang, payload_path
 
 FLOW_NETS = ("cifar20", "cifar56", "cifar110", "resnet18", "resnet34")  # labels: labs.net.<name>
 BN_LAYERS = ["bn1", "layer1.0.bn1", "layer2.0.bn1", "layer3.0.bn1", "layer4.0.bn1"]
-DEFAULTS = dict(flow_batch=32, race_steps=120, race_batch=16, race_lr=0.05, deep_batch=2, bn_pool=64,
+BN_CHANNELS = {name: m.num_features for name, m in labs.build_model("resnet18", device="meta").named_modules()
+               if name in BN_LAYERS}  # 64, 64, 128, 256, 512
+DEFAULTS = dict(flow_batch=32, race_steps=120, race_batch=16, race_lr=0.05, deep_batch=2, bn_pool=64, bn_train_steps=80,
                 cin=128, cout=128, groups=32, size=28)
-LIMITS = dict(race_steps=(10, 600), bn_pool=(8, 128), deep_batch=(2, 4), race_lr=(0.001, 1.0))
+LIMITS = dict(race_steps=(10, 600), bn_pool=(8, 128), deep_batch=(2, 4), race_lr=(0.001, 1.0), bn_train_steps=(16, 240))
 
 
 def _sci(v: float) -> str:
@@ -101,8 +103,35 @@ def run_race(steps: float, batch_size: float, lr: float, request: gr.Request = N
             final = update.final()
             text = t("labs.race.done", L, seconds=update.seconds) + "\n\n" + " · ".join(
                 f"{plots.net_name(name, L)}: **{_sci(v)}**" for name, v in final.items())
-            text += "\n\n" + t("labs.race.reading", L)
+            text += "\n\n" + race_reading(update, L)
         yield plots.race_figure(update, L), text
+
+
+def race_reading(update: labs.RaceUpdate, L: str) -> str:
+    """What the finished race's curves show, from their numbers: the plain nets' gap (degradation) and the
+    residual nets' gap, at the end and half-way."""
+    final = update.final()
+    titles = ("plain-20", "plain-56", "ResNet-20", "ResNet-56")
+    if not all(k in final for k in titles):
+        return ""
+    if not all(math.isfinite(final[k]) for k in titles):
+        return t("labs.race.reading_nan", L)
+    mid = (len(update.recorded_steps) - 1) // 2
+    plain_gap = final["plain-56"] - final["plain-20"]
+    res_gap = final["ResNet-56"] - final["ResNet-20"]
+    mid_gap = update.losses["ResNet-56"][mid] - update.losses["ResNet-20"][mid]
+    lines = [t("labs.race.reading", L),
+             t("labs.race.reading_plain" if plain_gap > 0 else "labs.race.reading_plain_none", L, gap=plain_gap)]
+    if res_gap <= 0:
+        key = "labs.race.reading_res_level"
+    elif plain_gap > 0 and res_gap < plain_gap / 2:
+        key = "labs.race.reading_res_behind"
+    else:
+        key = "labs.race.reading_res_unclear"
+    lines.append(t(key, L, gap=res_gap, plain_gap=plain_gap, mid=update.recorded_steps[mid], mid_gap=mid_gap))
+    if key == "labs.race.reading_res_level" and mid_gap > 0:
+        lines[-1] += " " + t("labs.race.reading_caught_up", L, mid=update.recorded_steps[mid], mid_gap=mid_gap)
+    return "\n\n".join(lines)
 
 
 # ---- Lab 2: over 1000 layers --------------------------------------------------------------------
@@ -130,7 +159,22 @@ def run_deep(batch_size: float, setting: str, request: gr.Request = None):
              res_first=_sci(r.residual.first), res_ok=100 * labs.first_finite_fraction(r.residual),
              plain_params=r.plain.params / 1e6, plain_seconds=r.plain.seconds, plain_first=_sci(r.plain.first),
              plain_ok=100 * labs.first_finite_fraction(r.plain), setting=t(f"labs.setting.{setting or 'bn'}", L))
-    return plots.deep_figure(r, L), text
+    reading = deep_reading(r, L)
+    return plots.deep_figure(r, L), text + ("\n\n" + reading if reading else "")
+
+
+def deep_reading(r: labs.DeepResult, L: str) -> str:
+    """What happened to each net's gradients, said from the counts: overflow, exactly zero, or fine."""
+    def counts(p):
+        bad = sum(not math.isfinite(v) for v in p.norms)
+        return bad, sum(v == 0 for v in p.norms), len(p.norms)
+    res_bad, res_zero, n = counts(r.residual)
+    plain_bad, plain_zero, _ = counts(r.plain)
+    if res_bad == res_zero == 0 and plain_bad:
+        return t("labs.deep.reading_bn", L, bad=plain_bad, depth=n)
+    if res_bad == n and plain_zero == n:
+        return t("labs.deep.reading_none", L, depth=n, blocks=(r.depth - 2) // 2)
+    return ""
 
 
 # ---- Lab 3: BatchNorm ---------------------------------------------------------------------------
@@ -145,7 +189,7 @@ def bn_args(image, layer, channel, pool_size, L: str) -> tuple[str, str, int, in
     n = budget.whole(pool_size if pool_size is not None else DEFAULTS["bn_pool"], 1, 10**6, "pool size")
     if not lo <= n <= hi:
         raise error(BadSetting, "labs.bn.pool_range", lo=lo, hi=hi)
-    channel = budget.whole(channel if channel is not None else 0, 0, 10**6, "channel")
+    channel = bn_channel(layer, channel)
     budget.check_bn_lab(n, labs.BN_IMAGE_SIZE, 1 + len(example_photos()))  # before the upload is decoded
     return path, layer, channel, n
 
@@ -168,7 +212,7 @@ def make_bn_lab(ctx):
         gathered = labs.ensure_statistics(model, pool)
         # 1. Algorithm 1 on this image's feature map.
         features, bn = labs.bn_input(model, x, layer)
-        steps = labs.bn_steps(features, bn, channel % features.shape[1])
+        steps = labs.bn_steps(features, bn, channel)
         # 2. Train vs eval mode.
         te = labs.train_vs_eval(model, x, pool, model_categories(entry.model))
         # 3. Batch statistics against the whole pool's.
@@ -213,6 +257,64 @@ def bias_text(b: labs.BiasCheck, L: str) -> str:
              weight_grad=_sci(b.weight_grad_norm))
 
 
+def bn_channel(layer: str, channel) -> int:
+    """The channel as a whole number that ``layer`` has (0 … 63 for ``bn1``, … 511 for ``layer4.0.bn1``), else a
+    sentence that says the layer's range."""
+    channel = budget.whole(channel if channel is not None else 0, 0, 10**6, "channel")
+    if channel >= BN_CHANNELS[layer]:
+        raise error(BadSetting, "labs.bn.channel_range", layer=layer, n=BN_CHANNELS[layer], hi=BN_CHANNELS[layer] - 1)
+    return channel
+
+
+def channel_slider(layer: str, channel: float):
+    """The channel slider reaches the chosen layer's last channel (63 for ``bn1`` … 511 for ``layer4.0.bn1``)."""
+    hi = BN_CHANNELS.get(layer, BN_CHANNELS["bn1"]) - 1
+    value = channel if isinstance(channel, (int, float)) and math.isfinite(channel) else 0
+    return gr.Slider(maximum=hi, value=min(max(int(value), 0), hi))
+
+
+def bn_train_args(steps, L: str) -> int:
+    lo, hi = LIMITS["bn_train_steps"]
+    steps = budget.whole(steps if steps is not None else DEFAULTS["bn_train_steps"], 1, 10**6, "number of steps")
+    if not lo <= steps <= hi:
+        raise error(BadSetting, "labs.race.steps_range", lo=lo, hi=hi)
+    return steps
+
+
+def check_bn_training(bn_train_steps, L: str) -> None:
+    budget.check_bn_batch_run(bn_train_args(bn_train_steps, L), labs.BN_RUN_BATCH, labs.BN_RUN_GROUPS,
+                              labs.BN_RUN_IMAGES, labs.RACE_WIDTHS)
+
+
+@sharing.shared("bn_batch_run", limited=True, outputs=2)
+@friendly
+def run_bn_training(bn_train_steps: float, request: gr.Request = None):
+    """A generator: BN statistics from 2 images vs from 32, trained side by side; the figure every few steps."""
+    L = lang(request)
+    steps = bn_train_args(bn_train_steps, L)
+    for update in labs.bn_batch_run(steps, every=max(4, steps // 10)):
+        text = (bn_run_text(update, L) if update.done else
+                t("labs.race.progress", L, step=update.step, steps=update.steps, seconds=update.seconds))
+        yield plots.bn_run_figure(update, labs.BN_RUN_BATCH, L), text
+
+
+def bn_run_text(u: labs.BNRunUpdate, L: str) -> str:
+    """The run's end, from its numbers: loss and accuracy of both nets, and which learned more (beyond noise)."""
+    small, big = min(u.loss), max(u.loss)
+    sl, bl = u.loss[small][-1], u.loss[big][-1]
+    sa, ba = u.val_acc[small][-1], u.val_acc[big][-1]
+    se = math.sqrt((sa * (1 - sa) + ba * (1 - ba)) / u.val_count)  # standard error of the difference
+    text = t("labs.bn.run_done", L, steps=u.steps, seconds=u.seconds, small=small, big=big, small_loss=sl,
+             big_loss=bl, small_acc=sa, big_acc=ba, chance=u.chance, n=u.val_count, se=se)
+    if ba - sa > 2 * se and bl < sl:
+        key = "labs.bn.run_worse"
+    elif sa - ba > 2 * se and sl < bl:
+        key = "labs.bn.run_better"
+    else:
+        key = "labs.bn.run_tied"
+    return text + "\n\n" + t(key, L, small=small, big=big)
+
+
 # ---- Lab 4: group convolution -------------------------------------------------------------------
 
 def group_args(cin, cout, groups, size) -> tuple[int, int, int, int]:
@@ -235,11 +337,23 @@ def run_group_conv(cin: float, cout: float, groups: float, size: float, request:
     lines = [t("labs.group.result", L, groups=grouped.groups, params=grouped.params, macs=grouped.macs,
                n_params=normal.params, n_macs=normal.macs, d_params=depthwise.params, d_macs=depthwise.macs,
                d_out=depthwise.cout, saving=normal.macs / max(grouped.macs, 1))]
+    lines.append(compare_text(costs, L))
     r, x = blocks
     lines.append(t("labs.group.blocks", L, r_title=r.title, r_params=r.model_params / 1e6, r_macs=r.model_macs / 1e9,
                    x_title=x.title, x_params=x.model_params / 1e6, x_macs=x.model_macs / 1e9,
                    r_block=r.block_params, x_block=x.block_params))
     return plots.conv_cost_figure(costs, L), plots.group_block_figure(blocks, grouped, L), "\n\n".join(lines)
+
+
+def compare_text(costs: list[labs.ConvCost], L: str) -> str:
+    """Each conv's measured counts beside the formula's, row by row, and how many rows agree."""
+    rows = [t("labs.group.compare_head", L), "|---|---:|---:|---:|---:|---|"]
+    for c in costs:
+        rows.append(f"| {t(f'labs.conv.{c.kind}', L)} (g={c.groups}) | {c.params:,} | {c.formula_params:,} | "
+                    f"{c.flops:,} ÷ 2 = {c.macs:,} | {c.formula_macs:,} | "
+                    f"{t('labs.group.match' if c.matches else 'labs.group.mismatch', L)} |")
+    agree = sum(c.matches for c in costs)
+    return "\n".join(rows) + "\n\n" + t("labs.group.compare_verdict", L, agree=agree, rows=len(costs))
 
 
 # ---- Layout -------------------------------------------------------------------------------------
@@ -259,6 +373,7 @@ def build(ctx) -> None:
             flow_button = gr.Button(ctx("labs.flow.run"), variant="primary", elem_id="labs-flow-button")
             flow_plot = gr.Plot(label=ctx("labs.flow.plot"), elem_id="labs-flow-plot")
             flow_text = gr.Markdown(elem_id="labs-flow-text")
+            gr.Markdown(ctx("labs.flow.note_vs_lab"), elem_id="labs-flow-note")
             flow_button.click(run_gradient_flow, [nets, settings, batch], [flow_plot, flow_text],
                               api_name="gradient_flow", preprocess=False, validator=early(check_flow),
                               **ctx.quick)
@@ -297,7 +412,7 @@ def build(ctx) -> None:
                                  label=ctx("labs.bn.image"), height=240)
                 with gr.Column():
                     layer = gr.Dropdown(BN_LAYERS, value="bn1", label=ctx("labs.bn.layer"))
-                    channel = gr.Slider(0, 63, 0, step=1, label=ctx("labs.bn.channel"))
+                    channel = gr.Slider(0, BN_CHANNELS["bn1"] - 1, 0, step=1, label=ctx("labs.bn.channel"))
                     pool = gr.Slider(*LIMITS["bn_pool"], DEFAULTS["bn_pool"], step=8, label=ctx("labs.bn.pool"))
                     bn_button = gr.Button(ctx("labs.bn.run"), variant="primary", elem_id="labs-bn-button")
             bn_steps_plot = gr.Plot(label=ctx("labs.bn.steps_plot"))
@@ -312,6 +427,21 @@ def build(ctx) -> None:
                             [bn_steps_plot, bn_steps_text, te_plot, te_text, stats_plot, stats_text],
                             api_name="bn_lab", preprocess=False,
                             validator=early(check_bn), **ctx.quick)
+            layer.change(channel_slider, [layer, channel], [channel], api_visibility="private", **ctx.cheap)
+
+            gr.Markdown(ctx("labs.bn.run_explain"))
+            with gr.Row():
+                bn_train_steps = gr.Slider(*LIMITS["bn_train_steps"], DEFAULTS["bn_train_steps"], step=8,
+                                           label=ctx("labs.race.steps"))
+                bn_train_button = gr.Button(ctx("labs.bn.run_train"), variant="primary",
+                                            elem_id="labs-bn-train-button")
+                bn_train_stop = gr.Button(ctx("labs.race.stop"), variant="stop")
+            bn_train_plot = gr.Plot(label=ctx("labs.bn.run_plot"), elem_id="labs-bn-train-plot")
+            bn_train_text = gr.Markdown(elem_id="labs-bn-train-text")
+            bn_train = bn_train_button.click(run_bn_training, [bn_train_steps], [bn_train_plot, bn_train_text],
+                                             api_name="bn_batch_run", preprocess=False,
+                                             validator=early(check_bn_training), **ctx.train)
+            bn_train_stop.click(None, None, None, cancels=[bn_train], api_visibility="private")
 
         with gr.Accordion(ctx("labs.group.title"), open=False, elem_id="labs-group"):
             gr.Markdown(ctx("labs.group.explain"))
