@@ -444,3 +444,44 @@ def test_every_figure_draws_its_words_in_chinese():
         if english:
             found[name] = english
     assert not found, "\n".join(f"{name}: {texts}" for name, texts in found.items())
+
+
+@pytest.mark.unit
+def test_the_data_layers_sentences_reach_the_page_in_chinese(tmp_path):
+    """Refusals and notes made deep in the library (a broken zip, an unreadable image, a damaged image inside a data
+    set, a download that cannot happen) are ``Text``s: English for logs and the command line, Chinese on the page."""
+    from resnet import downloads
+    from resnet.data import DamagedImage, DatasetError, from_folder, from_zip
+    from resnet.errors import BadImage, DownloadFailed
+    from resnet.preprocess import open_image
+    broken = tmp_path / "broken.zip"
+    broken.write_bytes(b"not a zip")
+    with pytest.raises(DatasetError) as e:
+        from_zip(broken)
+    assert str(e.value) == "broken.zip is not a readable zip archive."
+    assert i18n.message(e.value, "zh-CN") == "broken.zip 不是可以读取的 ZIP 压缩包。"
+    with pytest.raises(BadImage) as e:
+        open_image(b"neither a JPEG nor a PNG")
+    assert "not an image format" in str(e.value) and "无法读取这种文件格式" in i18n.message(e.value, "zh-CN")
+    damaged = DamagedImage("cat.jpg", e.value.text)
+    assert str(damaged).startswith("The image cat.jpg could not be read: This file is not an image format")
+    assert i18n.message(damaged, "zh-CN").startswith("图片 cat.jpg 无法读取：无法读取这种文件格式")
+    with pytest.raises(DownloadFailed) as e:
+        downloads.fetch("ftp://example.invalid/x.zip", tmp_path / "x.zip", max_bytes=1)
+    assert i18n.message(e.value, "zh-CN") == "只允许通过 HTTPS 下载；配置的镜像地址不是 HTTPS。"
+    for cls in ("cats", "dogs"):  # a folder without train/val: its note says how it was split, in either language
+        (tmp_path / "set" / cls).mkdir(parents=True)
+        for i in range(3):
+            (tmp_path / "set" / cls / f"{i}.png").write_bytes(_png())
+    ds = from_folder(tmp_path / "set")
+    assert [n.render("zh-CN") for n in ds.notes] == ["数据集：没有 `train/` 和 `val/` 文件夹，所以每个类别留出 20% 的图片用于验证（随机种子 0）。"]
+    assert ds.to_dict()["notes"] == ["Data set: no train/val folders, so 20% of each class was held out for validation "
+                                     "(seed 0)."]
+
+
+def _png() -> bytes:
+    import io
+    from PIL import Image
+    out = io.BytesIO()
+    Image.new("RGB", (8, 8), "red").save(out, format="PNG")
+    return out.getvalue()
