@@ -82,6 +82,7 @@ FORBIDDEN = {
     "输出大小": "输出尺寸",
     "plain-": "普通网络-56 (resnet.ui.figures.labs.net_name): a plain net is 普通网络（无捷径）",
     "plain ": "普通网络（无捷径）",
+    "预训练的策略": "载入预训练权重的策略 (the note: 载入权重后…)", "迁移学习的策略": "载入预训练权重的策略",
 }
 # The strategies by the note's names (issue 13 §3), the same wherever a strategy is named.
 STRATEGY_NAMES = {"all": "训练全部参数", "last": "只训练最后几层", "head": "在顶部新加全连接层",
