@@ -273,3 +273,26 @@ def test_copy_link_gives_a_link_that_restores_the_same_settings(browser, app_ser
     assert _query(_copy_link(again, "finetune")) == _query(link)
     again.close()
     page.close()
+
+
+@pytest.mark.unit
+def test_the_apps_tabs_link_their_api_parameters(app_env):
+    """The real app: every tab has its Copy-link button, and each linked setting is named as ``gradio_client`` names
+    the parameter of the endpoint it feeds (the Fine-tune tab's are the agreed ones)."""
+    from resnet.ui import create_app
+    demo, _ = create_app()
+    tabs = links.collect(demo)
+    assert list(tabs) == ["architecture", "classify", "features", "finetune", "labs", "about"]
+    names = {tab: [f.name for f in tl.fields] for tab, tl in tabs.items()}
+    assert {"dataset", "strategies", "arch", "epochs", "image_size", "batch_size", "lr", "per_class"} <= \
+        set(names["finetune"])
+    assert {"arch", "image_size", "version"} <= set(names["architecture"])
+    assert {"steps", "training_race.batch_size", "lr", "nets"} <= set(names["labs"])
+    api = {fn.api_name: fn for fn in links.named_events(demo)}
+    for tl in tabs.values():
+        for f in tl.fields:
+            fn = api[f.endpoint]
+            assert f.name.split(".")[-1] == links.parameter_names(fn)[fn.inputs.index(f.component)]
+            assert links.tab_of(f.component) is tl.tab
+    copy = [b for b in demo.blocks.values() if isinstance(b, gr.Button) and (b.elem_id or "").startswith("link-copy-")]
+    assert sorted(links.tab_of(b).id for b in copy) == sorted(tabs)

@@ -369,8 +369,8 @@ def install(demo: gr.Blocks, tabs_block: gr.Tabs, notice: gr.Markdown, buttons: 
     # Until the link is read, the address bar keeps it (components fire change events as the page starts).
     event.then(None, None, None, js="() => { window.__resnetLinkRead = true; return []; }", api_visibility="private")
     for tab_id, button, text in buttons:
-        tab_id = tab_id or (str(tab_of(button).id) if tab_of(button) is not None else None)
-        tl = tabs.get(tab_id) if tab_id else None
+        home = tab_of(button)  # the tab the button sits in decides; the id given is for a button outside tabs
+        tl = tabs.get(str(home.id) if home is not None else tab_id)
         if tl is None:
             continue
         button.click(None, [f.component for f in tl.fields], [text], js=_js(tl, copy=True),
