@@ -416,6 +416,8 @@ def test_every_figure_draws_its_words_in_chinese():
                for s in ("all", "last", "head", "replace", "scratch")}
     figures["training"] = training.training_figure(
         history, lang=L, names={s: i18n.t(f"finetune.name_{s}", L) for s in history}, chance=0.25)
+    from resnet.ui.tabs.finetune import curves_figure  # the Fine-tune tab's own: chance line, ± 1 SE bands
+    figures["finetune.curves"] = curves_figure(history, L, 4, 400)
     fmap = feature_maps(model, x[:1], stages=("conv2_x",))["conv2_x"]
     figures["features.grid"] = features.feature_grid(fmap, 8, i18n.t(
         "features.grid_title", L, title="ResNet-18", stage="conv2_x", shape="64×16×16", n=8, c=64))
