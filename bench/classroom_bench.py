@@ -226,7 +226,6 @@ def main() -> None:
     steps = ["open", "layer_table", "classify", "feature_maps", "finetune", "training_race"]
     barriers = {s: threading.Barrier(n) for s in steps}
     probes = Probes(lesson, args.probes)  # classifying while the class fine-tunes
-    finished = {"finetune": [], "training_race": []}  # seconds from the barrier to each student's full result
     outs: list = []
 
     def student(i: int) -> None:
@@ -275,11 +274,17 @@ def main() -> None:
     # A new student after the run finished: the same request again (replayed from the finished run).
     client = open_page(server.url)
     late_t0 = time.perf_counter()
-    late = client.predict(api_name="/finetune", **lesson.kwargs("/finetune"))
+    try:
+        late = client.predict(api_name="/finetune", **lesson.kwargs("/finetune"))
+    except Exception as e:
+        late = None
+        lesson.record("replay", None, f"{type(e).__name__}: {str(e)[:160]}")
     replay = time.perf_counter() - late_t0
     client.close()
     hwm, children = tree_hwm_mb(server.proc.pid)
     server.close()
+    for f in lesson.failures.get("replay", []):
+        print(f"replay failed: {f}")
 
     print(f"\n{'step':<28} {'n':>4} {'p50 s':>8} {'p95 s':>8} {'max s':>8}  failures")
     rows = [(s, lesson.times.get(s, [])) for s in steps] + [("classify during fine-tune", probe_times)]
