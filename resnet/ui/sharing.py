@@ -65,6 +65,17 @@ def finetune_key(cfg) -> str:
     return job_key("finetune", settings=settings, data=identity, weights=weights)
 
 
+def pretrain_key(cfg) -> str:
+    """A pretraining's settings with the seed, where it stores its backbone, the backbone stored there now (a run
+    replaced since is not replayed as if its file were still there), and the code."""
+    from .. import weights
+    settings = cfg.to_dict()
+    settings.pop("device", None)
+    folder = settings.pop("folder", None) or str(weights.source_folder())
+    stored = weights.find_source(cfg.arch)
+    return job_key("pretrain", settings=settings, folder=folder, stored=file_identity(stored) if stored else None)
+
+
 _plot = None
 # Matplotlib's mathtext parser (pyparsing) is not thread-safe: two figures with log axes ($10^{-2}$ tick labels) drawn
 # at once in two worker threads failed with "ParseException" (a lab's figure, seen in tests/test_zh_browser.py).
