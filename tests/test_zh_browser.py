@@ -133,6 +133,20 @@ def test_every_tab_in_chinese_after_its_default_action(zh_page, class_names, pho
     # Fine-tune: a tiny run started from the page (two cheap strategies, one epoch, small images).
     open_tab(page, t("tab.finetune", "zh-CN"))
     check(page, "finetune (before Start)", class_names, found)
+    # A refusal made deep in the data layer (a broken zip), shown on the page in Chinese.
+    dataset = page.locator("#ft-dataset")
+    dataset.get_by_label(t("finetune.dataset_upload", "zh-CN"), exact=True).check()
+    broken = tmp_path / "损坏的数据.zip"  # the visitor's own file name is theirs, not the page's
+    broken.write_bytes(b"these bytes are not a zip archive")
+    page.locator("#ft-zip input[type=file]").set_input_files(str(broken))
+    playwright.expect(page.locator("#ft-zip")).to_contain_text("损坏的数据")
+    page.locator("#ft-start").click()
+    toast = page.locator(".toast-body.error").first
+    playwright.expect(toast).to_contain_text("ZIP 压缩包", timeout=120_000)
+    check(page, "finetune (a broken zip)", class_names, found)
+    toast.locator("[data-testid=toast-close]").click()
+    playwright.expect(page.locator(".toast-body.error")).to_have_count(0)
+    dataset.get_by_label(t("finetune.dataset_synthetic", "zh-CN"), exact=True).check()
     strategies = page.locator("#ft-strategies")
     for name in ("all", "last", "scratch"):
         box = strategies.get_by_label(t(f"finetune.name_{name}", "zh-CN"), exact=True)
@@ -149,6 +163,10 @@ def test_every_tab_in_chinese_after_its_default_action(zh_page, class_names, pho
     playwright.expect(results).to_contain_text(t("finetune.name_head", "zh-CN"), timeout=180_000)
     playwright.expect(results).to_contain_text(t("finetune.name_replace", "zh-CN"))
     playwright.expect(page.locator("#ft-status")).to_contain_text("完成")
+    # Try the fine-tuned model on a picture: it answers with the built-in set's classes, by their Chinese names.
+    page.locator("#ft-try-image input[type=file]").set_input_files(str(photos["cheetah"]))
+    page.locator("#ft-try-run").click()
+    playwright.expect(page.locator("#ft-try-label")).to_contain_text(t("shape.circle", "zh-CN"), timeout=120_000)
     check(page, "finetune (after a run)", class_names, found)
 
     # Labs: gradient flow (open at first), a short training race, the BatchNorm lab and the group-convolution lab.
@@ -175,17 +193,5 @@ def test_every_tab_in_chinese_after_its_default_action(zh_page, class_names, pho
     check(page, "about", class_names, found)
 
     no_error_toast(page)
-
-    # A refusal made deep in the data layer (a broken zip), shown on the page in Chinese.
-    open_tab(page, t("tab.finetune", "zh-CN"))
-    page.locator("#ft-dataset").get_by_label(t("finetune.dataset_upload", "zh-CN"), exact=True).check()
-    broken = tmp_path / "损坏的数据.zip"  # the visitor's own file name is theirs, not the page's
-    broken.write_bytes(b"these bytes are not a zip archive")
-    page.locator("#ft-zip input[type=file]").set_input_files(str(broken))
-    playwright.expect(page.locator("#ft-zip")).to_contain_text("损坏的数据")
-    page.locator("#ft-start").click()
-    toast = page.locator(".toast-body.error").first
-    playwright.expect(toast).to_contain_text("ZIP 压缩包", timeout=120_000)
-    check(page, "finetune (a broken zip)", class_names, found)
 
     assert not found, "\n".join(f"{tab}: {texts}" for tab, texts in found.items())
