@@ -288,6 +288,12 @@ def _counts(cfg, n_images: int | None) -> tuple[int, int]:
         name = str(cfg.dataset).strip()
         if name in KNOWN_COUNTS:
             return KNOWN_COUNTS[name]
+        if name == "synthetic" and not cfg.val_fraction:  # every image trains; a separate validation series
+            from .data.synthetic import TARGET_CLASSES, VAL_PER_CLASS
+            n_train = cfg.synthetic_images
+            if getattr(cfg, "per_class", None):
+                n_train = min(n_train, cfg.per_class * TARGET_CLASSES)
+            return n_train, VAL_PER_CLASS * TARGET_CLASSES
         n_images = cfg.synthetic_images if name == "synthetic" else 0
     vf = cfg.val_fraction or (0.25 if str(cfg.dataset) == "synthetic" else 0.2)
     n_val = min(n_images, max(1, round(n_images * vf))) if n_images else 0
@@ -430,7 +436,8 @@ def check_finetune(cfg, n_images: int | None = None, *, n_train: int | None = No
     if n_train is not None and n_val is not None:
         n_images = n_train + n_val
     elif n_images is None and _counts(cfg, None)[0] > 0:
-        n_images = sum(_counts(cfg, None))
+        n_train, n_val = _counts(cfg, None)
+        n_images = n_train + n_val
     known = n_images is not None
     data_limit = cfg.max_decoded_mb * MB
 
@@ -695,3 +702,52 @@ def check_group_conv(cin, cout, groups, size) -> tuple[int, int, int, int]:
     if cin % groups or cout % groups:
         raise error(BadSetting, "budget.groups", groups=groups, cin=cin, cout=cout)
     return cin, cout, groups, size
+
+
+# ---------------------------------------------------------------------------- pretraining on the built-in source
+
+def pretrain_estimate(cfg, device: torch.device | None = None) -> Estimate:
+    """Peak memory and work of ``resnet.train.pretrain`` (a validated ``PretrainConfig``): one network trained in
+    full on the decoded source pictures, the same phases as a from-scratch fine-tune (``finetune_estimate``)."""
+    from .train.finetune import FinetuneConfig
+    dev = torch.device(device) if device is not None else devices.pick_device(cfg.device)
+    n_train, n_val = cfg.per_class * cfg.num_classes, cfg.val_per_class * cfg.num_classes
+    as_finetune = FinetuneConfig(dataset="source", arch=cfg.arch, strategies=("scratch",), epochs=cfg.epochs,
+                                 image_size=cfg.image_size, batch_size=cfg.batch_size, keep_models=False)
+    e = finetune_estimate(as_finetune, n_train=n_train, n_val=n_val, device=dev)
+    painting = EVAL_BATCH * cfg.image_size ** 2 * 3 * 2  # one slice of pictures and its decoded copies
+    return dataclasses.replace(e, memory=e.memory + painting, host=e.host + painting)
+
+
+def check_pretrain(cfg, device: torch.device | str | None = None) -> Estimate:
+    """Refuse (``BudgetExceeded``) a pretraining run over this machine's memory or work budget, offering a batch
+    size, a number of epochs or an image size that fits; return its estimate otherwise."""
+    from .models.resnet import ARCHS
+    cfg = cfg.validated()
+    dev = torch.device(device) if device is not None else devices.pick_device(cfg.device)
+    budget = machine_budget(dev)
+
+    def over(c) -> str | None:
+        e = pretrain_estimate(c, dev)
+        if e.memory > budget.memory or e.host > budget.host:
+            return "memory"
+        return "work" if e.work > budget.work else None
+
+    why = over(cfg)
+    if why is None:
+        return pretrain_estimate(cfg, dev)
+    e = pretrain_estimate(cfg, dev)
+    knob, lo = ("batch_size", 2) if why == "memory" else ("epochs", 1)
+    best = _largest(lo, getattr(cfg, knob) - 1, lambda v: over(dataclasses.replace(cfg, **{knob: v})) is None)
+    sizes = [s for s in range(cfg.image_size - 16, 31, -16) if over(dataclasses.replace(cfg, image_size=s)) is None]
+    options = ([Text("budget.offer.batch_size", n=best) if knob == "batch_size" else _epochs(best)] if best else []) \
+        + ([Text("budget.offer.size", size=sizes[0])] if sizes else [])
+    fits = _fits(*options[:2]) if options else Text("budget.pretrain.none")
+    title = ARCHS[cfg.arch].title
+    if why == "memory":
+        need, limit = (e.memory, budget.memory) if e.memory > budget.memory else (e.host, budget.host)
+        raise error(BudgetExceeded, "budget.pretrain.memory", title=title, size=cfg.image_size, batch=cfg.batch_size,
+                    need=show_bytes(need), limit=show_bytes(limit), fits=fits)
+    raise error(BudgetExceeded, "budget.pretrain.work", title=title, size=cfg.image_size, epochs=_epochs(cfg.epochs),
+                images=cfg.per_class * cfg.num_classes, need=show_macs(e.work), limit=show_macs(budget.work),
+                fits=fits)

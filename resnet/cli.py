@@ -1,4 +1,4 @@
-"""Command line: ``python -m resnet table | classify | weights | finetune``."""
+"""Command line: ``python -m resnet table | classify | weights | finetune | pretrain``."""
 from __future__ import annotations
 
 import argparse
@@ -72,6 +72,11 @@ def cmd_finetune(args) -> int:
     return run_cli(args)
 
 
+def cmd_pretrain(args) -> int:
+    from .train.pretrain import run_cli
+    return run_cli(args)
+
+
 def add_finetune_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--dataset", default="synthetic", help="synthetic | hymenoptera | flowers | PATH (.zip or folder)")
     p.add_argument("--arch", default="resnet18", choices=list(ARCHS))
@@ -81,8 +86,11 @@ def add_finetune_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--lr", type=float, default=None, help="learning rate (default: per strategy)")
     p.add_argument("--weights", default=None, help="a pretrained checkpoint file")
+    p.add_argument("--per-class", type=int, default=None, metavar="N",
+                   help="training images per class (a seeded sample; default: all), the small-data knob")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--json", default=None, metavar="OUT", help="write the per-strategy summary here")
+    p.add_argument("--json", default=None, metavar="OUT", help="write the per-strategy summary here (each "
+                   "strategy's weight source: imagenet, builtin-source or random)")
     p.add_argument("--save-dir", default=None, help="export each fine-tuned model here")
 
 
@@ -113,6 +121,20 @@ def parser() -> argparse.ArgumentParser:
     p = sub.add_parser("finetune", help="compare transfer strategies on a small dataset")
     add_finetune_args(p)
     p.set_defaults(func=cmd_finetune)
+
+    from .train.pretrain import DEFAULTS
+    p = sub.add_parser("pretrain", help="pretrain an arch on the built-in source set (used when ImageNet weights "
+                       "are unavailable)")
+    p.add_argument("--arch", default="resnet18", choices=list(ARCHS))
+    p.add_argument("--image-size", type=int, default=DEFAULTS["image_size"])
+    p.add_argument("--epochs", type=int, default=DEFAULTS["epochs"])
+    p.add_argument("--per-class", type=int, default=DEFAULTS["per_class"], metavar="N",
+                   help="training pictures per source class")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", default=None, metavar="FOLDER",
+                   help="store it here (default: RESNET_WEIGHTS_DIR, else torch's hub cache)")
+    p.add_argument("--json", default=None, metavar="OUT", help="write a summary here")
+    p.set_defaults(func=cmd_pretrain)
     return ap
 
 

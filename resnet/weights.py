@@ -25,6 +25,7 @@ from torchvision.models import get_model_weights
 from . import config, downloads
 from .downloads import file_sha256 as sha256
 from .errors import WeightsUnavailable
+from .i18n import Text
 from .models.resnet import ARCHS, build_model
 
 log = logging.getLogger("resnet.weights")
@@ -207,11 +208,11 @@ def find_weights(arch: str, *, path: str | os.PathLike | None = None, download_o
     return download(arch)
 
 
-def describe_source(file: Path, arch: str) -> str:
+def describe_source(file: Path, arch: str) -> "Text | str":
     """What a visitor may read about the weights: the file's name (never its folder)."""
-    if file.name == file_name(arch):
-        return f"torchvision's ImageNet weights {weights_enum(arch).name} ({file.name}, hash checked)"
-    return f"{file.name} (hash checked)" if HASH_IN_NAME.search(file.name) else file.name
+    if file.name == file_name(arch):  # a Text: English as str(), in the visitor's language on the page
+        return Text("weights.source_official", name=weights_enum(arch).name, file=file.name)
+    return Text("weights.source_hashed", file=file.name) if HASH_IN_NAME.search(file.name) else file.name
 
 
 def load_pretrained(arch: str, *, path: str | os.PathLike | None = None, download: bool = True) -> nn.Module:
@@ -232,3 +233,97 @@ def cached() -> list[dict]:
         rows.append({"arch": arch, "file": file_name(arch), "path": str(hit) if hit else None,
                      "size_mb": round(hit.stat().st_size / 2**20, 1) if hit else None})
     return rows
+
+
+# ---------------------------------------------------------------------------- the built-in pretraining source
+
+SOURCE_TAG = "source"  # backbones pretrained on resnet.data.source: ``<arch>-source-<sha256 prefix>.pth``
+SOURCES = ("imagenet", "builtin-source", "random")  # where a pretrained strategy's weights came from
+
+
+def source_folder() -> Path:
+    """Where ``python -m resnet pretrain`` stores backbones: beside the other weights (``RESNET_WEIGHTS_DIR``, else
+    the hub cache)."""
+    return folders()[0]
+
+
+def source_candidates(arch: str) -> list[Path]:
+    """Stored source backbones of ``arch``, newest first, in every weights folder."""
+    if arch not in ARCHS:
+        raise ValueError(f"unknown architecture {arch!r}; choose one of: {', '.join(ARCHS)}")
+    prefix = f"{arch}-{SOURCE_TAG}-"
+    found = [p for folder in folders() if folder.is_dir() for p in folder.glob(f"{prefix}*.pth")
+             if HASH_IN_NAME.search(p.name) and p.name[len(prefix):-4].isalnum()]
+    return sorted(found, key=lambda p: p.stat().st_mtime_ns, reverse=True)
+
+
+def find_source(arch: str) -> Path | None:
+    """The newest stored source backbone of ``arch`` whose SHA-256 matches the hash in its name, else None (a
+    damaged one is skipped, and the operator's log says so)."""
+    for p in source_candidates(arch):
+        try:
+            check_hash(p)
+            return p
+        except (WeightsHashMismatch, OSError) as e:
+            log.warning("skipping %s", getattr(e, "detail", e))
+    return None
+
+
+def read_source(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], dict]:
+    """A stored source backbone's state_dict (hash-checked, ``weights_only``) and what was recorded with it
+    (arch, image size, epochs, classes, source accuracy)."""
+    path = Path(path)
+    check_hash(path)
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:
+        raise WeightsCorrupt(f"{path.name} is not a readable PyTorch checkpoint.", f"{path}: {e}") from None
+    state = obj.get("state_dict") if isinstance(obj, dict) else None
+    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise WeightsCorrupt(f"{path.name} holds no source backbone.")
+    return state, {k: v for k, v in obj.items() if k != "state_dict"}
+
+
+def save_source(arch: str, state: dict[str, torch.Tensor], meta: dict, folder: str | os.PathLike | None = None
+                ) -> Path:
+    """Store a source backbone as ``<arch>-source-<sha256 prefix>.pth`` (written to a temporary name, then renamed
+    once hashed); older source backbones of ``arch`` in that folder are removed. Returns the path."""
+    import tempfile
+    folder = Path(folder) if folder else source_folder()
+    folder.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{arch}-{SOURCE_TAG}-", suffix=".part", dir=folder)
+    os.close(fd)
+    try:
+        torch.save({**meta, "arch": arch, "state_dict": {k: v.detach().cpu().contiguous() for k, v in state.items()}},
+                   tmp)
+        dst = folder / f"{arch}-{SOURCE_TAG}-{sha256(tmp)[:8]}.pth"
+        os.replace(tmp, dst)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    for old in folder.glob(f"{arch}-{SOURCE_TAG}-*.pth"):
+        if old != dst:
+            old.unlink(missing_ok=True)
+    return dst
+
+
+def has_imagenet(arch: str) -> bool:
+    """Is a hash-checked ImageNet checkpoint of ``arch`` on disk (nothing downloaded)?"""
+    try:
+        find_weights(arch, download_ok=False)
+        return True
+    except WeightsUnavailable:
+        return False
+
+
+def pretrained_source(arch: str, *, allow_download: bool | None = None) -> str:
+    """Where the pretrained strategies of a fine-tune of ``arch`` would start from, without downloading anything:
+    ``"imagenet"`` (a checkpoint on disk, or a download that is allowed and has not just failed),
+    ``"builtin-source"`` (a stored backbone from ``python -m resnet pretrain``) or ``"random"``."""
+    if arch not in ARCHS:
+        raise ValueError(f"unknown architecture {arch!r}; choose one of: {', '.join(ARCHS)}")
+    if allow_download is None:
+        allow_download = config.get("RESNET_ALLOW_DOWNLOAD")
+    if has_imagenet(arch) or (allow_download and downloads.retry_in(weights_url(arch)) <= 0):
+        return "imagenet"
+    return "builtin-source" if find_source(arch) else "random"

@@ -108,7 +108,7 @@ def test_work_is_steps_times_multiply_adds_times_three():
     cfg = FinetuneConfig(strategies="scratch", epochs=2, image_size=64, synthetic_images=100).validated()
     e = budget.finetune_estimate(cfg, device=torch.device("cpu"))
     macs = budget.resnet_profile("resnet18", 64).total("macs")
-    n_train, n_val = 75, 25
+    n_train, n_val = 100, 400  # the synthetic set: every image trains, 100 validation images per class beside
     assert e.work == 2 * (n_train * 3 + n_val + 64) * macs  # training, validation, the BatchNorm re-estimate
 
 

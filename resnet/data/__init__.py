@@ -11,29 +11,34 @@ from __future__ import annotations
 from pathlib import Path
 
 from ..errors import DatasetError
+from ..i18n import error
 from .download import FLOWERS, data_dir, download, extract_tgz, flowers, hymenoptera
 from .folders import extract_zip, from_folder, from_zip, is_image_name
 from .imageset import (HYMENOPTERA, IMAGE_EXTENSIONS, SPLIT_NAMES, ZIP_LIMITS, DamagedImage, ImageSet, InMemory,
                        targets)
-from .synthetic import DECOYS, SHAPES, draw_shape_image, noise_bank, paint, stratified_split, synthetic
+from .synthetic import (DECOYS, SHAPES, VAL_PER_CLASS, draw_shape_image, noise_bank, paint, per_class_subset,
+                        stratified_split, synthetic)
 
 __all__ = ["DECOYS", "FLOWERS", "HYMENOPTERA", "IMAGE_EXTENSIONS", "SHAPES", "SPLIT_NAMES", "ZIP_LIMITS",
            "DamagedImage", "DatasetError", "ImageSet", "InMemory", "data_dir", "download", "draw_shape_image",
            "extract_tgz", "extract_zip", "flowers", "from_folder", "from_zip", "hymenoptera", "is_image_name", "load_dataset", "noise_bank", "paint",
-           "stratified_split", "synthetic", "targets"]
+           "per_class_subset", "stratified_split", "synthetic", "targets", "VAL_PER_CLASS"]
 
 
 def load_dataset(spec, *, val_fraction: float | None = None, seed: int = 0, synthetic_images: int = 400,
                  image_size: int = 128) -> ImageSet:
     """``"synthetic"``, ``"hymenoptera"``, ``"flowers"``, a folder, a ``.zip``, or an ``ImageSet`` (returned as is).
 
-    ``val_fraction`` applies where no split is given (default 0.25 for the synthetic set, else 0.2).
+    ``val_fraction`` applies where no split is given (default 0.2). The synthetic set's ``synthetic_images`` are all
+    for training, beside a separate ``VAL_PER_CLASS`` validation images per class; a ``val_fraction`` splits them
+    instead, as for other sets.
     """
     if isinstance(spec, ImageSet):
         return spec
     text = str(spec).strip()
     if text == "synthetic":
-        return synthetic(synthetic_images, image_size=image_size, seed=seed, val_fraction=val_fraction or 0.25)
+        return synthetic(synthetic_images, image_size=image_size, seed=seed, val_fraction=val_fraction or 0.25,
+                         val_per_class=None if val_fraction else VAL_PER_CLASS)
     if text == "hymenoptera":
         return hymenoptera()
     if text == "flowers":  # the note's tutorial: flower_photos, 10 % of each class held out unless told otherwise
@@ -44,4 +49,4 @@ def load_dataset(spec, *, val_fraction: float | None = None, seed: int = 0, synt
         return from_folder(path, val_fraction=val_fraction, seed=seed)
     if path.is_file():
         return from_zip(path, val_fraction=val_fraction, seed=seed)
-    raise DatasetError(f"'{text}' is neither 'synthetic', 'hymenoptera', 'flowers', a folder nor a zip file.")
+    raise error(DatasetError, "data.unknown_spec", text=text, choices="'synthetic', 'hymenoptera', 'flowers'")

@@ -34,19 +34,21 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Iterator
 
+import logging
+
 import torch
 from torch import nn
 from torch.utils.data import Subset
 
 from .. import budget, config
 from .. import device as devices
-from ..data import DamagedImage, DatasetError, ImageSet, load_dataset, targets
+from ..data import DamagedImage, DatasetError, ImageSet, load_dataset, per_class_subset, targets
 from ..errors import BadSetting
 from ..i18n import Text, error
 from ..models.resnet import ARCHS, build_model, from_state
 from ..models.transfer import STRATEGIES, TransferNet, frozen_features, prepare, save_export
 from ..preprocess import transform
-from ..weights import WeightsUnavailable, load_pretrained
+from ..weights import WeightsUnavailable, find_source, load_pretrained, read_source
 from .engine import EVAL_BATCH, Shard, Totals, adamw_cosine, evaluate, precise_bn, state_checksum
 
 # Documented limits of the numeric settings (the UI and the CLI both check these): (lowest, highest), inclusive.
@@ -57,7 +59,9 @@ LIMITS = {
     "lr": (0.0, 1.0),            # must also be finite and strictly above 0
     "augmented_views": (0, 8),
     "synthetic_images": (8, 20_000),
+    "per_class": (1, 10_000),    # training images per class (None: all of them)
 }
+log = logging.getLogger("resnet.train")
 BN_IMAGES = 64    # training images that re-estimate BatchNorm statistics after every epoch (engine.precise_bn)
 
 
@@ -94,6 +98,7 @@ class FinetuneConfig:
     max_decoded_mb: int = field(default_factory=lambda: config.get("RESNET_MAX_DATASET_MB"))
     val_fraction: float | None = None    # where the dataset has no split (default 0.25 synthetic, 0.2 others)
     synthetic_images: int = 400
+    per_class: int | None = None         # training images per class, a seeded stratified sample (None: all)
     device: str | None = None            # None: resnet.device.pick_device()
     keep_models: bool = True
 
@@ -111,6 +116,8 @@ class FinetuneConfig:
             check_setting(name, getattr(self, name))
         if self.lr is not None:
             check_setting("lr", self.lr)
+        if self.per_class is not None:
+            check_setting("per_class", self.per_class)
         if self.batch_size == 1 and self.image_size < 64 and any(n in ("all", "last", "scratch") for n in names):
             raise error(BadSetting, "engine.batch_of_one")
         out = FinetuneConfig(**{f.name: getattr(self, f.name) for f in fields(self)})
@@ -130,7 +137,7 @@ class StrategySummary:
 
     strategy: str
     arch: str
-    pretrained: bool               # started from ImageNet weights (False: random weights)
+    pretrained: bool               # started from pretrained weights, ImageNet or the built-in source (False: random)
     trainable_params: int
     total_params: int
     best_val_acc: float
@@ -146,6 +153,9 @@ class StrategySummary:
     cached_features: bool
     features: str                  # what the trainable part was fed
     rank_checksums: list = field(default_factory=list)  # per process: a hash of weights and BN statistics
+    source: str = "random"         # where its weights started: "imagenet", "builtin-source" or "random"
+    val_count: int = 0             # validation images each accuracy is measured on
+    best_val_acc_se: float = 0.0   # binomial standard error of best_val_acc: sqrt(p (1 - p) / val_count)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -159,7 +169,7 @@ class RunResult:
     dataset: dict
     classes: list[str]
     device: str
-    pretrained: bool
+    pretrained: bool               # the pretrained strategies started from pretrained weights (source != "random")
     weights: str                   # where the weights came from, or why there were none
     notes: list[Text]
     summaries: list[StrategySummary]
@@ -171,6 +181,8 @@ class RunResult:
     world_size: int = 1            # processes that trained together (torchrun)
     backend: str | None = None     # their torch.distributed backend
     models: dict = field(default_factory=dict, repr=False)  # strategy → TransferNet (CPU), not in to_dict
+    source: str = "random"         # what the pretrained strategies started from: imagenet | builtin-source | random
+    chance: float = 0.0            # the accuracy of guessing: 1 / classes
 
     def summary(self, strategy: str) -> StrategySummary:
         return next(s for s in self.summaries if s.strategy == strategy)
@@ -181,7 +193,8 @@ class RunResult:
                 "pretrained": self.pretrained, "weights": self.weights, "notes": [str(n) for n in self.notes],
                 "strategies": [s.to_dict() for s in self.summaries], "history": self.history,
                 "seconds": self.seconds, "decode_seconds": self.decode_seconds, "cache_seconds": self.cache_seconds,
-                "cancelled": self.cancelled, "world_size": self.world_size, "backend": self.backend}
+                "cancelled": self.cancelled, "world_size": self.world_size, "backend": self.backend,
+                "source": self.source, "chance": self.chance, "verdict": verdict(self.summaries).to_dict()}
 
     def export(self, strategy: str, path: str | os.PathLike) -> Path:
         """Save ``strategy``'s model as a plain ResNet state_dict file (see ``transfer.save_export``)."""
@@ -258,16 +271,84 @@ class _Trainable(nn.Module):
         return self.net.trainable(f)
 
 
-def _backbone_state(cfg: FinetuneConfig) -> tuple[dict, bool, str]:
-    """ImageNet weights if they can be had; else a seeded random 1000-class network, and why."""
+def _backbone_state(cfg: FinetuneConfig) -> tuple[dict, str, str, Text]:
+    """The pretrained strategies' starting weights: (state_dict, source, where they came from, a note saying so).
+
+    ImageNet weights if they can be had (``source="imagenet"``); else the backbone ``python -m resnet pretrain``
+    stored for this arch (``"builtin-source"``: its fc has the source set's classes, so ``head`` stacks its new
+    layer on those logits); else a seeded random 1000-class network (``"random"``)."""
     try:
         model = load_pretrained(cfg.arch, path=cfg.weights, download=cfg.allow_download)
-        return model.state_dict(), True, str(getattr(model, "weights_source", cfg.weights or "pretrained"))
+        where = str(getattr(model, "weights_source", cfg.weights or "pretrained"))
+        return model.state_dict(), "imagenet", where, Text("pretrain.note_imagenet",
+                                                           file=getattr(model, "weights_source", where))
     except WeightsUnavailable as e:
         if cfg.weights:
             raise
-        gen = torch.Generator().manual_seed(cfg.seed + 1)
-        return build_model(cfg.arch, generator=gen).state_dict(), False, str(e)
+        why = str(e)
+    path = find_source(cfg.arch)
+    if path is not None:
+        try:
+            state, meta = read_source(path)
+            return state, "builtin-source", f"{path.name} (built-in source, hash checked); {why}", Text(
+                "pretrain.note_builtin", file=path.name, classes=len(meta.get("classes") or []) or "?",
+                size=meta.get("image_size", "?"), acc=float(meta.get("val_acc", 0.0)))
+        except WeightsUnavailable as e:  # damaged since it was found: say so in the log, train from random
+            log.warning("skipping %s", getattr(e, "detail", e))
+    gen = torch.Generator().manual_seed(cfg.seed + 1)
+    return build_model(cfg.arch, generator=gen).state_dict(), "random", why, Text("engine.note_random")
+
+
+@dataclass
+class Verdict:
+    """Which strategy is best, only when it is ahead by more than the noise; otherwise which are tied.
+
+    ``margin``: the leader's best validation accuracy minus the runner-up's. ``noise``: two standard errors of
+    that difference (each accuracy a binomial proportion on its validation images). ``best`` is the leader when
+    ``margin > noise`` (None otherwise); ``tied``: the strategies within the noise of the leader, leader first
+    (empty when there is a best one). A single strategy is best by default (margin and noise 0)."""
+
+    best: str | None
+    tied: list
+    margin: float
+    noise: float
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    def text(self) -> Text | None:
+        """The sentence for people (``pretrain.verdict_best`` / ``pretrain.verdict_tied``), None for fewer than two."""
+        if self.best is not None:
+            return Text("pretrain.verdict_best", best=self.best, margin=self.margin, noise=self.noise) \
+                if self.margin or self.noise else None
+        return Text("pretrain.verdict_tied", names=", ".join(self.tied), noise=self.noise)
+
+
+def binomial_se(p: float, n: int) -> float:
+    """The standard error of an accuracy ``p`` measured on ``n`` images."""
+    return math.sqrt(max(p * (1 - p), 0.0) / n) if n > 0 else 0.0
+
+
+def verdict(summaries, z: float = 2.0) -> Verdict:
+    """``Verdict`` of ``StrategySummary``s (or dicts of theirs): is the leader ahead of the runner-up by more than
+    ``z`` standard errors of the difference of their best validation accuracies?"""
+    rows = [(s["strategy"], s["best_val_acc"], s.get("best_val_acc_se", 0.0)) if isinstance(s, dict)
+            else (s.strategy, s.best_val_acc, s.best_val_acc_se) for s in summaries]
+    if not rows:
+        return Verdict(None, [], 0.0, 0.0)
+    rows.sort(key=lambda r: -r[1])
+    lead = rows[0]
+    if len(rows) == 1:
+        return Verdict(lead[0], [], 0.0, 0.0)
+
+    def noise(r) -> float:
+        return z * math.sqrt(lead[2] ** 2 + r[2] ** 2)
+
+    second = rows[1]
+    margin = lead[1] - second[1]
+    if margin > noise(second):
+        return Verdict(lead[0], [], margin, noise(second))
+    return Verdict(None, [r[0] for r in rows if lead[1] - r[1] <= noise(r)], margin, noise(second))
 
 
 def _strategy_seed(seed: int, name: str) -> int:
@@ -302,21 +383,26 @@ def _run(cfg: FinetuneConfig, cancel, t_run: float, data: _Data, shard: Shard) -
     # Every image is decoded once and kept in memory: refuse before decoding what would not fit (every copy of the
     # decoded images and cached features counted), so that a tiny zip of many small files asked for at a large
     # size cannot take the server's memory, and a large data set cannot take its time.
+    notes = [n if isinstance(n, Text) else Text("engine.note_dataset", text=n) for n in ds.notes]
+    if cfg.per_class is not None:
+        ds, note = _keep_per_class(ds, cfg.per_class, cfg.seed)
+        notes += note
     budget.check_finetune(cfg, n_train=len(ds.train), n_val=len(ds.val), device=dev)
     classes = list(ds.classes)
     if any(STRATEGIES[n].pretrained for n in cfg.strategies):
-        state, pretrained, weights_note = _backbone_state(cfg)
+        state, source, weights_note, note = _backbone_state(cfg)
+        notes.append(note)
+        if source == "random":
+            notes.append(Text("pretrain.note_random_hint"))
     else:
-        state, pretrained, weights_note = None, False, "not needed: training from scratch"
-    notes = [n if isinstance(n, Text) else Text("engine.note_dataset", text=n) for n in ds.notes]
-    if state is not None and not pretrained:
-        notes.append(Text("engine.note_random"))
+        state, source, weights_note = None, "random", "not needed: training from scratch"
+    pretrained = source != "random"
     history = {n: {"epoch": [], "train_loss": [], "train_acc": [], "val_loss": [], "val_acc": [], "seconds": []}
                for n in cfg.strategies}
     result = RunResult(config=cfg.to_dict(), dataset=ds.to_dict(), classes=classes,
                        device=devices.describe(dev, cfg.image_size), pretrained=pretrained, weights=weights_note,
                        notes=notes, summaries=[], history=history, seconds=0.0, decode_seconds=0.0, cache_seconds=0.0,
-                       world_size=shard.world, backend=shard.backend)
+                       world_size=shard.world, backend=shard.backend, source=source, chance=1 / len(classes))
 
     def finish(kind: str) -> Event:
         result.seconds = time.perf_counter() - t_run
@@ -325,7 +411,7 @@ def _run(cfg: FinetuneConfig, cancel, t_run: float, data: _Data, shard: Shard) -
 
     yield Event("start", message=Text("engine.start", dataset=ds.name, n_train=len(ds.train), n_val=len(ds.val),
                                       classes=len(classes), arch=cfg.arch,
-                                      weights=Text("engine.weights_" + ("pretrained" if pretrained else "random"))))
+                                      weights=Text(WEIGHTS_WORD[source])))
     try:
         yield from _decode(cfg, ds, data, result, stopped, t_run)
         if any(STRATEGIES[n].cache_point for n in cfg.strategies) and cfg.cache_features:
@@ -340,6 +426,23 @@ def _run(cfg: FinetuneConfig, cancel, t_run: float, data: _Data, shard: Shard) -
         yield finish("cancelled")
         return
     yield finish("done")
+
+
+WEIGHTS_WORD = {"imagenet": "engine.weights_pretrained", "builtin-source": "pretrain.weights_builtin",
+                "random": "engine.weights_random"}
+
+
+def _keep_per_class(ds: ImageSet, per_class: int, seed: int) -> tuple[ImageSet, list[Text]]:
+    """``ds`` with at most ``per_class`` training images per class (``data.per_class_subset``: seeded, stratified);
+    the validation split is untouched. Returns it and the notes that say so."""
+    from dataclasses import replace
+    train, short = per_class_subset(ds.train, targets(ds.train), per_class, seed)
+    out = replace(ds, train=train)
+    notes = [Text("pretrain.note_per_class", n=per_class, total=len(train), val=len(ds.val))]
+    if short:
+        names = ", ".join(ds.classes[c] for c in short[:5]) + (" …" if len(short) > 5 else "")
+        notes.append(Text("pretrain.note_per_class_short", names=names, n=per_class))
+    return out, notes
 
 
 def _decode(cfg, ds: ImageSet, data: _Data, result: RunResult, stopped, t_run: float) -> Iterator[Event]:
@@ -519,7 +622,9 @@ def _train(cfg, name, state, pretrained, dev, data: _Data, result: RunResult, st
     checksums = shard.gather(state_checksum(net))
     if cfg.keep_models:
         result.models[name] = net.cpu().eval()
+    n_val = len(data.val_y)
     return StrategySummary(
+        source=result.source if s.pretrained else "random", val_count=n_val, best_val_acc_se=binomial_se(best, n_val),
         strategy=name, arch=cfg.arch, pretrained=pretrained and s.pretrained, trainable_params=trainable,
         total_params=total, best_val_acc=best, best_epoch=best_epoch, final_val_acc=hist["val_acc"][-1],
         final_val_loss=hist["val_loss"][-1], final_train_acc=hist["train_acc"][-1], seconds=elapsed,
@@ -544,16 +649,23 @@ def _bn_inputs(cfg, x_train: torch.Tensor, cached: bool, data: _Data) -> torch.T
 def config_from_args(args, device: str | None = None) -> FinetuneConfig:
     return FinetuneConfig(dataset=args.dataset, arch=args.arch, strategies=args.strategies, epochs=args.epochs,
                           image_size=args.image_size, batch_size=args.batch_size, lr=args.lr, weights=args.weights,
-                          seed=args.seed, device=device).validated()
+                          seed=args.seed, per_class=getattr(args, "per_class", None), device=device).validated()
 
 
 def format_summary(result: RunResult) -> str:
-    rows = [f"{'strategy':<9} {'weights':<10} {'trainable / total params':>26} {'best val':>9} {'final val':>10} "
+    rows = [f"{'strategy':<9} {'weights':<15} {'trainable / total params':>26} {'best val ± SE':>15} {'final val':>10} "
             f"{'seconds':>8} {'s/epoch':>8}  fed with"]
     for s in result.summaries:
-        rows.append(f"{s.strategy:<9} {'pretrained' if s.pretrained else 'random':<10} "
-                    f"{s.trainable_params:>12,} / {s.total_params:>11,} {s.best_val_acc:>9.1%} {s.final_val_acc:>10.1%} "
+        best = f"{s.best_val_acc:.1%} ± {s.best_val_acc_se:.1%}"
+        rows.append(f"{s.strategy:<9} {s.source:<15} "
+                    f"{s.trainable_params:>12,} / {s.total_params:>11,} {best:>15} {s.final_val_acc:>10.1%} "
                     f"{s.seconds:>8.1f} {s.seconds_per_epoch:>8.2f}  {s.features}")
+    if result.summaries:
+        n_val = result.summaries[0].val_count
+        rows.append(f"validation: {n_val} images, chance {result.chance:.1%}")
+        said = verdict(result.summaries).text()
+        if said is not None:
+            rows.append(str(said))
     ranks = f", {result.world_size} processes ({result.backend})" if result.world_size > 1 else ""
     rows.append(f"decode {result.decode_seconds:.1f} s, shared feature cache {result.cache_seconds:.1f} s, "
                 f"total {result.seconds:.1f} s on {result.device}{ranks}")

@@ -1,0 +1,190 @@
+"""The Fine-tune tab's pretraining section: train the chosen depth on the built-in source set, with progress and
+Stop, and say where the backbone was stored (its file name only) and how well it learnt the source task.
+
+The Fine-tune tab calls ``build_section(ctx, arch)`` with its own architecture dropdown; the section's event is
+the app's ``/pretrain`` endpoint (``arch, image_size, epochs``), a generator of status lines."""
+from __future__ import annotations
+
+import functools
+import threading
+from dataclasses import dataclass
+
+import gradio as gr
+
+from ... import budget
+from ...i18n import t
+from ...models.resnet import ARCHS
+from ...train.pretrain import DEFAULTS, LIMITS, PretrainConfig, pretrain
+from ...weights import WeightsUnavailable, _stamp, find_source, read_source
+from .. import sharing
+from ..common import early, friendly, lang, on_gpu
+
+UI_SIZES = (32, 128)    # the slider's range (the library allows up to LIMITS["image_size"])
+UI_EPOCHS = (1, 20)
+
+
+class Switches:
+    """Each session's subscription to its pretraining (``resnet.train.jobs``: identical requests share one run), so
+    that Stop detaches only that session; the run stops when its last watcher leaves."""
+
+    def __init__(self):
+        self._lock = threading.Lock()
+        self._subs: dict[str, sharing.Subscription] = {}
+
+    def start(self, session: str, sub: sharing.Subscription) -> None:
+        with self._lock:
+            old = self._subs.get(session)
+            self._subs[session] = sub
+        if old is not None and old is not sub:
+            old.close()  # one pretraining per session: a new one leaves the previous
+
+    def stop(self, session: str) -> bool:
+        with self._lock:
+            sub = self._subs.pop(session, None)
+        if sub is not None:
+            sub.close()
+        return sub is not None
+
+    def finish(self, session: str, sub: sharing.Subscription) -> None:
+        with self._lock:
+            if self._subs.get(session) is sub:
+                del self._subs[session]
+        sub.close()
+
+
+@functools.lru_cache(maxsize=16)
+def _recorded(path: str, *stamp) -> dict:
+    """What was stored with a source backbone (read once per file version)."""
+    return read_source(path)[1]
+
+
+def stored_line(arch: str, L: str) -> str:
+    """The status line before any run: the arch's stored source backbone (file name, source accuracy) or none."""
+    if arch not in ARCHS:
+        return ""
+    title = ARCHS[arch].title
+    path = find_source(arch)
+    if path is None:
+        return t("pretrain.status_idle", L, arch=title)
+    try:
+        meta = _recorded(str(path), *_stamp(path))
+    except (WeightsUnavailable, OSError):
+        return t("pretrain.status_idle", L, arch=title)
+    return t("pretrain.status_have", L, arch=title, file=path.name, acc=float(meta.get("val_acc", 0.0)),
+             size=meta.get("image_size", "?"))
+
+
+def make_config(arch, image_size, epochs) -> PretrainConfig:
+    """The run's settings from the page or the API (integral floats accepted), checked against the budget."""
+    size = budget.whole(image_size, *LIMITS["image_size"], "image size")
+    epochs = budget.whole(epochs, *LIMITS["epochs"], "epochs")
+    # The recipe's pictures per class, read when a request comes (a test may shrink it).
+    cfg = PretrainConfig(arch=arch, image_size=size, epochs=epochs, per_class=DEFAULTS["per_class"]).validated()
+    budget.check_pretrain(cfg)
+    return cfg
+
+
+def check(arch, image_size, epochs, L: str) -> None:
+    make_config(arch, image_size, epochs)
+
+
+def start_key(arch, image_size, epochs, L: str) -> str:
+    """The job key of a pretraining (``resnet.ui.sharing``): identical requests share one run."""
+    return sharing.pretrain_key(make_config(arch, image_size, epochs))
+
+
+def producer(cfg: PretrainConfig):
+    """The run itself, started once per distinct job by ``resnet.train.jobs``, in its own thread."""
+    @on_gpu(duration=300)
+    def events(cancel):
+        yield from pretrain(cfg.arch, image_size=cfg.image_size, epochs=cfg.epochs, per_class=cfg.per_class,
+                            cancel=cancel)
+    return events
+
+
+def make_handlers(switches: Switches):
+    @sharing.keyed(start_key)
+    @friendly
+    async def start(arch, image_size, epochs, request: gr.Request = None, progress=gr.Progress()):
+        """Yields status lines as it trains; the last says where the backbone was stored."""
+        L = lang(request)
+        cfg = make_config(arch, image_size, epochs)
+        session = getattr(request, "session_hash", None) or "anonymous"
+        sub = sharing.JOBS.subscribe(sharing.pretrain_key(cfg), producer(cfg), label="pretrain")
+        switches.start(session, sub)
+        try:
+            done_steps, total = 0, None
+            shared = sharing.note(sub, L)
+            if shared:
+                yield shared
+            async for ev in sub.aevents(timeout=1.0):  # awaits without holding a thread
+                if ev is sharing.TICK:
+                    if sub.state == "waiting":
+                        yield sharing.waiting(sub, L)
+                    continue
+                if sub.behind and ev.kind not in ("done", "cancelled"):
+                    continue  # catching up with a shared run: only its latest state is shown
+                if ev.kind == "start":
+                    yield ev.message.render(L)
+                elif ev.kind == "prepare":
+                    progress((ev.step, ev.steps), desc=ev.message.render(L))
+                elif ev.kind == "step":
+                    total = total or ev.steps * ev.epochs
+                    done_steps += 1
+                    progress((min(done_steps, total), total), desc=t("pretrain.progress", L, epoch=ev.epoch))
+                    if ev.step == 1 or ev.step % 10 == 0:
+                        yield t("pretrain.status_step", L, epoch=ev.epoch, epochs=ev.epochs, step=ev.step,
+                                steps=ev.steps, loss=ev.train_loss)
+                elif ev.kind == "epoch":
+                    yield t("pretrain.status_epoch", L, epoch=ev.epoch, epochs=ev.epochs, acc=ev.val_acc)
+                elif ev.kind == "cancelled":
+                    yield t("pretrain.status_stopped", L)
+                elif ev.kind == "done":
+                    r = ev.result
+                    yield (shared + "\n\n" if shared else "") + t(
+                        "pretrain.status_done", L, file=r.file, acc=r.val_acc, n=r.val_count, classes=len(r.classes),
+                        seconds=r.seconds)
+        finally:
+            switches.finish(session, sub)
+
+    def stop(request: gr.Request = None):
+        switches.stop(getattr(request, "session_hash", None) or "anonymous")
+        return t("pretrain.status_stopped", lang(request))
+
+    def describe(arch, request: gr.Request = None):
+        return stored_line(arch, lang(request))
+
+    return start, stop, describe
+
+
+@dataclass
+class Section:
+    """What the Fine-tune tab may wire further: the status line and the pretraining event (e.g. ``.then`` to
+    refresh its own "weights: …" line once a backbone is stored)."""
+
+    status: gr.Markdown
+    event: object
+    image_size: gr.Slider
+    epochs: gr.Slider
+
+
+def build_section(ctx, arch_component) -> Section:
+    """The pretraining section (an accordion) inside the Fine-tune tab; ``arch_component``: the tab's depth."""
+    start_fn, stop_fn, describe_fn = make_handlers(Switches())
+    with gr.Accordion(ctx("pretrain.title"), open=False, elem_id="pt-section"):
+        gr.Markdown(ctx("pretrain.explain"))
+        with gr.Row():
+            image_size = gr.Slider(*UI_SIZES, value=DEFAULTS["image_size"], step=16, label=ctx("pretrain.image_size"),
+                                   elem_id="pt-size")
+            epochs = gr.Slider(*UI_EPOCHS, value=DEFAULTS["epochs"], step=1, label=ctx("pretrain.epochs"),
+                               elem_id="pt-epochs")
+        with gr.Row():
+            start = gr.Button(ctx("pretrain.button"), elem_id="pt-start")
+            stop = gr.Button(ctx("pretrain.stop"), variant="stop", elem_id="pt-stop")
+        status = gr.Markdown(elem_id="pt-status")
+    event = start.click(start_fn, [arch_component, image_size, epochs], status, api_name="pretrain",
+                        validator=early(check), **ctx.train)
+    stop.click(stop_fn, None, status, cancels=[event], api_name="stop_pretrain", concurrency_limit=None, queue=False)
+    arch_component.change(describe_fn, arch_component, status, api_visibility="private", queue=False)
+    ctx.on_load(describe_fn, arch_component, status)
+    return Section(status, event, image_size, epochs)
