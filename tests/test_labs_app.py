@@ -4,7 +4,7 @@ from gradio_client import Client, handle_file
 
 pytestmark = pytest.mark.served
 
-LAB_ENDPOINTS = ("/gradient_flow", "/training_race", "/deep_network", "/bn_lab", "/group_conv")
+LAB_ENDPOINTS = ("/gradient_flow", "/training_race", "/deep_network", "/bn_lab", "/bn_batch_run", "/group_conv")
 
 
 def test_lab_endpoints_are_named(client):
@@ -45,10 +45,33 @@ def test_bn_lab_endpoint(client, photos):
     assert "batches of 1" in stats_text and "Conv bias before BN" in stats_text
 
 
+def test_bn_lab_shows_the_last_channel_of_layer4_and_refuses_a_channel_a_layer_lacks(client, photos):
+    _, steps_text, *_ = client.predict(handle_file(str(photos["lion"])), "layer4.0.bn1", 511, 8, api_name="/bn_lab")
+    assert "`layer4.0.bn1`, channel 511" in steps_text
+    with pytest.raises(Exception) as e:
+        client.predict(handle_file(str(photos["lion"])), "bn1", 100, 8, api_name="/bn_lab")
+    assert "has 64 channels: choose a channel from 0 to 63" in str(e.value) and "Traceback" not in str(e.value)
+
+
+def test_bn_batch_run_endpoint_streams_to_a_reading(client):
+    job = client.submit(16, api_name="/bn_batch_run")
+    plot, text = job.result(timeout=300)
+    assert plot and "Finished" in text and "from **2** images" in text and "from **32** images" in text
+    assert any(k in text for k in ("learned more slowly", "within noise", "did better"))
+
+
+def test_architecture_starts_on_the_papers_block(client):
+    params = client.view_api(print_info=False, return_format="dict")["named_endpoints"]["/layer_table"]["parameters"]
+    assert [p.get("parameter_default") for p in params][-1] == "v1"
+    _, summary, _ = client.predict("resnet50", 224, "v1", api_name="/layer_table")
+    assert "3.86 G" in summary and "3.8 G" in summary
+
+
 def test_group_conv_endpoint_and_a_bad_setting(client):
     cost_plot, block_plot, text = client.predict(64, 64, 8, 14, api_name="/group_conv")
     assert cost_plot and block_plot
     assert "**8 groups**" in text and "4,608" in text and "ResNeXt-50 32×4d" in text
+    assert text.count("✓ match") == 3 and "**3 of 3**" in text and "14,450,688 ÷ 2 = 7,225,344" in text
     with pytest.raises(Exception) as e:
         client.predict(64, 64, 5, 14, api_name="/group_conv")
     message = str(e.value)

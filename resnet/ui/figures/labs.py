@@ -10,7 +10,7 @@ from matplotlib.patches import FancyArrowPatch, FancyBboxPatch
 
 from ...i18n import t
 from ...analysis.labs import (BatchStats, BlockCost, BNRunUpdate, BNSteps, ConvCost, DeepResult, GradientProfile,
-                              RaceUpdate, TrainEval, net_depth)
+                              RaceUpdate, SHAPES, TrainEval, net_depth)
 
 DEPTH_COLOURS = {18: "#2b6cb0", 20: "#2b6cb0", 32: "#2f855a", 34: "#c05621", 56: "#c53030", 110: "#6b46c1",
                  1202: "#1a202c"}
@@ -99,6 +99,9 @@ def race_figure(update: RaceUpdate, L: str = "en") -> Figure:
         depth = int(title.split("-")[1].split()[0])
         ax.plot(update.recorded_steps, losses, color=_colour(depth), ls="--" if title.startswith("plain") else "-",
                 lw=1.8, label=net_name(title, L))
+    # Guessing among the classes evenly: the loss every net starts near.
+    ax.axhline(np.log(len(SHAPES)), color="#718096", ls=":", lw=1,
+               label=t("labs.plot.chance_loss", L, n=len(SHAPES)))
     ax.set_xlim(0, update.steps)
     ax.set_xlabel(t("labs.plot.step", L))
     ax.set_ylabel(t("labs.plot.train_loss", L))

@@ -122,7 +122,7 @@ def race_reading(update: labs.RaceUpdate, L: str) -> str:
     mid_gap = update.losses["ResNet-56"][mid] - update.losses["ResNet-20"][mid]
     lines = [t("labs.race.reading", L),
              t("labs.race.reading_plain" if plain_gap > 0 else "labs.race.reading_plain_none", L, gap=plain_gap)]
-    if res_gap <= 0:
+    if res_gap <= 0.05:  # level within a hair of smoothed loss, or below
         key = "labs.race.reading_res_level"
     elif plain_gap > 0 and res_gap < plain_gap / 2:
         key = "labs.race.reading_res_behind"
@@ -130,7 +130,8 @@ def race_reading(update: labs.RaceUpdate, L: str) -> str:
         key = "labs.race.reading_res_unclear"
     lines.append(t(key, L, gap=res_gap, plain_gap=plain_gap, mid=update.recorded_steps[mid], mid_gap=mid_gap))
     if key == "labs.race.reading_res_level" and mid_gap > 0:
-        lines[-1] += " " + t("labs.race.reading_caught_up", L, mid=update.recorded_steps[mid], mid_gap=mid_gap)
+        lines[-1] += ("" if L.startswith("zh") else " ") + t("labs.race.reading_caught_up", L,
+                                                            mid=update.recorded_steps[mid], mid_gap=mid_gap)
     return "\n\n".join(lines)
 
 
