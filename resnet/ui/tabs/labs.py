@@ -120,7 +120,7 @@ def race_reading(update: labs.RaceUpdate, L: str) -> str:
     plain_gap = final["plain-56"] - final["plain-20"]
     res_gap = final["ResNet-56"] - final["ResNet-20"]
     mid_gap = update.losses["ResNet-56"][mid] - update.losses["ResNet-20"][mid]
-    lines = [t("labs.race.reading", L),
+    lines = ["**" + t("labs.race.reading", L) + "**",
              t("labs.race.reading_plain" if plain_gap > 0 else "labs.race.reading_plain_none", L, gap=plain_gap)]
     if res_gap <= 0.05:  # level within a hair of smoothed loss, or below
         key = "labs.race.reading_res_level"
