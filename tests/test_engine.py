@@ -95,7 +95,7 @@ def test_the_app_endpoint_is_the_command_line_run(cli_run, shapes_zip, app_serve
     client = Client(app_server, verbose=False)
     try:
         _, _, table, files = client.predict("upload", handle_file(str(shapes_zip)), ["all", "head"], "resnet18", 2,
-                                            32, 8, 0, api_name="/finetune")[:4]
+                                            32, 8, 0, "all", api_name="/finetune")[:4]
     finally:
         client.close()
     rows = {r[0]: r[4:] for r in table["data"]}
