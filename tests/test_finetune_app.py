@@ -57,7 +57,8 @@ def test_tiny_finetune_streams_results_and_exports_models(client, photos):
     # The small-data knob reached the engine: 5 training images for each of the built-in set's classes.
     assert "5 training images per class" in status, status
     # Asked again, the same run would be a replay, and the estimate says so before Start.
-    again = client.predict("synthetic", ["head", "replace"], "resnet18", 2, 64, 16, 0, "5", api_name="/finetune_estimate")
+    again = client.predict("synthetic", ["head", "replace"], "resnet18", 2, 64, 16, 0, "5",
+                           api_name="/finetune_estimate")
     assert "replays its result at once" in again, again
     assert len(files) == 2
     model, meta = load_export(files[0])

@@ -212,7 +212,7 @@ def _measure(arch: str, size: int, dev: torch.device) -> Calibration:
     trainer = adamw_cosine(head, head.parameters(), lr=1e-2, steps=10, device=dev, size=1)
     fc_step_s = _timed(lambda: trainer.step(vectors, y[:len(vectors)]), dev)
 
-    del last, trainer, f, x
+    last = trainer = f = x = None  # freed before the whole network is built
     full = devices.prepare(TransferNet(build_model(arch, generator=gen), strategy("all"), 4, generator=gen), dev, size)
     full.train()
     augment = transform("train", size, decoded=True, generator=gen)
@@ -221,7 +221,7 @@ def _measure(arch: str, size: int, dev: torch.device) -> Calibration:
     def full_step(b: int):
         trainer.step(torch.stack([augment(img) for img in u8[:b]]), y[:b])
     full_step_s, full_step_fixed_s = _per_image(full_step, dev)
-    del full, trainer
+    full = trainer = None
     return Calibration(arch=arch, image_size=size, device=str(dev), prepare_s=prepare_s, frozen_eval_s=frozen_eval_s,
                        rest_eval_s=rest_eval_s, full_step_s=full_step_s, full_step_fixed_s=full_step_fixed_s,
                        last_step_s=last_step_s, last_step_fixed_s=last_step_fixed_s, fc_step_s=fc_step_s,
@@ -339,7 +339,8 @@ def estimate(cfg, calibration: Calibration | None = None, *, counts: tuple[int, 
             steps_s = n_train * cal.full_step_s + _steps(n_train, cfg.batch_size) * cal.full_step_fixed_s
             eval_s = (n_val + bn) * cal.full_eval_s
         elif point == "conv4_x":
-            steps_s = n_train * views * cal.last_step_s + _steps(n_train * views, cfg.batch_size) * cal.last_step_fixed_s
+            rows_seen = n_train * views
+            steps_s = rows_seen * cal.last_step_s + _steps(rows_seen, cfg.batch_size) * cal.last_step_fixed_s
             eval_s = (n_val + bn) * cal.rest_eval_s
         else:  # a new fc on cached vectors: a step costs about the same whatever the batch
             steps_s = _steps(n_train * views, cfg.batch_size) * cal.fc_step_s

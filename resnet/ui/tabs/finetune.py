@@ -395,7 +395,8 @@ def make_handlers(ctx, runs: Runs):
                         status = t("jobs.replay", L, seconds=sub.original_seconds or 0.0) + "\n\n" + status
                     yield (banner + status + ("\n\n" + notes if notes else ""),
                            await sharing.shared_plot(sub, ("final", L), lambda: curves_figure(
-                               result.history, L, len(result.classes), info.get("n_val"))) if result.summaries else skip,
+                               result.history, L, len(result.classes), info.get("n_val")))
+                           if result.summaries else skip,
                            results_table(result.summaries, L), files or None,
                            gr.update(choices=choices, value=choices[0][1] if choices else None), state)
             if not over:  # this visitor pressed Stop (or started again): detached, the run may go on for others
@@ -486,7 +487,8 @@ def build(ctx) -> None:
                 try_label = gr.Label(num_top_classes=5, label=ctx("finetune.try_label"), elem_id="ft-try-label")
         ctx.copy_link("finetune")
 
-        dataset.change(lambda d: gr.update(visible=d == "upload"), dataset, zip_file, api_visibility="private", queue=False)
+        dataset.change(lambda d: gr.update(visible=d == "upload"), dataset, zip_file, api_visibility="private",
+                       queue=False)
         settings = [strategies, arch, epochs, image_size, batch_size, lr, per_class]  # PRESET_KEYS' order
 
         # A preset sets the sliders; a slider moved by hand makes the preset "custom" (or the one it now matches).
