@@ -32,8 +32,9 @@ from torch import nn
 from .. import device as devices
 
 CAL_TRAIN_BATCHES = (2, 8)  # two timed training steps: their difference is the cost per image, the rest per step
-CAL_EVAL_BATCH = 8    # images per timed pass without gradients
+CAL_EVAL_BATCHES = (4, 16)  # two timed passes without gradients, likewise (the engine's passes take 64 at a time)
 CAL_IMAGES = 2        # pictures painted and resized to time the decoding
+REPEATS = 2           # timed calls of each piece (the shortest counts)
 CACHE_SIZE = 64       # calibrations kept (one per arch, size and device)
 
 # Lesson-sized settings, keyed by the /finetune parameters they set. "quick": the default, meant to finish within
@@ -58,7 +59,9 @@ class Calibration:
     device: str
     prepare_s: float       # paint (or read) one picture, resize it, and make its validation tensor
     frozen_eval_s: float   # conv1 … conv4_x without gradients (the cache pass of ``last``)
+    frozen_eval_fixed_s: float  # and per pass, whatever its batch
     rest_eval_s: float     # conv5_x, pooling and fc without gradients, on conv4_x features
+    rest_eval_fixed_s: float    # and per pass
     full_step_s: float     # augment one image and train the whole network on it (``all``, ``scratch``)
     full_step_fixed_s: float  # and per step, whatever its batch
     last_step_s: float     # train conv5_x + fc on one cached conv4_x feature map (``last``)
@@ -72,8 +75,12 @@ class Calibration:
         """The whole network without gradients: validation of ``all``/``scratch``, the shared cache pass."""
         return self.frozen_eval_s + self.rest_eval_s
 
+    @property
+    def full_eval_fixed_s(self) -> float:
+        return self.frozen_eval_fixed_s + self.rest_eval_fixed_s
+
     def to_dict(self) -> dict:
-        return asdict(self) | {"full_eval_s": self.full_eval_s}
+        return asdict(self) | {"full_eval_s": self.full_eval_s, "full_eval_fixed_s": self.full_eval_fixed_s}
 
 
 @dataclass
@@ -130,21 +137,25 @@ def _sync(dev: torch.device) -> None:
         torch.cuda.synchronize(dev)
 
 
-def _timed(fn, dev: torch.device, warm: bool = True) -> float:
-    """Seconds of ``fn()``, after one warm-up call (first calls allocate and pick kernels) unless ``warm=False``."""
+def _timed(fn, dev: torch.device, warm: bool = True, repeats: int = REPEATS) -> float:
+    """Seconds of ``fn()``: the shortest of ``repeats`` calls (a busy machine's interruptions only ever add time),
+    after one warm-up call (first calls allocate and pick kernels) unless ``warm=False``."""
     if warm:
         fn()
         _sync(dev)
-    t0 = time.perf_counter()
-    fn()
-    _sync(dev)
-    return time.perf_counter() - t0
+    best = math.inf
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        fn()
+        _sync(dev)
+        best = min(best, time.perf_counter() - t0)
+    return best
 
 
-def _per_image(step, dev: torch.device) -> tuple[float, float]:
-    """(seconds per image, seconds per step) of ``step(batch)``, from one step at each of ``CAL_TRAIN_BATCHES``
-    after a warm-up at the larger one."""
-    small, large = CAL_TRAIN_BATCHES
+def _per_image(step, dev: torch.device, batches: tuple[int, int] = CAL_TRAIN_BATCHES) -> tuple[float, float]:
+    """(seconds per image, seconds per call) of ``step(batch)``, from calls at each of the two ``batches`` after a
+    warm-up at the larger one: a straight line through the two timings."""
+    small, large = batches
     step(large)
     _sync(dev)
     t_small = _timed(lambda: step(small), dev, warm=False)
@@ -185,26 +196,25 @@ def _measure(arch: str, size: int, dev: torch.device) -> Calibration:
     u8 = torch.stack([decode(draw_shape_image("circle", size, rng, bank)) for _ in range(CAL_IMAGES)])
     torch.stack([ev(img) for img in u8])
     prepare_s = (time.perf_counter() - t0) / CAL_IMAGES
-    n = max(CAL_EVAL_BATCH, CAL_TRAIN_BATCHES[-1])
+    n = max(CAL_EVAL_BATCHES[-1], CAL_TRAIN_BATCHES[-1])
     u8 = u8.repeat(n // CAL_IMAGES + 1, 1, 1, 1)[:n]
 
     # Without gradients: the frozen part up to conv4_x, then the rest of the network on its output.
     last = devices.prepare(TransferNet(backbone, strategy("last"), 4, generator=gen), dev, size).eval()
-    x = torch.randn(CAL_EVAL_BATCH, 3, size, size, generator=gen)
+    x = torch.randn(n, 3, size, size, generator=gen)
     x = devices.layout(x.to(dev), dev, size)
     with torch.no_grad(), devices.autocast(dev, size):
-        frozen_eval_s = _timed(lambda: last.features(x), dev) / CAL_EVAL_BATCH
+        frozen_eval_s, frozen_eval_fixed_s = _per_image(lambda b: last.features(x[:b]), dev, CAL_EVAL_BATCHES)
         f = last.features(x).float()
     fsize = f.shape[-1]
     f = devices.layout(f, dev, fsize)
     with torch.no_grad(), devices.autocast(dev, fsize):
-        rest_eval_s = _timed(lambda: last.trainable(f), dev) / CAL_EVAL_BATCH
+        rest_eval_s, rest_eval_fixed_s = _per_image(lambda b: last.trainable(f[:b]), dev, CAL_EVAL_BATCHES)
 
     # Training steps, through the engine's own Trainer.
     y = torch.arange(n) % 2
     last.train()
     trainer = adamw_cosine(_Rest(last), last.trainable_parameters(), lr=1e-3, steps=10, device=dev, size=fsize)
-    f = f.repeat(n // CAL_EVAL_BATCH + 1, 1, 1, 1)[:n]
     last_step_s, last_step_fixed_s = _per_image(lambda b: trainer.step(f[:b], y[:b]), dev)
 
     head = nn.Linear(1000, 4).to(dev)
@@ -223,7 +233,8 @@ def _measure(arch: str, size: int, dev: torch.device) -> Calibration:
     full_step_s, full_step_fixed_s = _per_image(full_step, dev)
     full = trainer = None
     return Calibration(arch=arch, image_size=size, device=str(dev), prepare_s=prepare_s, frozen_eval_s=frozen_eval_s,
-                       rest_eval_s=rest_eval_s, full_step_s=full_step_s, full_step_fixed_s=full_step_fixed_s,
+                       frozen_eval_fixed_s=frozen_eval_fixed_s, rest_eval_s=rest_eval_s,
+                       rest_eval_fixed_s=rest_eval_fixed_s, full_step_s=full_step_s, full_step_fixed_s=full_step_fixed_s,
                        last_step_s=last_step_s, last_step_fixed_s=last_step_fixed_s, fc_step_s=fc_step_s,
                        build_s=build_s, seconds=time.perf_counter() - t_start)
 
@@ -302,6 +313,12 @@ def _steps(n: int, batch: int) -> int:
     return max(1, full + (rest > 1))
 
 
+def _passes(n: int, per_image: float, fixed: float) -> float:
+    """Seconds to run ``n`` images through a network without gradients, ``EVAL_BATCH`` at a time."""
+    from .engine import EVAL_BATCH
+    return n * per_image + math.ceil(n / EVAL_BATCH) * fixed
+
+
 def estimate(cfg, calibration: Calibration | None = None, *, counts: tuple[int, int, int] | None = None,
              measure: bool = True) -> RunEstimate | None:
     """Seconds ``finetune.run(cfg)`` should take here, part by part (``prepare``, ``cache``, ``weights``, then
@@ -328,7 +345,8 @@ def estimate(cfg, calibration: Calibration | None = None, *, counts: tuple[int, 
     cached = {n for n in names if STRATEGIES[n].cache_point and cfg.cache_features}
     points = {STRATEGIES[n].cache_point for n in cached}
     if points:
-        parts["cache"] = rows * (cal.frozen_eval_s if points == {"conv4_x"} else cal.full_eval_s)
+        parts["cache"] = _passes(rows, cal.frozen_eval_s, cal.frozen_eval_fixed_s) if points == {"conv4_x"} \
+            else _passes(rows, cal.full_eval_s, cal.full_eval_fixed_s)
     if any(STRATEGIES[n].pretrained for n in names):
         parts["weights"] = cal.build_s  # reading a checkpoint and filling a network: about one build
     bn = min(BN_IMAGES, n_train)
@@ -337,11 +355,13 @@ def estimate(cfg, calibration: Calibration | None = None, *, counts: tuple[int, 
         on_cache = name in cached
         if point is None or not on_cache:  # the whole network sees images every step
             steps_s = n_train * cal.full_step_s + _steps(n_train, cfg.batch_size) * cal.full_step_fixed_s
-            eval_s = (n_val + bn) * cal.full_eval_s
+            eval_s = _passes(n_val, cal.full_eval_s, cal.full_eval_fixed_s) + _passes(bn, cal.full_eval_s,
+                                                                                       cal.full_eval_fixed_s)
         elif point == "conv4_x":
             rows_seen = n_train * views
             steps_s = rows_seen * cal.last_step_s + _steps(rows_seen, cfg.batch_size) * cal.last_step_fixed_s
-            eval_s = (n_val + bn) * cal.rest_eval_s
+            eval_s = _passes(n_val, cal.rest_eval_s, cal.rest_eval_fixed_s) + _passes(bn, cal.rest_eval_s,
+                                                                                       cal.rest_eval_fixed_s)
         else:  # a new fc on cached vectors: a step costs about the same whatever the batch
             steps_s = _steps(n_train * views, cfg.batch_size) * cal.fc_step_s
             eval_s = math.ceil(n_val / EVAL_BATCH) * cal.fc_step_s / 2
