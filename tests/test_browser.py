@@ -49,15 +49,22 @@ def shot(page, tmp_path: Path, name: str) -> Path:
     return path
 
 
-def readme_shot(page, name: str) -> Path:
+def readme_shot(page, name: str, until: str | None = None) -> Path:
     """The README's copy (960 px wide, 256 colours) of what the page shows now, taken by ``test_readme_screenshots``
-    only: a server without test-made weights."""
+    only: a server without test-made weights. ``until``: the page from its top down to that element's bottom (so
+    the sentence that says what the picture shows is in it), instead of the first screen."""
     from PIL import Image
     SCREENSHOTS.mkdir(parents=True, exist_ok=True)
     raw = SCREENSHOTS / f".{name}.raw.png"
     page.wait_for_timeout(500)  # let results fade in (cosmetic: the assertions before a shot never sleep)
     page.evaluate("window.scrollTo(0, 0)")
-    page.screenshot(path=raw, full_page=False)
+    if until:
+        box = page.locator(until).first.bounding_box()
+        width = page.viewport_size["width"]
+        page.screenshot(path=raw, full_page=True, clip={"x": 0, "y": 0, "width": width,
+                                                        "height": box["y"] + box["height"] + 16})
+    else:
+        page.screenshot(path=raw, full_page=False)
     with Image.open(raw) as im:
         small = im.convert("RGB").resize((960, round(im.height * 960 / im.width)), Image.LANCZOS)
         small.quantize(256).save(SCREENSHOTS / f"{name}.png", optimize=True)
@@ -178,8 +185,8 @@ def test_labs_gradient_flow(browser, app_server, tmp_path):
 # ---------------------------------------------------------------------------- the README's screenshots
 
 UPDATE_SCREENSHOTS = os.environ.get("RESNET_UPDATE_SCREENSHOTS") == "1"
-RESULTS_TABLE = """() => [...document.querySelectorAll('#ft-results table tr')]
-    .map(tr => [...tr.querySelectorAll('th, td')].map(c => c.innerText.trim()))"""
+RESULTS_TABLE = """() => [...document.querySelectorAll('#ft-results [role=row]')]
+    .map(row => [...row.querySelectorAll('[role=gridcell], [role=columnheader]')].map(c => c.innerText.trim()))"""
 
 
 @pytest.fixture(scope="module")
@@ -259,7 +266,7 @@ def test_readme_screenshots(browser, readme_server, photos):
     info = page.locator("#features-info")
     playwright.expect(info).to_contain_text("512×7×7", timeout=120_000)
     playwright.expect(info).to_contain_text("untrained network with random weights")
-    readme_shot(page, "features")
+    readme_shot(page, "features", until="#features-info")
 
     open_tab(page, "Labs")
     page.locator("#labs-flow-button").click()
@@ -268,21 +275,23 @@ def test_readme_screenshots(browser, readme_server, photos):
     readme_shot(page, "labs")
 
     # Fine-tune: the page's default (quick) preset, 10 images per class, from the built-in source.
-    page.set_viewport_size({"width": 1280, "height": 1500})
     open_tab(page, "Fine-tune")
     playwright.expect(page.locator("#ft-source")).to_contain_text("built-in pretraining source")
     page.locator("#ft-start").click()
     status = page.locator("#ft-status")
     playwright.expect(status).to_contain_text("Done in", timeout=600_000)
     playwright.expect(status).to_contain_text(t("finetune.source_name_builtin-source", "en"))
-    rows = page.evaluate(RESULTS_TABLE)
-    header = next(r for r in rows if r and r[0] == t("finetune.col_strategy", "en"))
-    best = header.index(t("finetune.col_best", "en"))
-    acc = {r[0]: percent(r[best]) for r in rows if r and r[0] != header[0] and len(r) > best}
     names = {s: t(f"finetune.name_{s}", "en") for s in ("head", "last", "scratch")}
+    for name in names.values():
+        playwright.expect(page.locator("#ft-results")).to_contain_text(name)
+    rows = page.evaluate(RESULTS_TABLE)
+    # Each strategy's row: its name, then "best ± standard error" is the one cell with a "±".
+    acc = {cells[0]: percent(next(c for c in cells if "±" in c)) for cells in rows
+           if cells and cells[0] in names.values() and any("±" in c for c in cells)}
+    assert set(names.values()) <= set(acc), rows
     assert acc[names["head"]] >= acc[names["scratch"]] + 0.15, acc
     assert acc[names["last"]] >= acc[names["scratch"]] + 0.15, acc
-    readme_shot(page, "finetune")
+    readme_shot(page, "finetune", until="#ft-results")
     no_error_toast(page)
     page.close()
 
