@@ -22,7 +22,7 @@ pytestmark = pytest.mark.served
 # Small, and unlike other tests' settings, so that no earlier test has left this job in the replay cache.
 SHARED = ["synthetic", None, ["head", "all"], "resnet18", 2, 48, 12, 0, "all"]
 STOPPED = ["synthetic", None, ["all"], "resnet18", 3, 32, 6, 0, "all"]
-RACE = [40, 8, 0.07]
+RACE = [20, 8, 0.07]
 
 
 def together(url: str, n: int, work) -> list:
