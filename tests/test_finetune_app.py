@@ -144,6 +144,8 @@ def test_estimate_and_presets_before_start(client):
     ({"size": 1}, "image size must be a whole number from 32 to 512, not 1"),
     ({"strategies": []}, "at least one strategy"),
     ({"dataset": "upload"}, "Upload a .zip"),
+    ({"per_class": "0"}, "training images per class must be a whole number from 1 to 10000, not 0"),
+    ({"per_class": "many"}, "training images per class must be a number, not 'many'"),
 ])
 def test_bad_settings_are_sentences(client, change, expected):
     kwargs = {"strategies": ["head"], **change}
