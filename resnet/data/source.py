@@ -30,7 +30,7 @@ from .synthetic import _colour, _rotate, background, blur_and_noise, clutter_lin
 SOURCE_CLASSES = 24          # half strokes, half blobs
 DESIGN_SEED = 20_251_129     # the classes' designs: the same on every machine, whatever the run's seed
 SOURCE_NAME = "source"
-EASY = 0.5                   # share of plain pictures (white on black or black on white): they are learnt first
+EASY = 0.3                   # share of plain pictures (white on black or black on white): they are learnt first
 TURN = math.pi               # glyphs are turned by up to this many radians either way (the target's are turned freely)
 
 

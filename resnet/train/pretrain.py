@@ -35,9 +35,10 @@ from ..weights import save_source
 from .engine import Shard, Totals, adamw_cosine, evaluate, precise_bn
 from .finetune import BN_IMAGES, Event
 
-# The recipe (tests/test_pretrain.py; measurements in the module's commit message): at 32 px, six epochs over
-# 24 classes × 200 pictures take ResNet-18 about two minutes on two busy cores.
-DEFAULTS = {"image_size": 32, "epochs": 6, "per_class": 200, "batch_size": 32, "lr": 2e-3}
+# The recipe (bench/transfer_bench.py measures what it gives): at 48 px, ten epochs over 24 classes × 250
+# pictures (60,000 training pictures seen) took ResNet-18 9 minutes on two cores shared with a dozen other
+# processes (source accuracy 24 %); then at 10 images per class, last +19, head +15, all +15 points over scratch.
+DEFAULTS = {"image_size": 48, "epochs": 10, "per_class": 250, "batch_size": 32, "lr": 2e-3}
 LIMITS = {"image_size": (32, 224), "epochs": (1, 50), "per_class": (2, 1000), "batch_size": (2, 256),
           "val_per_class": (1, 100)}
 
