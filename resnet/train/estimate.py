@@ -38,11 +38,12 @@ REPEATS = 2           # timed calls of each piece (the shortest counts)
 CACHE_SIZE = 64       # calibrations kept (one per arch, size and device)
 
 # Lesson-sized settings, keyed by the /finetune parameters they set. "quick": the default, meant to finish within
-# 30 s on a 2-core CPU; at 32 px the built-in source backbone (pretrained at 32 px) transfers, and 20 epochs at
-# batch 10 give the cached strategies enough steps on 10 images per class (helper P's measurements: head 37.8 %,
-# last 33.8 %, scratch 26.5 %, ± 2.2-2.4 points). "thorough": more images per class, pixels and every strategy.
+# about 30 s on a quiet 2-core CPU; 48 px is the size the built-in source backbone is pretrained at (source and
+# target at the same size transfer best), and 20 epochs at batch 10 give the cached strategies enough steps on 10
+# images per class (bench/transfer_bench.py measures the margins). "thorough": more images per class, pixels and
+# every strategy.
 PRESETS: dict[str, dict] = {
-    "quick": {"strategies": ["all", "last", "head", "scratch"], "arch": "resnet18", "epochs": 20, "image_size": 32,
+    "quick": {"strategies": ["all", "last", "head", "scratch"], "arch": "resnet18", "epochs": 20, "image_size": 48,
               "batch_size": 10, "lr": 0, "per_class": 10},
     "thorough": {"strategies": ["all", "last", "head", "replace", "scratch"], "arch": "resnet18", "epochs": 20,
                  "image_size": 64, "batch_size": 16, "lr": 0, "per_class": 50},
