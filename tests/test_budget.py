@@ -305,7 +305,9 @@ def test_an_offer_that_meets_only_one_limit_says_so(monkeypatch):
                           image_size=512, batch_size=256)
     with pytest.raises(budget.BudgetExceeded, match=r"batch size \d+ .*brings it under this limit\.$"):
         budget.check_finetune(five)
-    three = dataclasses.replace(five, strategies=("all", "last", "head"))
+    # Fewer strategies and epochs: an image size alone then fixes both limits (the built-in set validates on 400
+    # images every epoch, so 100 epochs stay over the work limit at any size).
+    three = dataclasses.replace(five, strategies=("all", "last", "head"), epochs=30)
     with pytest.raises(budget.BudgetExceeded) as e:
         budget.check_finetune(three)
     size = re.search(r"; (\d+) px fits\.$", str(e.value))
