@@ -22,7 +22,7 @@ def test_calibration_is_measured_and_cached(cal):
     assert (cal.arch, cal.image_size, cal.device) == ("resnet18", 32, "cpu")
     assert est.calibrate("resnet18", 32) is cal  # once per (arch, size, device)
     assert est.cached_calibration("resnet18", 32) is cal
-    assert est.cached_calibration("resnet18", 48) is None  # never measured: the cached look-up does not measure
+    assert est.cached_calibration("resnet18", 80) is None  # never measured: the cached look-up does not measure
 
 
 def test_estimate_counts_what_the_run_does(cal):

@@ -245,7 +245,7 @@ def test_garbage_requests_are_turned_away(app_server):
     assert call_raw(app_server, "layer_table", '{"data": "junk"}').startswith("HTTP 422")
     nan = call_raw(app_server, "layer_table", '{"data": ["resnet18", NaN, "v1"]}')
     assert "event: error" in nan and "Traceback" not in nan
-    nan_lr = call_raw(app_server, "finetune", '{"data": ["synthetic", null, ["head"], "resnet18", 1, 64, 16, NaN]}')
+    nan_lr = call_raw(app_server, "finetune", '{"data": ["synthetic", null, ["head"], "resnet18", 1, 64, 16, NaN, "all"]}')
     assert nan_lr.startswith("HTTP 422") and "learning rate must be a finite number" in nan_lr  # refused at the join
     assert "Traceback" not in nan_lr
 
