@@ -106,11 +106,13 @@ class Lesson:
 
 
 def open_page(url: str):
-    """What a browser does first: the page, then the app's configuration (the client fetches it)."""
+    """What a browser does first: the page, then the app's configuration (the client fetches it). Like a page, the
+    client does not fetch result files (the fine-tuned models, ~170 MB a run): the page shows them as download
+    links, so a student has the result when the answer arrives, not when 170 MB have crossed the network."""
     from gradio_client import Client
     with urllib.request.urlopen(url, timeout=120) as r:
         r.read()
-    return Client(url, verbose=False)
+    return Client(url, verbose=False, download_files=False)
 
 
 class Probes:
