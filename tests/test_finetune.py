@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import copy
+import dataclasses
 import gc
 import json
 import math
@@ -104,7 +105,8 @@ def test_cached_and_recomputed_features_match_and_give_the_same_first_step_gradi
 def test_cached_validation_agrees_with_the_full_forward_pass(frozen_run):
     """The engine's val accuracy (computed on cached features) equals the exported model's on the images."""
     result = frozen_run[-1].result
-    ds = synthetic(64, image_size=32, seed=0)
+    ds = load_dataset("synthetic", synthetic_images=64, image_size=32, seed=0)  # the engine's data: 400 separate val
+    assert len(ds.val) == result.dataset["n_val"] == 400 and len(ds.train) == result.dataset["n_train"] == 64
     x = torch.stack([transform("eval", 32)(ds.val[i][0]) for i in range(len(ds.val))])
     y = torch.tensor(targets(ds.val))
     for name in ("head", "replace", "last"):
@@ -312,6 +314,10 @@ def test_damaged_images_are_skipped_counted_and_the_split_refilled(checkpoint, t
     assert result.dataset["damaged"] == 1 and (result.dataset["n_train"], result.dataset["n_val"]) == (4, 2)
     note = next(str(n) for n in result.notes if str(n).startswith("Skipped 1 damaged image"))
     assert "zz_broken.jpg" in note and "damaged or truncated" in note
+    # The split is still ours when per_class keeps a sample of its training side (the page's default is 10).
+    for per_class, n_train in ((10, 4), (2, 3)):
+        result = last_event(dataclasses.replace(cfg, per_class=per_class))[-1].result
+        assert (result.dataset["n_train"], result.dataset["n_val"]) == (n_train, 2), per_class
 
     given = {f"train/{k}": v for k, v in good.items()}
     given |= {"val/ants/broken.jpg": truncated, "val/bees/0.png": corpus.class_image(1, 9)}

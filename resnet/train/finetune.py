@@ -482,8 +482,14 @@ def _decode(cfg, ds: ImageSet, data: _Data, result: RunResult, stopped, t_run: f
 
 
 def _split_by_us(ds: ImageSet) -> bool:
-    """Were train and val drawn from one pool by ``stratified_split`` (rather than given as folders)?"""
-    return isinstance(ds.train, Subset) and isinstance(ds.val, Subset) and ds.train.dataset is ds.val.dataset
+    """Were train and val drawn from one pool by ``stratified_split`` (rather than given as folders)? A split of
+    ours stays ours when ``per_class`` keeps a sample of its training side (a ``Subset`` of the training ``Subset``),
+    so both sides are followed down to the pool they were drawn from."""
+    def pool(part):
+        while isinstance(part, Subset):
+            part = part.dataset
+        return part
+    return isinstance(ds.train, Subset) and isinstance(ds.val, Subset) and pool(ds.train) is pool(ds.val)
 
 
 def _refill_splits(decoded: dict, classes: list[str], damaged: list, *, split_given: bool) -> None:
