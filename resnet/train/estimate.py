@@ -37,8 +37,9 @@ CAL_IMAGES = 2        # pictures painted and resized to time the decoding
 REPEATS = 2           # timed calls of each piece (the shortest counts)
 CACHE_SIZE = 64       # calibrations kept (one per arch, size and device)
 
-# Lesson-sized settings, keyed by the /finetune parameters they set. "quick": the default, meant to finish within
-# about 30 s on a quiet 2-core CPU; 48 px is the size the built-in source backbone is pretrained at (source and
+# Lesson-sized settings, keyed by the /finetune parameters they set. "quick": the default, about a minute on a
+# 2-core CPU server (measured: 38 s with both cores, 54 s in the app, where a training job gets one of the two
+# cores; the page's estimate says what this server will take); 48 px is the size the built-in source backbone is pretrained at (source and
 # target at the same size transfer best), and 20 epochs at batch 10 give the cached strategies enough steps on 10
 # images per class (bench/transfer_bench.py measures the margins). "thorough": more images per class, pixels and
 # every strategy.
