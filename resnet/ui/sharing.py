@@ -116,6 +116,36 @@ async def aown_copy(sub: Subscription, name: str, dst: Path, export: Callable[[P
     return await asyncio.to_thread(own_copy, sub, name, dst, export)
 
 
+class Sessions:
+    """Each session's subscription to its run of one endpoint, so that Stop detaches only that session (the run goes
+    on for anyone else watching it and stops when its last watcher leaves); one run per session: a new start
+    leaves the session's previous one."""
+
+    def __init__(self):
+        self._lock = threading.Lock()
+        self._subs: dict[str, Subscription] = {}
+
+    def start(self, session: str, sub: Subscription) -> None:
+        with self._lock:
+            old = self._subs.get(session)
+            self._subs[session] = sub
+        if old is not None and old is not sub:
+            old.close()
+
+    def stop(self, session: str) -> bool:
+        with self._lock:
+            sub = self._subs.pop(session, None)
+        if sub is not None:
+            sub.close()
+        return sub is not None
+
+    def finish(self, session: str, sub: Subscription) -> None:
+        with self._lock:
+            if self._subs.get(session) is sub:
+                del self._subs[session]
+        sub.close()
+
+
 def note(sub: Subscription, L: str) -> str:
     """A line saying the run was joined or is a replay (empty for a run of one's own)."""
     if sub.replay:

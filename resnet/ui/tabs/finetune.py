@@ -1,7 +1,6 @@
 """Fine-tune tab: the note's transfer strategies trained side by side, live curves, Stop, downloads."""
 from __future__ import annotations
 
-import threading
 import time
 from pathlib import Path
 
@@ -29,42 +28,27 @@ HISTORY_KEYS = ("epoch", "train_loss", "train_acc", "val_loss", "val_acc", "seco
 UI_REFRESH_S = 0.5  # how often the status line may update between epochs (also how soon Stop is noticed)
 
 
-class Runs:
-    """Each session's subscription to its fine-tune (``resnet.train.jobs``: Stop detaches only that session; the run
-    goes on for anyone else watching it and stops when its last watcher leaves) and its latest run's folder (a
-    session keeps only its latest run's files)."""
+class Runs(sharing.Sessions):
+    """Each session's subscription to its fine-tune (``sharing.Sessions``) and its latest run's folder (a session
+    keeps only its latest run's files)."""
 
     def __init__(self):
-        self._lock = threading.Lock()
-        self._subs: dict[str, sharing.Subscription] = {}
+        super().__init__()
         self._folders: dict[str, Path] = {}
 
     def start(self, session: str, sub: sharing.Subscription) -> Path:
         """Leave the session's previous run and delete its files; a new folder for this one."""
         with self._lock:
-            old = self._subs.get(session)
             disk.remove(self._folders.pop(session, None))
-            self._subs[session] = sub
             folder = self._folders[session] = disk.run_folder()
             disk.busy.add(str(folder))
-        if old is not None and old is not sub:
-            old.close()  # one run per session: a new Start leaves the previous one
+        super().start(session, sub)
         disk.enforce_budget()
         return folder
 
-    def stop(self, session: str) -> bool:
-        with self._lock:
-            sub = self._subs.pop(session, None)
-        if sub is not None:
-            sub.close()
-        return sub is not None
-
     def finish(self, session: str, sub: sharing.Subscription, folder: Path) -> None:
-        with self._lock:
-            if self._subs.get(session) is sub:
-                del self._subs[session]
-            disk.busy.discard(str(folder))
-        sub.close()
+        disk.busy.discard(str(folder))
+        super().finish(session, sub)
 
 
 def name(strategy: str, L: str) -> str:

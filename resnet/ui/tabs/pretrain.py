@@ -6,7 +6,6 @@ the app's ``/pretrain`` endpoint (``arch, image_size, epochs``), a generator of 
 from __future__ import annotations
 
 import functools
-import threading
 from dataclasses import dataclass
 
 import gradio as gr
@@ -21,35 +20,6 @@ from ..common import early, friendly, lang, on_gpu
 
 UI_SIZES = (32, 128)    # the slider's range (the library allows up to LIMITS["image_size"])
 UI_EPOCHS = (1, 20)
-
-
-class Switches:
-    """Each session's subscription to its pretraining (``resnet.train.jobs``: identical requests share one run), so
-    that Stop detaches only that session; the run stops when its last watcher leaves."""
-
-    def __init__(self):
-        self._lock = threading.Lock()
-        self._subs: dict[str, sharing.Subscription] = {}
-
-    def start(self, session: str, sub: sharing.Subscription) -> None:
-        with self._lock:
-            old = self._subs.get(session)
-            self._subs[session] = sub
-        if old is not None and old is not sub:
-            old.close()  # one pretraining per session: a new one leaves the previous
-
-    def stop(self, session: str) -> bool:
-        with self._lock:
-            sub = self._subs.pop(session, None)
-        if sub is not None:
-            sub.close()
-        return sub is not None
-
-    def finish(self, session: str, sub: sharing.Subscription) -> None:
-        with self._lock:
-            if self._subs.get(session) is sub:
-                del self._subs[session]
-        sub.close()
 
 
 @functools.lru_cache(maxsize=16)
@@ -102,7 +72,7 @@ def producer(cfg: PretrainConfig):
     return events
 
 
-def make_handlers(switches: Switches):
+def make_handlers(switches: sharing.Sessions):
     @sharing.keyed(start_key)
     @friendly
     async def start(arch, image_size, epochs, request: gr.Request = None, progress=gr.Progress()):
@@ -170,7 +140,7 @@ class Section:
 
 def build_section(ctx, arch_component) -> Section:
     """The pretraining section (an accordion) inside the Fine-tune tab; ``arch_component``: the tab's depth."""
-    start_fn, stop_fn, describe_fn = make_handlers(Switches())
+    start_fn, stop_fn, describe_fn = make_handlers(sharing.Sessions())
     with gr.Accordion(ctx("pretrain.title"), open=False, elem_id="pt-section"):
         gr.Markdown(ctx("pretrain.explain"))
         with gr.Row():
