@@ -104,12 +104,14 @@ def draw_glyph_image(name: str, size: int, rng: np.random.Generator, bank: np.nd
 
 
 def paint_source(n: int, size: int, *, seed: int = 0, num_classes: int = SOURCE_CLASSES, start: int = 0,
-                 clutter: float = 1.0) -> tuple[list[Image.Image], list[int]]:
-    """Pictures ``start … start+n-1`` of the source set, labels cycling through the classes."""
+                 clutter: float = 1.0, easy: float = EASY, stream: int = 0) -> tuple[list[Image.Image], list[int]]:
+    """Pictures ``start … start+n-1`` of the source set, labels cycling through the classes. ``stream`` > 0: another,
+    independent series from the same seed (the validation pictures, which no training epoch ever draws)."""
     names = class_names(num_classes)
     bank = noise_bank(size, np.random.default_rng([seed, 2**31, 1]))
     labels = [(start + i) % num_classes for i in range(n)]
-    images = [draw_glyph_image(names[y], size, np.random.default_rng([seed, 2**30, start + i]), bank, clutter)
+    key = (lambda i: [seed, 2**30, i]) if stream == 0 else (lambda i: [seed, 2**30, i, stream])  # noqa: E731
+    images = [draw_glyph_image(names[y], size, np.random.default_rng(key(start + i)), bank, clutter, easy)
               for i, y in enumerate(labels)]
     return images, labels
 
@@ -117,14 +119,14 @@ def paint_source(n: int, size: int, *, seed: int = 0, num_classes: int = SOURCE_
 def source_set(per_class: int = 200, *, image_size: int = 64, val_per_class: int = 10, seed: int = 0,
                num_classes: int = SOURCE_CLASSES) -> ImageSet:
     """The pretraining set: ``per_class`` training and ``val_per_class`` validation pictures of each class (the
-    validation pictures follow the training ones in the same series)."""
+    validation pictures are a series of their own, as in ``pretrain``)."""
     if not 2 <= num_classes <= 2 * 64:
         raise DatasetError(f"The source set has 2 to 128 classes, not {num_classes}.")
     if per_class < 1 or val_per_class < 1:
         raise DatasetError("The source set needs at least one training and one validation picture per class.")
     n_train, n_val = per_class * num_classes, val_per_class * num_classes
     train = paint_source(n_train, image_size, seed=seed, num_classes=num_classes)
-    val = paint_source(n_val, image_size, seed=seed, num_classes=num_classes, start=n_train)
+    val = paint_source(n_val, image_size, seed=seed, num_classes=num_classes, stream=1)
     return ImageSet(SOURCE_NAME, class_names(num_classes), InMemory(*train), InMemory(*val),
                     source=f"built-in pretraining source: {num_classes} classes of procedural glyphs, "
                            f"{n_train} training and {n_val} validation pictures at {image_size} px, seed {seed}")
