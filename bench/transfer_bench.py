@@ -28,6 +28,7 @@ def main() -> None:
     ap.add_argument("--batch-size", type=int, default=10)
     ap.add_argument("--per-class", type=int, default=10)
     ap.add_argument("--repeats", type=int, default=1)
+    ap.add_argument("--seeds", default="0", help="fine-tune seeds, each run --repeats times")
     ap.add_argument("--weights-dir", default=None, help="default: a temporary folder")
     ap.add_argument("--skip-pretrain", action="store_true")
     args = ap.parse_args()
@@ -46,16 +47,16 @@ def main() -> None:
         print(f"pretrain: {ev.result.file}, source val acc {ev.result.val_acc:.1%}, "
               f"{time.perf_counter() - t0:.0f} s", flush=True)
     seconds = []
-    for k in range(args.repeats):
+    for k, seed in enumerate(int(s) for s in args.seeds.split(",") for _ in range(args.repeats)):
         cfg = FinetuneConfig(strategies="all,last,head,scratch", arch=args.arch, epochs=args.epochs, image_size=size,
-                             batch_size=args.batch_size, per_class=args.per_class, allow_download=False)
+                             batch_size=args.batch_size, per_class=args.per_class, seed=seed, allow_download=False)
         t0 = time.perf_counter()
         for ev in run(cfg):
             pass
         seconds.append(time.perf_counter() - t0)
         r = ev.result
         acc = {s.strategy: s for s in r.summaries}
-        print(f"run {k + 1}: {seconds[-1]:.1f} s, source {r.source}, {acc['head'].val_count} val images, "
+        print(f"run {k + 1} (seed {seed}): {seconds[-1]:.1f} s, source {r.source}, {acc['head'].val_count} val images, "
               f"chance {r.chance:.0%}")
         for s in r.summaries:
             print(f"  {s.strategy:<8} {s.source:<15} {s.best_val_acc:6.1%} ± {s.best_val_acc_se:.1%}  "
