@@ -246,6 +246,13 @@ def test_the_app_classifies_and_looks_into_an_uploaded_checkpoint(app_server, sm
         label, info = client.predict(handle_file(str(photos["lion"])), "resnet18", handle_file(str(small["weights"])),
                                      None, api_name="/classify")
         assert label["label"] == f"class {FLOWERS['classes'].index(want[0][0])}" and "class_indices.json" in info
+        zh = Client(app_server, verbose=False, headers={"Accept-Language": "zh-CN,zh;q=0.9"})
+        label, _ = zh.predict(handle_file(str(photos["lion"])), "resnet18", handle_file(str(small["weights"])), None,
+                              api_name="/classify")
+        assert label["label"] == f"类别 {FLOWERS['classes'].index(want[0][0])}", label  # numbered in the page's language
+        _, _, info = zh.predict(handle_file(str(photos["lion"])), "resnet18", "conv3_x", 8, "",
+                                handle_file(str(small["weights"])), None, api_name="/feature_maps")
+        assert f"类别 {FLOWERS['classes'].index(want[0][0])}" in info and "class " not in info, info
 
         # Feature maps and Grad-CAM of the same checkpoint: its top class, then a class asked for by name.
         grid, cam, info = client.predict(handle_file(str(photos["lion"])), "resnet18", "conv3_x", 8, "top class",

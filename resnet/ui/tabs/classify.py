@@ -12,7 +12,7 @@ from ...checkpoint import CheckpointCache
 from ...errors import BadSetting
 from ...i18n import error, t
 from ...models.resnet import ARCHS
-from ...predict import classify
+from ...predict import classify, model_categories
 from ..common import arch_choices, example_photos, friendly, lang, payload_path, weights_reason
 
 CHECKPOINT_TYPES = [".pth", ".pt"]
@@ -53,6 +53,14 @@ def own_model(ctx, checkpoint, class_indices, L: str):
     return model, own_banner(model, Path(ckpt).name, Path(classes).name if classes else None, L)
 
 
+def class_label(model, index: int, name: str, L: str) -> str:
+    """A class as the page shows it: its name, or, for a checkpoint uploaded without a class-index file (whose
+    outputs are only numbered), "class 3" in the page's language."""
+    if getattr(model, "categories", None) or int(model.fc.out_features) == 1000:
+        return name
+    return t("classify.class_n", L, i=index)
+
+
 def own_banner(model, name: str, classes_name: str | None, L: str) -> str:
     """"Your checkpoint (ResNet-34, 5 classes)": what answers instead of the ImageNet model, and where its class
     names come from (file names only: the visitor's own)."""
@@ -72,7 +80,8 @@ def make_classifier(ctx):
         own = own_model(ctx, checkpoint, class_indices, L)
         if own is not None:
             model, banner = own
-            return dict(classify(model, path, top_k=5)), banner
+            index = {n: i for i, n in enumerate(model_categories(model))}
+            return {class_label(model, index[n], n, L): p for n, p in classify(model, path, top_k=5)}, banner
         if arch not in ARCHS:
             raise error(BadSetting, "arch.unknown", arch=arch)
         entry = ctx.models.get(arch)

@@ -13,7 +13,7 @@ from ...models.resnet import ARCHS
 from ..figures.features import cam_overlay, feature_grid
 from ...predict import model_categories
 from ..common import arch_choices, example_photos, friendly, lang, payload_path
-from .classify import own_inputs, own_model
+from .classify import class_label, own_inputs, own_model
 
 MIN_CHANNELS, MAX_CHANNELS, DEFAULT_CHANNELS = 4, 64, 16
 TOP_CLASS = "top class"  # the target value meaning "the class the network predicts" (its label: features.top_class)
@@ -91,6 +91,7 @@ def make_handler(ctx):
         x = to_input(model, path)  # decode and preprocess once
         maps = feature_maps(model, x, stages=tuple(dict.fromkeys((stage, "conv5_x"))))
         heat, idx, name, prob = grad_cam(model, x, idx, layer4=maps["conv5_x"])
+        name = class_label(model, idx, name, L)
         view = model_view(model, x)
 
         progress(0.8, desc=t("features.drawing", L))
