@@ -1,7 +1,8 @@
 """The built-in pretraining source: transfer learning that works offline (issue 13 §1).
 
-The margin test pretrains ResNet-18 on the source set itself with the library's own recipe (a session fixture, into
-a temporary weights folder; about 3½ minutes on 2 cores) and checks the note's lesson at 10 images per class with
+The margin test pretrains ResNet-18 on the source set itself with the library's own recipe (``python -m resnet
+pretrain`` into a temporary weights folder, started by conftest when the test is collected so that it runs beside the
+other tests; about 3½ minutes on 2 quiet cores alone) and checks the note's lesson at 10 images per class with
 the Fine-tune tab's quick preset: ``head`` and ``last`` beat ``scratch`` by at least 15 points of validation accuracy.
 Measured with this recipe (bench/source_sweep.py, 4 pretraining seeds × 2 fine-tune seeds) the margins were +24 to
 +36 points, so the test has room to spare; before the warm-up they varied from +10 to +20. The rest are unit tests of the pieces (the small-data knob, where weights come from, the
@@ -9,6 +10,7 @@ verdict, the stored backbone and its hash) and of the command line, and one serv
 """
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -42,13 +44,17 @@ def weights_folder(tmp_path, monkeypatch):
 
 
 @pytest.fixture(scope="session")
-def source_backbone(tmp_path_factory) -> Path:
-    """ResNet-18 pretrained on the source set with the recipe, stored in a folder of its own."""
-    folder = tmp_path_factory.mktemp("source_weights")
-    for ev in pretrain("resnet18", **RECIPE, folder=str(folder)):
-        pass
-    assert ev.kind == "done" and ev.result.path.parent == folder
-    return ev.result.path
+def source_backbone(request, tmp_path_factory) -> Path:
+    """ResNet-18 pretrained on the source set with the library's defaults by ``python -m resnet pretrain``, in a
+    process conftest started when this test was collected (it runs beside the other tests), into a folder of its own."""
+    from conftest import start_pretraining
+    job = getattr(request.config, "pretraining", None) or start_pretraining(tmp_path_factory.mktemp("source_weights"))
+    proc, folder, log = job
+    assert proc.wait(timeout=1500) == 0, log.read_text(errors="replace")[-3000:]
+    result = json.loads((folder / "result.json").read_text())
+    path = Path(result["path"])
+    assert path.parent == folder and path.name.startswith("resnet18-source-") and result["config"]["warmup"] == 0.05
+    return path
 
 
 def finished(events):
