@@ -4,8 +4,9 @@ The margin test pretrains ResNet-18 on the source set itself with the library's 
 pretrain`` into a temporary weights folder, started by conftest when the test is collected so that it runs beside the
 other tests; about 3½ minutes on 2 quiet cores alone) and checks the note's lesson at 10 images per class with
 the Fine-tune tab's quick preset: ``head`` and ``last`` beat ``scratch`` by at least 15 points of validation accuracy.
-Measured with this recipe (bench/source_sweep.py, 4 pretraining seeds × 2 fine-tune seeds) the margins were +24 to
-+36 points, so the test has room to spare; before the warm-up they varied from +10 to +20. The rest are unit tests of the pieces (the small-data knob, where weights come from, the
+Measured with this recipe the margins were +24 to +35 points (bench/source_sweep.py on a GPU, 4 pretraining seeds ×
+2 fine-tune seeds) and +27 to +33 on 2 CPU cores, so the test has room to spare; before the warm-up they varied from
++7 to +24. The rest are unit tests of the pieces (the small-data knob, where weights come from, the
 verdict, the stored backbone and its hash) and of the command line, and one served test of ``/pretrain``.
 """
 from __future__ import annotations
