@@ -77,14 +77,12 @@ def _request_lang(args, kwargs) -> str:
 
 
 def _as_gr_error(e: Exception, L: str = "en") -> gr.Error:
-    """The toast: one sentence, under a title in the visitor's language (Gradio's default title is English)."""
     if isinstance(e, gr.Error):
         return e
-    title = t("error.title", L)
     if isinstance(e, USER_ERRORS):
-        return gr.Error(message(e, L).splitlines()[0][:400] or type(e).__name__, title=title, print_exception=False)
+        return gr.Error(message(e, L).splitlines()[0][:400] or type(e).__name__, print_exception=False)
     log.exception("unexpected error")
-    return gr.Error(t("error.unexpected", L), title=title, print_exception=False)
+    return gr.Error(t("error.unexpected", L), print_exception=False)
 
 
 def friendly(fn):
