@@ -53,3 +53,18 @@ def test_presets_are_valid_settings():
     assert est.DEFAULT_PRESET == "quick" and set(est.PRESETS) == {"quick", "thorough"}
     for values in est.PRESETS.values():
         FinetuneConfig(**{k: (v or None) if k == "lr" else v for k, v in values.items()}).validated()
+
+
+def test_a_pretraining_estimate_counts_its_epochs_pictures_and_painting(cal):
+    from resnet.train.pretrain import PretrainConfig
+    cfg = PretrainConfig(image_size=32, epochs=2, per_class=20, num_classes=8)
+    e = est.estimate_pretrain(cfg, cal)
+    assert set(e.parts) == {"prepare", "train"} and all(v > 0 for v in e.parts.values())
+    assert (e.n_train, e.n_val, e.classes) == (160, 80, 8) and e.seconds == pytest.approx(sum(e.parts.values()))
+    longer = est.estimate_pretrain(dataclasses.replace(cfg, epochs=4), cal, paint_s=1e-3)
+    assert longer.parts["train"] - cal.build_s == pytest.approx(2 * (e.parts["train"] - cal.build_s))  # per epoch
+    # New pictures every epoch are painted every epoch (80 validation + 4 × 160), the same pictures once (80 + 160).
+    assert longer.parts["prepare"] == pytest.approx(720e-3)
+    same = est.estimate_pretrain(dataclasses.replace(cfg, epochs=4, fresh=False), cal, paint_s=1e-3)
+    assert same.parts["prepare"] == pytest.approx(240e-3) and same.parts["train"] == longer.parts["train"]
+    assert est.estimate_pretrain(dataclasses.replace(cfg, image_size=80), measure=False) is None  # nothing cached

@@ -236,6 +236,13 @@ def test_the_pretrain_endpoint_stores_a_backbone_and_names_only_its_file(weights
         assert len(stored) == 1 and stored[0].name in status and str(weights_folder) not in status
         with pytest.raises(Exception):  # under the slider's minimum: refused before it starts
             client.predict("resnet18", 8, 1, api_name="/pretrain")
+        # Before Pretrain, the time it should take here; a setting that would be refused is said so instead.
+        line = client.predict("resnet18", 48, 10, api_name="/pretrain_estimate")
+        assert line.startswith("**Estimated time on this server:** about") and "ResNet-18 at 48 px" in line, line
+        zh = Client(f"http://127.0.0.1:{port}/", verbose=False, headers={"Accept-Language": "zh-CN,zh;q=0.9"})
+        assert "预计用时" in zh.predict("resnet18", 48, 10, api_name="/pretrain_estimate")
+        monkeypatch.setenv("RESNET_WORK_BUDGET_TMACS", "0.001")  # the server in this process reads it per request
+        assert "would be refused" in client.predict("resnet34", 128, 20, api_name="/pretrain_estimate")
     finally:
         demo.close()
     assert section.status is not None

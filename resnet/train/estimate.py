@@ -34,6 +34,7 @@ from .. import device as devices
 CAL_TRAIN_BATCHES = (2, 8)  # two timed training steps: their difference is the cost per image, the rest per step
 CAL_EVAL_BATCHES = (4, 16)  # two timed passes without gradients, likewise (the engine's passes take 64 at a time)
 CAL_IMAGES = 2        # pictures painted and resized to time the decoding
+PAINT_IMAGES = 24     # source pictures painted and decoded to time a pretraining's painting (one of each class)
 REPEATS = 2           # timed calls of each piece (the shortest counts)
 CACHE_SIZE = 64       # calibrations kept (one per arch, size and device)
 
@@ -370,3 +371,38 @@ def estimate(cfg, calibration: Calibration | None = None, *, counts: tuple[int, 
         parts[name] = cal.build_s + cfg.epochs * (steps_s + eval_s)
     return RunEstimate(seconds=sum(parts.values()), parts=parts, n_train=n_train, n_val=n_val, classes=classes,
                        calibration=cal)
+
+
+def _paint_s(cfg) -> float:
+    """Seconds to paint one source picture at the run's drawing size and decode it (timed here: a few pictures)."""
+    from ..data.source import paint_source
+    from ..preprocess import transform
+    decode, size = transform("decode", cfg.image_size), cfg.draw_size or cfg.image_size
+    decode(paint_source(1, size, num_classes=cfg.num_classes)[0][0])  # the first picture pays one-off costs
+    t0 = time.perf_counter()
+    pics, _ = paint_source(PAINT_IMAGES, size, seed=cfg.seed, num_classes=cfg.num_classes, start=1)
+    for p in pics:
+        decode(p)
+    return (time.perf_counter() - t0) / len(pics)
+
+
+def estimate_pretrain(cfg, calibration: Calibration | None = None, *, measure: bool = True,
+                      paint_s: float | None = None) -> RunEstimate | None:
+    """Seconds ``pretrain.pretrain`` should take here with ``cfg`` (a ``PretrainConfig``), part by part
+    (``prepare``: painting, every epoch's pictures when ``fresh``; ``train``: every epoch's steps of the whole
+    network, its precise BatchNorm and validation), from the same calibration as ``estimate``. ``paint_s``: seconds
+    per painted picture (default: timed now). None when ``measure`` is False and nothing is cached."""
+    from .finetune import BN_IMAGES
+    cfg = cfg.validated()
+    cal = calibration or (calibrate(cfg.arch, cfg.image_size, cfg.device) if measure
+                          else cached_calibration(cfg.arch, cfg.image_size, cfg.device))
+    if cal is None:
+        return None
+    n_train, n_val = cfg.per_class * cfg.num_classes, cfg.val_per_class * cfg.num_classes
+    painted = n_val + n_train * (cfg.epochs if cfg.fresh else 1)
+    steps_s = n_train * cal.full_step_s + _steps(n_train, cfg.batch_size) * cal.full_step_fixed_s
+    eval_s = _passes(n_val, cal.full_eval_s, cal.full_eval_fixed_s) + _passes(min(BN_IMAGES, n_train), cal.full_eval_s,
+                                                                               cal.full_eval_fixed_s)
+    parts = {"prepare": painted * (paint_s if paint_s is not None else _paint_s(cfg)), "train": cal.build_s + cfg.epochs * (steps_s + eval_s)}
+    return RunEstimate(seconds=sum(parts.values()), parts=parts, n_train=n_train, n_val=n_val,
+                       classes=cfg.num_classes, calibration=cal)

@@ -54,6 +54,22 @@ def make_config(arch, image_size, epochs) -> PretrainConfig:
     return cfg
 
 
+def estimate_line(arch, image_size, epochs, L: str) -> str:
+    """Before Pretrain: how long it should take on this server (``resnet.train.estimate``, timed here once per arch,
+    size and device, then arithmetic), or why it would be refused."""
+    from ...errors import LabError
+    from ...i18n import message
+    from ...train.estimate import estimate_pretrain
+    from .finetune import show_time
+    try:
+        cfg = make_config(arch, image_size, epochs)
+    except LabError as e:
+        return t("pretrain.estimate_refused", L, reason=message(e, L).splitlines()[0])
+    e = estimate_pretrain(cfg)
+    return t("pretrain.estimate", L, time=show_time(e.seconds, L), arch=ARCHS[cfg.arch].title, size=cfg.image_size,
+             n=e.n_train, device=e.calibration.device.split(":")[0].upper())
+
+
 def check(arch, image_size, epochs, L: str) -> None:
     make_config(arch, image_size, epochs)
 
@@ -124,7 +140,11 @@ def make_handlers(switches: sharing.Sessions):
     def describe(arch, request: gr.Request = None):
         return stored_line(arch, lang(request))
 
-    return start, stop, describe
+    @friendly
+    def estimated(arch, image_size, epochs, request: gr.Request = None):
+        return estimate_line(arch, image_size, epochs, lang(request))
+
+    return start, stop, describe, estimated
 
 
 @dataclass
@@ -140,7 +160,7 @@ class Section:
 
 def build_section(ctx, arch_component) -> Section:
     """The pretraining section (an accordion) inside the Fine-tune tab; ``arch_component``: the tab's depth."""
-    start_fn, stop_fn, describe_fn = make_handlers(sharing.Sessions())
+    start_fn, stop_fn, describe_fn, estimate_fn = make_handlers(sharing.Sessions())
     with gr.Accordion(ctx("pretrain.title"), open=False, elem_id="pt-section"):
         gr.Markdown(ctx("pretrain.explain"))
         with gr.Row():
@@ -148,6 +168,7 @@ def build_section(ctx, arch_component) -> Section:
                                    elem_id="pt-size")
             epochs = gr.Slider(*UI_EPOCHS, value=DEFAULTS["epochs"], step=1, label=ctx("pretrain.epochs"),
                                elem_id="pt-epochs")
+        estimate = gr.Markdown(elem_id="pt-estimate")  # the time it should take here
         with gr.Row():
             start = gr.Button(ctx("pretrain.button"), elem_id="pt-start")
             stop = gr.Button(ctx("pretrain.stop"), variant="stop", elem_id="pt-stop")
@@ -157,4 +178,8 @@ def build_section(ctx, arch_component) -> Section:
     stop.click(stop_fn, None, status, cancels=[event], api_name="stop_pretrain", concurrency_limit=None, queue=False)
     arch_component.change(describe_fn, arch_component, status, api_visibility="private", queue=False)
     ctx.on_load(describe_fn, arch_component, status)
+    settings = [arch_component, image_size, epochs]
+    gr.on([c.change for c in settings], estimate_fn, settings, estimate, api_name="pretrain_estimate",
+          trigger_mode="always_last", **ctx.cheap)
+    ctx.on_load(estimate_fn, settings, estimate)
     return Section(status, event, image_size, epochs)
