@@ -4,6 +4,7 @@
 
     python bench/estimate_bench.py [--preset quick|thorough] [--image-size N --epochs N --batch-size N
                                    --per-class N --strategies all,last,head,scratch] [--repeats 2]
+    python bench/estimate_bench.py --pretrain [--image-size N --epochs N]    # the Pretrain section's estimate
 """
 from __future__ import annotations
 
@@ -24,7 +25,10 @@ def main() -> None:
     ap.add_argument("--batch-size", type=int)
     ap.add_argument("--per-class", type=int)
     ap.add_argument("--repeats", type=int, default=1)
+    ap.add_argument("--pretrain", action="store_true", help="a pretraining (library defaults) instead of a fine-tune")
     args = ap.parse_args()
+    if args.pretrain:
+        return pretrain_bench(args)
     values = dict(PRESETS[args.preset])
     for key in ("arch", "epochs", "image_size", "batch_size", "per_class"):
         if getattr(args, key) is not None:
@@ -54,6 +58,25 @@ def main() -> None:
         print("  estimated: " + ", ".join(f"{k} {v:.1f}" for k, v in e.parts.items()))
         print("  measured:  " + ", ".join(f"{k} {v:.1f}" for k, v in parts.items())
               + f" (decode {r.decode_seconds:.1f}, cache {r.cache_seconds:.1f})")
+
+
+def pretrain_bench(args) -> None:
+    """The Pretrain section's estimate against a real pretraining into a temporary folder."""
+    import tempfile
+    from resnet.train.estimate import estimate_pretrain
+    from resnet.train.pretrain import PretrainConfig, pretrain
+    values = {k: getattr(args, k) for k in ("arch", "image_size", "epochs") if getattr(args, k) is not None}
+    cfg = PretrainConfig(**values, folder=tempfile.mkdtemp(prefix="estimate_bench_")).validated()
+    print(f"settings: {cfg.arch}, {cfg.image_size} px, {cfg.epochs} epochs  (load average {os.getloadavg()[0]:.1f})")
+    for i in range(args.repeats):
+        e = estimate_pretrain(cfg)
+        t0 = time.perf_counter()
+        for ev in pretrain(cfg.arch, image_size=cfg.image_size, epochs=cfg.epochs, folder=cfg.folder):
+            pass
+        real = time.perf_counter() - t0
+        print(f"run {i + 1}: estimate {e.seconds:.1f} s, real {real:.1f} s (ratio {e.seconds / real:.2f}); "
+              f"estimated parts: " + ", ".join(f"{k} {v:.1f}" for k, v in e.parts.items())
+              + f"; load average {os.getloadavg()[0]:.1f}")
 
 
 if __name__ == "__main__":
