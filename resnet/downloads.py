@@ -6,6 +6,7 @@ doubling per failure, at most an hour). ``http`` is accepted only on loopback (a
 """
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import logging
 import threading
@@ -57,6 +58,28 @@ def file_sha256(path: Path) -> str:
     return h.hexdigest()
 
 
+CHUNK = 64 << 10  # bytes read at a time: Stop is noticed within one chunk, even on a slow line
+
+
+class DownloadCancelled(Exception):
+    """The download was stopped (``watched``'s ``cancelled`` became true); its partial file is gone."""
+
+
+_watch = threading.local()
+
+
+@contextlib.contextmanager
+def watched(report, cancelled):
+    """Within it, this thread's downloads call ``report(bytes done, bytes in all or 0)`` after each chunk and stop
+    with ``DownloadCancelled`` once ``cancelled()`` is true: a page shows a long download's progress, and Stop ends
+    it."""
+    _watch.hooks = (report, cancelled)
+    try:
+        yield
+    finally:
+        _watch.hooks = None
+
+
 def fetch(url: str, dst: Path, *, max_bytes: int, sha256_prefix: str | None = None) -> Path:
     """Download ``url`` to ``dst`` through ``dst.partial``; the file's SHA-256 must start with ``sha256_prefix``.
 
@@ -71,13 +94,17 @@ def fetch(url: str, dst: Path, *, max_bytes: int, sha256_prefix: str | None = No
     tmp = dst.with_name(dst.name + ".partial")
     timeout = config.get("RESNET_DOWNLOAD_TIMEOUT_S")
     try:
+        report, cancelled = getattr(_watch, "hooks", None) or (lambda done, total: None, lambda: False)
         with urllib.request.urlopen(url, timeout=timeout) as r, open(tmp, "wb") as out:  # connect and each read
-            n = 0
-            while chunk := r.read(1 << 20):
+            n, total = 0, int(r.headers.get("Content-Length") or 0)
+            while chunk := r.read(CHUNK):
                 n += len(chunk)
                 if n > max_bytes:
                     raise error(DownloadFailed, "download.too_large", mb=max_bytes / 2**20)
                 out.write(chunk)
+                report(n, total)
+                if cancelled():
+                    raise DownloadCancelled(url)
     except DownloadFailed:
         tmp.unlink(missing_ok=True)
         _failed(url)

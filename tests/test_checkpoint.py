@@ -15,6 +15,7 @@ import re
 import socket
 import tarfile
 import threading
+import time
 import zipfile
 from pathlib import Path
 
@@ -471,3 +472,71 @@ def test_hostile_archives_are_refused_and_nothing_lands_outside(tmp_path, mirror
                                           extra=[("flower_photos/daisy/.hidden.jpg", jpeg((0, 0, 0))),
                                                  ("flower_photos/daisy/run.sh", b"#!/bin/sh\n")]), tmp_path / "ok")
     assert counts == {"images": 10, "skipped": 3}  # LICENSE.txt, .hidden.jpg, run.sh
+
+
+class SlowHandler(QuietHandler):
+    """Sends files 256 KiB at a time, ``pause`` seconds apart: a slow line."""
+    pause = 0.1
+
+    def copyfile(self, source, outputfile):
+        while piece := source.read(256 << 10):
+            outputfile.write(piece)
+            outputfile.flush()
+            time.sleep(self.pause)
+
+
+@pytest.fixture
+def slow_mirror(tmp_path):
+    site = tmp_path / "slow"
+    site.mkdir()
+    handler = type("Handler", (SlowHandler,), {})
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(handler, directory=str(site)))
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield site, f"http://127.0.0.1:{server.server_address[1]}", handler
+    server.shutdown()
+    server.server_close()
+
+
+def flowers_run(site, base, tmp_path, monkeypatch, **kw):
+    """A tiny fine-tune on flowers from the mirror: the archive padded to 3 MiB (three reads of the download)."""
+    archive = flowers_tgz(site / "flower_photos.tgz", extra=[("flower_photos/padding.bin", os.urandom(3 << 20))])
+    monkeypatch.setenv("RESNET_FLOWERS_URL", f"{base}/flower_photos.tgz")
+    monkeypatch.setenv("RESNET_FLOWERS_SHA256", sha(archive))
+    monkeypatch.setenv("RESNET_DATA_DIR", str(tmp_path / "cache"))
+    monkeypatch.setenv("RESNET_WEIGHTS_DIR", str(tmp_path / "weights"))
+    monkeypatch.setenv("RESNET_ALLOW_DOWNLOAD", "0")
+    from resnet.train.finetune import FinetuneConfig
+    return FinetuneConfig(dataset="flowers", strategies="scratch", epochs=1, image_size=32, batch_size=16, **kw)
+
+
+@pytest.mark.unit
+def test_a_fine_tune_shows_its_data_sets_download_in_mib(tmp_path, slow_mirror, monkeypatch):
+    from resnet.train.finetune import run
+    site, base, _ = slow_mirror
+    events = list(run(flowers_run(site, base, tmp_path, monkeypatch)))
+    got = [(ev.step, ev.steps) for ev in events if ev.kind == "prepare" and ev.message.key == "engine.downloading"]
+    assert len(got) >= 2 and got[-1][0] == got[-1][1] == 3, got  # MiB so far, of the Content-Length's 3 MiB
+    assert [s for s, _ in got] == sorted(s for s, _ in got) and events[-1].kind == "done"
+    assert events[-1].result.summaries[0].val_count == 5
+
+
+@pytest.mark.unit
+def test_stop_ends_a_download_at_once_and_leaves_nothing_behind(tmp_path, slow_mirror, monkeypatch):
+    from resnet import downloads
+    from resnet.train.finetune import run
+    site, base, handler = slow_mirror
+    handler.pause = 1.0  # 12 pieces: 12 s for the whole archive
+    cfg = flowers_run(site, base, tmp_path, monkeypatch)
+    cancel = threading.Event()
+    t0 = None
+    for ev in run(cfg, cancel=cancel):
+        if ev.kind == "prepare" and ev.message.key == "engine.downloading" and t0 is None:
+            cancel.set()  # Stop, once the first MiB has arrived
+            t0 = time.monotonic()
+    assert ev.kind == "cancelled" and t0 is not None and time.monotonic() - t0 < 5
+    left = lambda: list((tmp_path / "cache").rglob("*.partial")) + list((tmp_path / "cache").rglob("*.tgz"))  # noqa: E731
+    deadline = time.monotonic() + 60  # the download's own thread deletes its partial file within a chunk
+    while left() and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not left()
+    assert downloads.retry_in(f"{base}/flower_photos.tgz") == 0  # a Stop is not a failure: no back-off

@@ -40,7 +40,7 @@ import torch
 from torch import nn
 from torch.utils.data import Subset
 
-from .. import budget, config
+from .. import budget, config, downloads
 from .. import device as devices
 from ..data import DamagedImage, DatasetError, ImageSet, load_dataset, per_class_subset, targets
 from ..errors import BadSetting
@@ -373,13 +373,52 @@ def run(config: FinetuneConfig, *, cancel: threading.Event | None = None,
             torch.cuda.empty_cache()
 
 
+def _load(cfg: FinetuneConfig, stopped, t_run: float):
+    """``load_dataset`` in a thread of its own, so that a download (ants & bees, flowers: minutes on a slow line)
+    reports its progress as "prepare" events (in MiB) and Stop ends it; returns the ImageSet."""
+    out, seen = {}, {}
+
+    def load():
+        try:
+            with downloads.watched(lambda done, total: seen.update(now=(done, total)), stopped):
+                out["ds"] = load_dataset(cfg.dataset, val_fraction=cfg.val_fraction, seed=cfg.seed,
+                                         synthetic_images=cfg.synthetic_images, image_size=cfg.image_size)
+        except BaseException as e:  # noqa: BLE001 - raised again below, in the run's own thread
+            out["error"] = e
+
+    worker = threading.Thread(target=load, name="load-dataset", daemon=True)
+    worker.start()
+    shown = None
+    while worker.is_alive():
+        worker.join(0.25)
+        if stopped():  # the thread notices too (a download stops within a chunk); nobody waits for it
+            raise _Cancelled
+        now = seen.get("now")
+        if now is not None and now != shown:
+            shown, (done, total) = now, now
+            yield Event("prepare", step=done >> 20, steps=max(total, done) >> 20 or 1,
+                        seconds=time.perf_counter() - t_run, message=Text("engine.downloading"))
+    if isinstance(out.get("error"), downloads.DownloadCancelled) or stopped():
+        raise _Cancelled
+    if "error" in out:
+        raise out["error"]
+    return out["ds"]
+
+
 def _run(cfg: FinetuneConfig, cancel, t_run: float, data: _Data, shard: Shard) -> Iterator[Event]:
     def stopped() -> bool:
         return cancel is not None and cancel.is_set()
 
     dev = devices.pick_device(cfg.device)
-    ds = load_dataset(cfg.dataset, val_fraction=cfg.val_fraction, seed=cfg.seed,
-                      synthetic_images=cfg.synthetic_images, image_size=cfg.image_size)
+    try:
+        ds = yield from _load(cfg, stopped, t_run)
+    except _Cancelled:  # stopped while the data set was downloading: nothing trained, nothing to show but that
+        seconds = time.perf_counter() - t_run
+        yield Event("cancelled", seconds=seconds, message=Text("engine.cancelled"), result=RunResult(
+            config=cfg.to_dict(), dataset={}, classes=[], device=devices.describe(dev, cfg.image_size),
+            pretrained=False, weights="", notes=[], summaries=[], history={}, seconds=seconds, decode_seconds=0.0,
+            cache_seconds=0.0, world_size=shard.world, backend=shard.backend, cancelled=True))
+        return
     # Every image is decoded once and kept in memory: refuse before decoding what would not fit (every copy of the
     # decoded images and cached features counted), so that a tiny zip of many small files asked for at a large
     # size cannot take the server's memory, and a large data set cannot take its time.
@@ -704,7 +743,8 @@ def run_cli(args, *, shard: Shard = Shard(), device: str | None = None) -> int:
             if ev.kind == "start" and lead:
                 print(ev.message, file=sys.stderr)
             elif ev.kind == "prepare":
-                progress(str(ev.message), total=ev.steps, unit="img", leave=False).n = ev.step
+                unit = "MiB" if getattr(ev.message, "key", "") == "engine.downloading" else "img"
+                progress(str(ev.message), total=ev.steps, unit=unit, leave=False).n = ev.step
                 bar.refresh()
             elif ev.kind == "step":
                 progress(ev.strategy, total=ev.epochs * ev.steps, unit="step").update(1)
