@@ -403,6 +403,7 @@ def estimate_pretrain(cfg, calibration: Calibration | None = None, *, measure: b
     steps_s = n_train * cal.full_step_s + _steps(n_train, cfg.batch_size) * cal.full_step_fixed_s
     eval_s = _passes(n_val, cal.full_eval_s, cal.full_eval_fixed_s) + _passes(min(BN_IMAGES, n_train), cal.full_eval_s,
                                                                                cal.full_eval_fixed_s)
-    parts = {"prepare": painted * (paint_s if paint_s is not None else _paint_s(cfg)), "train": cal.build_s + cfg.epochs * (steps_s + eval_s)}
+    paint_s = _paint_s(cfg) if paint_s is None else paint_s
+    parts = {"prepare": painted * paint_s, "train": cal.build_s + cfg.epochs * (steps_s + eval_s)}
     return RunEstimate(seconds=sum(parts.values()), parts=parts, n_train=n_train, n_val=n_val,
                        classes=cfg.num_classes, calibration=cal)

@@ -376,11 +376,12 @@ def run(config: FinetuneConfig, *, cancel: threading.Event | None = None,
 def _load(cfg: FinetuneConfig, stopped, t_run: float):
     """``load_dataset`` in a thread of its own, so that a download (ants & bees, flowers: minutes on a slow line)
     reports its progress as "prepare" events (in MiB) and Stop ends it; returns the ImageSet."""
-    out, seen = {}, {}
+    out, seen, left = {}, {}, threading.Event()  # left: nobody waits for the data set any more
 
     def load():
         try:
-            with downloads.watched(lambda done, total: seen.update(now=(done, total)), stopped):
+            with downloads.watched(lambda done, total: seen.update(now=(done, total)),
+                                   lambda: stopped() or left.is_set()):
                 out["ds"] = load_dataset(cfg.dataset, val_fraction=cfg.val_fraction, seed=cfg.seed,
                                          synthetic_images=cfg.synthetic_images, image_size=cfg.image_size)
         except BaseException as e:  # noqa: BLE001 - raised again below, in the run's own thread
@@ -389,15 +390,18 @@ def _load(cfg: FinetuneConfig, stopped, t_run: float):
     worker = threading.Thread(target=load, name="load-dataset", daemon=True)
     worker.start()
     shown = None
-    while worker.is_alive():
-        worker.join(0.25)
-        if stopped():  # the thread notices too (a download stops within a chunk); nobody waits for it
-            raise _Cancelled
-        now = seen.get("now")
-        if now is not None and now != shown:
-            shown, (done, total) = now, now
-            yield Event("prepare", step=done >> 20, steps=max(total, done) >> 20 or 1,
-                        seconds=time.perf_counter() - t_run, message=Text("engine.downloading"))
+    try:
+        while worker.is_alive():
+            worker.join(0.25)
+            if stopped():  # the thread notices too (a download stops within a chunk); nobody waits for it
+                raise _Cancelled
+            now = seen.get("now")
+            if now is not None and now != shown:
+                shown, (done, total) = now, now
+                yield Event("prepare", step=done >> 20, steps=max(total, done) >> 20 or 1,
+                            seconds=time.perf_counter() - t_run, message=Text("engine.downloading"))
+    finally:  # Stop, or the run's generator closed: a download still going stops at its next chunk
+        left.set()
     if isinstance(out.get("error"), downloads.DownloadCancelled) or stopped():
         raise _Cancelled
     if "error" in out:
