@@ -16,7 +16,6 @@ import socket
 import tarfile
 import threading
 import time
-import zipfile
 from pathlib import Path
 
 import pytest

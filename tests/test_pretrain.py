@@ -28,9 +28,8 @@ from resnet.train.pretrain import DEFAULTS, PretrainConfig, pretrain
 from resnet import budget, weights
 
 ROOT = Path(__file__).resolve().parent.parent
-# The pretraining recipe (the library's defaults) and the Fine-tune tab's quick preset: source and target at the
-# same small size; a small batch and many epochs, so that the cached strategies take enough steps.
-RECIPE = dict(image_size=DEFAULTS["image_size"], epochs=DEFAULTS["epochs"], per_class=DEFAULTS["per_class"])
+# The Fine-tune tab's quick preset, at the size the backbone is pretrained at (the library's defaults): source and
+# target at the same small size; a small batch and many epochs, so that the cached strategies take enough steps.
 TARGET = dict(strategies="all,last,head,scratch", epochs=20, image_size=DEFAULTS["image_size"], per_class=10,
               batch_size=10, allow_download=False)
 
