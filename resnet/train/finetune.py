@@ -26,7 +26,6 @@ from __future__ import annotations
 import gc
 import math
 import os
-import sys
 import threading
 import time
 import zlib
@@ -49,6 +48,7 @@ from ..models.resnet import ARCHS, build_model, from_state
 from ..models.transfer import STRATEGIES, TransferNet, frozen_features, prepare, save_export
 from ..preprocess import transform
 from ..weights import WeightsUnavailable, find_source, load_pretrained, read_source
+from .console import follow
 from .engine import EVAL_BATCH, Shard, Totals, adamw_cosine, evaluate, precise_bn, state_checksum
 
 # Documented limits of the numeric settings (the UI and the CLI both check these): (lowest, highest), inclusive.
@@ -727,45 +727,12 @@ def run_cli(args, *, shard: Shard = Shard(), device: str | None = None) -> int:
     and --save-dir. Only the lead process (rank 0) prints and writes."""
     import json
 
-    from tqdm import tqdm
     cfg = config_from_args(args, device)
     lead = shard.rank == 0
-    events = run(cfg, shard=shard)
-    bar, shown, final = None, None, None
-
-    def progress(what: str, **kw) -> tqdm:
-        """The bar for ``what`` (a phase or a strategy): a new one when ``what`` changes."""
-        nonlocal bar, shown
-        if what != shown:
-            if bar is not None:
-                bar.close()
-            bar, shown = tqdm(desc=what, disable=not lead, **kw), what
-        return bar
-
     try:
-        for ev in events:
-            if ev.kind == "start" and lead:
-                print(ev.message, file=sys.stderr)
-            elif ev.kind == "prepare":
-                unit = "MiB" if getattr(ev.message, "key", "") == "engine.downloading" else "img"
-                progress(str(ev.message), total=ev.steps, unit=unit, leave=False).n = ev.step
-                bar.refresh()
-            elif ev.kind == "step":
-                progress(ev.strategy, total=ev.epochs * ev.steps, unit="step").update(1)
-                bar.set_postfix(epoch=f"{ev.epoch}/{ev.epochs}", loss=f"{ev.train_loss:.3f}", refresh=False)
-            elif ev.kind == "epoch" and bar is not None:
-                bar.set_postfix(epoch=f"{ev.epoch}/{ev.epochs}", loss=f"{ev.train_loss:.3f}",
-                                val_acc=f"{ev.val_acc:.1%}")
-            elif ev.kind in ("done", "cancelled"):
-                final = ev.result
+        final = follow(run(cfg, shard=shard), lead=lead)
     except KeyboardInterrupt:
-        events.close()
-        if lead:
-            print("cancelled", file=sys.stderr)
         return 130
-    finally:
-        if bar is not None:
-            bar.close()
     if not lead:
         return 0
     print(format_summary(final))

@@ -15,7 +15,6 @@ every step, and closing the generator stops it; nothing is stored unless it fini
 from __future__ import annotations
 
 import math
-import sys
 import threading
 import time
 from dataclasses import asdict, dataclass, field, fields
@@ -32,6 +31,7 @@ from ..i18n import Text, error
 from ..models.resnet import ARCHS, build_model
 from ..preprocess import transform
 from ..weights import save_source
+from .console import follow
 from .engine import Shard, Totals, adamw_cosine, evaluate, precise_bn
 from .finetune import BN_IMAGES, Event
 
@@ -227,38 +227,12 @@ def run_cli(args) -> int:
     stored and its source accuracy."""
     import json
 
-    from tqdm import tqdm
     events = pretrain(args.arch, image_size=args.image_size, epochs=args.epochs, seed=args.seed,
                       per_class=args.per_class, **({"folder": args.out} if args.out else {}))
-    bar, final = None, None
     try:
-        for ev in events:
-            if ev.kind == "start":
-                print(ev.message, file=sys.stderr)
-            elif ev.kind == "prepare":
-                if bar is None:
-                    bar = tqdm(total=ev.steps, desc=str(ev.message), unit="img", leave=False)
-                bar.n = ev.step
-                bar.refresh()
-            elif ev.kind == "step":
-                if bar is None or bar.unit != "step":
-                    if bar is not None:
-                        bar.close()
-                    bar = tqdm(total=ev.epochs * ev.steps, desc=f"pretrain {args.arch}", unit="step")
-                bar.update(1)
-                bar.set_postfix(epoch=f"{ev.epoch}/{ev.epochs}", loss=f"{ev.train_loss:.3f}", refresh=False)
-            elif ev.kind == "epoch" and bar is not None:
-                bar.set_postfix(epoch=f"{ev.epoch}/{ev.epochs}", loss=f"{ev.train_loss:.3f}",
-                                val_acc=f"{ev.val_acc:.1%}")
-            elif ev.kind in ("done", "cancelled"):
-                final = ev.result
+        final = follow(events, step_label=lambda ev: f"pretrain {args.arch}")
     except KeyboardInterrupt:
-        events.close()
-        print("cancelled", file=sys.stderr)
         return 130
-    finally:
-        if bar is not None:
-            bar.close()
     print(f"stored {final.path} (source accuracy {final.val_acc:.1%} on {final.val_count} pictures of "
           f"{len(final.classes)} classes, {final.seconds:.0f} s on {final.device})")
     if args.json:
