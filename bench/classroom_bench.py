@@ -19,9 +19,16 @@ resident memory (``VmHWM`` of the server and of any child processes, summed: an 
     python bench/classroom_bench.py [--students 30] [--quick] [--probes 3] [--weights-dir DIR]
 
 ``--quick``: a smoke run (a one-epoch fine-tune of one strategy at 64 px, a 20-step race). Every student comes
-from 127.0.0.1, like a class behind one NAT address: the server's per-address share of jobs
-(``RESNET_JOBS_PER_ADDRESS``, default 2) is raised for the benchmark, as a teacher would raise it for such a class.
-Parameters not given are the page's own defaults, read from the server's API description.
+from 127.0.0.1, like a class behind one NAT address, and no setting is raised: each student's client keeps its
+page's heartbeat open, as a browser tab does, so each has a share of its own. Parameters not given are the page's
+own defaults, read from the server's API description.
+
+``--one-address``: the class twice at the server's defaults, on 127.0.0.1 and behind one ``X-Forwarded-For``
+address with ``RESNET_TRUST_PROXY=1`` (a Space), each step's p50 / p95 and refusals; then a flood beside a student
+(``--flood`` identical and as many distinct training-race requests, each under a fresh session id, no page): how
+many the flooding client got in, and the p95 of the student's layer table and classify during the flood.
+
+    python bench/classroom_bench.py --one-address [--students 30] [--flood 300] [--quick]
 """
 from __future__ import annotations
 
@@ -40,6 +47,7 @@ from load_bench import Server, percentile, vm_hwm_mb  # noqa: E402  (python app.
 # What --quick changes, by API parameter name (those an endpoint does not have are left out).
 QUICK = {"/finetune": {"epochs": 1, "image_size": 64, "strategies": ["head"]},
          "/training_race": {"steps": 20}}
+STEPS = ["open", "layer_table", "classify", "feature_maps", "finetune", "training_race"]
 GOALS = {"finetune": "last ≤ 1.5 × alone", "classify_during": "p95 ≤ 3 s on 2 cores", "replay": "< 2 s"}
 
 
@@ -67,9 +75,9 @@ def tree_hwm_mb(pid: int) -> tuple[float, int]:
 class Lesson:
     """The endpoints' keyword arguments (page defaults, --quick overrides) and the recorded latencies per step."""
 
-    def __init__(self, url: str, quick: bool):
+    def __init__(self, url: str, quick: bool, headers: dict | None = None):
         from gradio_client import Client
-        self.url, self.quick = url, quick
+        self.url, self.quick, self.headers = url, quick, headers
         c = Client(url, verbose=False)
         self.api = c.view_api(return_format="dict", print_info=False)["named_endpoints"]
         c.close()
@@ -105,14 +113,15 @@ class Lesson:
         return out
 
 
-def open_page(url: str):
+def open_page(url: str, headers: dict | None = None):
     """What a browser does first: the page, then the app's configuration (the client fetches it). Like a page, the
     client does not fetch result files (the fine-tuned models, ~170 MB a run): the page shows them as download
     links, so a student has the result when the answer arrives, not when 170 MB have crossed the network."""
     from gradio_client import Client
-    with urllib.request.urlopen(url, timeout=120) as r:
+    with urllib.request.urlopen(urllib.request.Request(url, headers=headers or {}), timeout=120) as r:
         r.read()
-    return Client(url, verbose=False, download_files=False)
+    # A browser's requests have no 5 s time limit (gradio_client's default): a student waits as long as the page does.
+    return Client(url, verbose=False, download_files=False, headers=headers, httpx_kwargs={"timeout": 300})
 
 
 class Probes:
@@ -122,7 +131,7 @@ class Probes:
     def __init__(self, lesson: Lesson, n: int):
         from gradio_client import handle_file
         self.lesson, self.times, self.errors = lesson, [], []
-        self.clients = [open_page(lesson.url) for _ in range(n)]
+        self.clients = [open_page(lesson.url, lesson.headers) for _ in range(n)]
         self.go, self.running = threading.Event(), threading.Event()
         self.handle_file = handle_file
         self.threads = [threading.Thread(target=self._run, args=(j,), daemon=True) for j in range(n)]
@@ -198,43 +207,22 @@ def results_of(out) -> object:
     return None
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--students", type=int, default=30)
-    ap.add_argument("--quick", action="store_true", help="a short smoke run")
-    ap.add_argument("--probes", type=int, default=3, help="clients classifying while the class fine-tunes")
-    ap.add_argument("--weights-dir", help="a folder of torchvision checkpoints (RESNET_WEIGHTS_DIR)")
-    ap.add_argument("--timeout", type=float, default=1800, help="seconds a step may take before it is abandoned")
-    args = ap.parse_args()
+def run_class(server, args, headers: dict | None = None):
+    """The scripted lesson, every student at once at each step: the lesson's record, the probes' classify times
+    during the fine-tune, the students' fine-tune answers, and a late student's replay (seconds, answer)."""
     n = args.students
-    env = {"RESNET_JOBS_PER_ADDRESS": str(max(1000, 4 * n)), "RESNET_MAX_QUEUE": str(max(64, 4 * n + 16))}
-    if args.weights_dir:
-        env["RESNET_WEIGHTS_DIR"] = str(Path(args.weights_dir).resolve())
-    print(f"$ python {' '.join(sys.argv)}   ({time.strftime('%Y-%m-%d %H:%M')}, load average "
-          f"{' '.join(f'{x:.1f}' for x in os.getloadavg())})")
-    print(f"classroom bench: {n} students{' (quick)' if args.quick else ''}, {os.cpu_count()} CPUs here; "
-          f"every student from 127.0.0.1 (RESNET_JOBS_PER_ADDRESS={env['RESNET_JOBS_PER_ADDRESS']}, as for a class "
-          "behind one NAT address)", flush=True)
-
-    alone, alone_out, alone_probes = finetune_alone(args, env)
-    print(f"one student alone (fresh server, {args.probes} others classifying): default fine-tune {alone:.1f} s; "
-          f"classify p95 meanwhile {alone_probes.p95()}", flush=True)
-
-    server = Server(env)
-    print(f"class server: first page after {server.start_seconds:.1f} s", flush=True)
-    lesson = Lesson(server.url, args.quick)
+    lesson = Lesson(server.url, args.quick, headers)
     from gradio_client import handle_file
     photo = lesson.photos[0]
-    steps = ["open", "layer_table", "classify", "feature_maps", "finetune", "training_race"]
-    barriers = {s: threading.Barrier(n) for s in steps}
+    barriers = {s: threading.Barrier(n) for s in STEPS}
     probes = Probes(lesson, args.probes)  # classifying while the class fine-tunes
     outs: list = []
 
     def student(i: int) -> None:
         barriers["open"].wait()
-        client = lesson.timed("open", lambda: open_page(server.url))
+        client = lesson.timed("open", lambda: open_page(server.url, headers))
         if client is None:
-            for s in steps[1:]:
+            for s in STEPS[1:]:
                 barriers[s].wait()
             return
         try:
@@ -269,12 +257,11 @@ def main() -> None:
         probes.stop()
         for f in students:
             f.result()
-    probe_times = probes.times
     for e in probes.errors:
         lesson.record("classify_during", None, e)
 
     # A new student after the run finished: the same request again (replayed from the finished run).
-    client = open_page(server.url)
+    client = open_page(server.url, headers)
     late_t0 = time.perf_counter()
     try:
         late = client.predict(api_name="/finetune", **lesson.kwargs("/finetune"))
@@ -283,22 +270,157 @@ def main() -> None:
         lesson.record("replay", None, f"{type(e).__name__}: {str(e)[:160]}")
     replay = time.perf_counter() - late_t0
     client.close()
-    hwm, children = tree_hwm_mb(server.proc.pid)
-    server.close()
     for f in lesson.failures.get("replay", []):
         print(f"replay failed: {f}")
+    return lesson, probes.times, outs, (replay, late)
 
-    print(f"\n{'step':<28} {'n':>4} {'p50 s':>8} {'p95 s':>8} {'max s':>8}  failures")
-    rows = [(s, lesson.times.get(s, [])) for s in steps] + [("classify during fine-tune", probe_times)]
+
+def print_steps(lesson: Lesson, probe_times: list[float]) -> int:
+    """The table of steps: n, p50, p95, max and refusals or failures (listed below each row); their total."""
+    print(f"\n{'step':<28} {'n':>4} {'p50 s':>8} {'p95 s':>8} {'max s':>8}  refused/failed")
+    rows = [(s, lesson.times.get(s, [])) for s in STEPS] + [("classify during fine-tune", probe_times)]
+    total = 0
     for name, times in rows:
         fails = lesson.failures.get(name if name != "classify during fine-tune" else "classify_during", [])
+        total += len(fails)
         if times:
             print(f"{name:<28} {len(times):>4} {percentile(times, .5):>8.2f} {percentile(times, .95):>8.2f} "
-                  f"{max(times):>8.2f}  {len(fails) or ''}")
+                  f"{max(times):>8.2f}  {len(fails)}")
         else:
-            print(f"{name:<28} {0:>4} {'—':>8} {'—':>8} {'—':>8}  {len(fails) or ''}")
+            print(f"{name:<28} {0:>4} {'—':>8} {'—':>8} {'—':>8}  {len(fails)}")
         for f in dict.fromkeys(fails):
             print(f"    {f}")
+    return total
+
+
+def flood(server, args, kind: str) -> None:
+    """One client joins ``--flood`` training races at once, each under a fresh session id and with no page (identical
+    ones, or distinct ones), while another student (a page of its own) asks for layer tables and classifies:
+    how many the flood got in, and the student's p95 meanwhile."""
+    import asyncio
+    import uuid
+
+    import httpx
+    from gradio_client import Client, handle_file
+    deps = httpx.get(f"{server.url}config", timeout=60).json()["dependencies"]
+    index = next(d["id"] for d in deps if d.get("api_name") == "training_race")
+    steps = [60 if kind == "identical" else 1000 + i for i in range(args.flood)]
+    lesson = Lesson(server.url, args.quick)
+    done = threading.Event()
+    tables, classifies = [], []
+
+    def student() -> None:
+        client = open_page(server.url)
+        image = handle_file(lesson.photos[1])
+        archs = ("resnet18", "resnet34", "resnet50", "resnet101", "resnet152")
+        k = 0
+        while not done.is_set():
+            t0 = time.perf_counter()
+            client.predict(archs[k % 5], 224, "v1", api_name="/layer_table")
+            tables.append(time.perf_counter() - t0)
+            t0 = time.perf_counter()
+            client.predict(image, "resnet18", api_name="/classify")
+            classifies.append(time.perf_counter() - t0)
+            k += 1
+        client.close()
+
+    async def joins():
+        async with httpx.AsyncClient(timeout=120, limits=httpx.Limits(max_connections=args.flood + 10)) as http:
+            async def join(n):
+                session = uuid.uuid4().hex
+                r = await http.post(f"{server.url}gradio_api/queue/join", json={
+                    "data": [n, 8, 0.05], "fn_index": index, "session_hash": session, "event_data": None,
+                    "trigger_id": None})
+                return r.status_code, session, (r.json().get("event_id") if r.status_code == 200 else None)
+            return await asyncio.gather(*(join(n) for n in steps))
+
+    watcher = threading.Thread(target=student)
+    watcher.start()
+    time.sleep(2)  # the student is under way
+    t0 = time.perf_counter()
+    answers = asyncio.run(joins())
+    joined_in = time.perf_counter() - t0
+    time.sleep(max(0.0, args.flood_watch - joined_in))  # the student goes on while the flood's runs hold the queue
+    done.set()
+    watcher.join()
+    for status, session, event in answers:  # the flooder leaves: its runs stop
+        if status == 200:
+            httpx.post(f"{server.url}gradio_api/cancel", json={"session_hash": session, "fn_index": index,
+                                                               "event_id": event}, timeout=60)
+    time.sleep(5)  # the cancelled runs end before the next flood
+    codes = [a[0] for a in answers]
+    print(f"flood of {args.flood} {kind} training races (fresh session ids, no page): {codes.count(200)} let in, "
+          f"{codes.count(422)} refused (share), {codes.count(503)} refused (queue full), "
+          f"{len(codes) - codes.count(200) - codes.count(422) - codes.count(503)} other; joined in {joined_in:.1f} s")
+    for name, times in (("layer table", tables), ("classify", classifies)):
+        if times:
+            print(f"    another student's {name:<11} during it: n {len(times):>3}  p50 {percentile(times, .5):.2f} s  "
+                  f"p95 {percentile(times, .95):.2f} s  (goal: p95 ≤ 3 s)")
+
+
+def one_address(args) -> None:
+    """The class on one address and on one forwarded address at the defaults, then each flood."""
+    n = args.students
+    print(f"$ python {' '.join(sys.argv)}   ({time.strftime('%Y-%m-%d %H:%M')}, load average "
+          f"{' '.join(f'{x:.1f}' for x in os.getloadavg())})")
+    print(f"classroom bench, one address: {n} students{' (quick)' if args.quick else ''}, {os.cpu_count()} CPUs here, "
+          "every setting at its default", flush=True)
+    forwarded = {"X-Forwarded-For": "203.0.113.7"}  # a documentation address: a header only, nothing is sent there
+    for label, env, headers in (("127.0.0.1", {}, None),
+                                ("X-Forwarded-For 203.0.113.7, RESNET_TRUST_PROXY=1", {"RESNET_TRUST_PROXY": "1"},
+                                 forwarded)):
+        server = Server(env)
+        try:
+            lesson, probe_times, outs, (replay, _) = run_class(server, args, headers)
+        finally:
+            server.close()
+        print(f"\n== {n} students on one address ({label}), first page after {server.start_seconds:.1f} s")
+        refused = print_steps(lesson, probe_times)
+        print(f"refused or failed: {refused}; replay for a late student {replay:.2f} s", flush=True)
+    server = Server({})
+    try:
+        for kind in ("identical", "distinct"):
+            print(f"\n== flood ({kind})", flush=True)
+            flood(server, args, kind)
+    finally:
+        server.close()
+    print("(timings on a machine shared with other work are inflated; rerun on an idle one to compare with the goals)")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--students", type=int, default=30)
+    ap.add_argument("--quick", action="store_true", help="a short smoke run")
+    ap.add_argument("--probes", type=int, default=3, help="clients classifying while the class fine-tunes")
+    ap.add_argument("--weights-dir", help="a folder of torchvision checkpoints (RESNET_WEIGHTS_DIR)")
+    ap.add_argument("--timeout", type=float, default=1800, help="seconds a step may take before it is abandoned")
+    ap.add_argument("--one-address", action="store_true", help="at the defaults, one address, then floods")
+    ap.add_argument("--flood", type=int, default=300, help="requests of each flood (--one-address)")
+    ap.add_argument("--flood-watch", type=float, default=20, help="seconds the student is watched during a flood")
+    args = ap.parse_args()
+    if args.weights_dir:
+        os.environ["RESNET_WEIGHTS_DIR"] = str(Path(args.weights_dir).resolve())
+    if args.one_address:
+        return one_address(args)
+    n = args.students
+    env: dict = {}
+    print(f"$ python {' '.join(sys.argv)}   ({time.strftime('%Y-%m-%d %H:%M')}, load average "
+          f"{' '.join(f'{x:.1f}' for x in os.getloadavg())})")
+    print(f"classroom bench: {n} students{' (quick)' if args.quick else ''}, {os.cpu_count()} CPUs here; "
+          "every student from 127.0.0.1, as for a class behind one NAT address, at the default settings", flush=True)
+
+    alone, alone_out, alone_probes = finetune_alone(args, env)
+    print(f"one student alone (fresh server, {args.probes} others classifying): default fine-tune {alone:.1f} s; "
+          f"classify p95 meanwhile {alone_probes.p95()}", flush=True)
+
+    server = Server(env)
+    print(f"class server: first page after {server.start_seconds:.1f} s", flush=True)
+    try:
+        lesson, probe_times, outs, (replay, late) = run_class(server, args)
+        hwm, children = tree_hwm_mb(server.proc.pid)
+    finally:
+        server.close()
+    print_steps(lesson, probe_times)
     ft = lesson.times.get("finetune", [])
     if ft:
         last = max(ft)

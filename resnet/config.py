@@ -52,10 +52,17 @@ SETTINGS: dict[str, Setting] = {s.name: s for s in [
             "once, across all endpoints together", 1),
     Setting("RESNET_TORCH_THREADS", int, None, "torch's intra-op threads (default: the cores divided among the "
             "jobs that may run at once, at least 1)", 1),
-    Setting("RESNET_MAX_QUEUE", int, 64, "queued requests before new ones are told the server is busy", 1),
-    Setting("RESNET_JOBS_PER_SESSION", int, 2, "queued or running jobs one browser session may hold", 1),
-    Setting("RESNET_JOBS_PER_ADDRESS", int, 2, "queued or running jobs one client address may hold (raise it "
-            "for a class behind one NAT)", 1),
+    Setting("RESNET_MAX_QUEUE", int, 128, "counted requests (jobs, and subscriptions to a shared run) waiting or "
+            "running before new ones are told the queue is full; cheap answers (the layer table, estimates) are never "
+            "counted", 1),
+    Setting("RESNET_JOBS_PER_SESSION", int, 2, "what one open page may hold: queued or running jobs (a subscription to "
+            "a run the server already has counts a quarter)", 1),
+    Setting("RESNET_JOBS_PER_ADDRESS", int, 2, "the same, for all the requests of one client address that come from "
+            "no open page together (scripts, API calls); pages behind one address (a class behind a school NAT) each "
+            "have their own share", 1),
+    Setting("RESNET_PAGES_PER_ADDRESS", int, 64, "open pages of one client address that each get a share", 1),
+    Setting("RESNET_RUNS_PER_ADDRESS", int, 4, "distinct training runs (not subscriptions) one client address may "
+            "have waiting or running", 1),
     Setting("RESNET_TRUST_PROXY", bool, None, "take the client address from X-Forwarded-For (default: on in a "
             "Hugging Face Space, where every request comes through its proxy)"),
     Setting("RESNET_MAX_FILE_MB", int, 100, "largest upload (a student's ResNet-34 checkpoint is about 82 MiB, "

@@ -123,8 +123,6 @@ def app_env(weights_dir, tmp_path_factory):
     """Environment for an offline app: our test checkpoint for resnet18, no downloads, a private hub cache."""
     env = {"RESNET_WEIGHTS_DIR": str(weights_dir), "RESNET_ALLOW_DOWNLOAD": "0",
            "TORCH_HOME": str(tmp_path_factory.mktemp("torch_home")),
-           # Every simulated student of these tests comes from 127.0.0.1; the per-address share is tested on its own.
-           "RESNET_JOBS_PER_ADDRESS": "64",
            # The app shares the cores among the jobs that may run at once (one thread each on 2 cores); the test
            # process runs library tests beside its servers, so it keeps torch's own default.
            "RESNET_TORCH_THREADS": str(torch.get_num_threads())}

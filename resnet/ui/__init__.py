@@ -14,6 +14,7 @@ from ..serving import ModelCache, Settings
 from .tabs import about, architecture, classify, features, finetune, labs
 from . import disk, fairshare, links
 from .common import Context, lang
+from .pages import PageTracker
 from .uploads import UploadGuard
 
 TABS = (architecture, classify, features, finetune, labs, about)
@@ -71,7 +72,8 @@ def create_app(settings: Settings | None = None, models: ModelCache | None = Non
     launch_kwargs = dict(i18n=i18n, max_file_size=f"{settings.max_file_mb}mb",
                          css=css_file.read_text() if css_file.exists() else None,
                          theme=gr.themes.Soft(), show_error=True,
-                         app_kwargs={"middleware": [Middleware(UploadGuard, demo=demo)]})
+                         max_threads=fairshare.worker_slots(settings.max_queue),
+                         app_kwargs={"middleware": [Middleware(PageTracker), Middleware(UploadGuard, demo=demo)]})
     return demo, launch_kwargs
 
 

@@ -1,7 +1,9 @@
 """Architecture tab: pick a depth, see the note's layer table computed from the real model, and its block."""
 from __future__ import annotations
 
+import copy
 import re
+from functools import lru_cache
 
 import gradio as gr
 
@@ -11,6 +13,7 @@ from ...models.resnet import ARCHS, BasicBlock
 from ..figures.blocks import block_diagram
 from ...analysis.summary import display_rows, layer_table, totals
 from ..common import arch_choices, friendly, lang
+from ..sharing import plot_data
 
 HEADER_KEYS = ("arch.col.layer", "arch.col.output_size", "arch.col.block", "arch.col.params", "arch.col.macs")
 VERSIONS = (("arch.version.v1", "v1"), ("arch.version.v15", "v1.5"))
@@ -54,7 +57,14 @@ def show_layer_table(arch: str, image_size: float, version: str, request: gr.Req
     size = int(image_size or 224)
     if not MIN_SIZE <= size <= MAX_SIZE:
         raise error(BadSetting, "arch.size_range", lo=MIN_SIZE, hi=MAX_SIZE)
-    v1 = version == "v1"
+    return copy.deepcopy(answer(arch, size, version == "v1", L))  # Gradio may change what it is handed
+
+
+@lru_cache(maxsize=256)
+def answer(arch: str, size: int, v1: bool, L: str) -> tuple:
+    """One answer per depth, size, variant and language, its drawing encoded once: a class switching depths asks for
+    the same few again and again, and the drawing (about 0.15 s of the interpreter's lock) would be every
+    request's cost."""
     table = layer_table(arch, size, stride_in_1x1=v1)
     tot = totals(table)
     spec = ARCHS[arch]
@@ -69,7 +79,7 @@ def show_layer_table(arch: str, image_size: float, version: str, request: gr.Req
         summary += " " + t("arch.paper_flops", L, paper=paper)
         if not v1:
             summary += " " + t("arch.v15_note", L)
-    return table_value(arch, table, L), summary, block_diagram(arch, L)
+    return table_value(arch, table, L), summary, plot_data(block_diagram(arch, L))
 
 
 def build(ctx) -> None:
