@@ -15,7 +15,8 @@ from collections.abc import Mapping
 
 from .. import config
 
-GRACE_S = 30.0       # a page whose stream closed counts this long more
+GRACE_S = 30.0       # a page whose stream closed counts this long more, if it was open for SETTLED_S at least
+SETTLED_S = 5.0      # (a caller that opens and drops streams under fresh session ids gets nothing for them)
 MAX_TRACKED = 20000  # sessions remembered in all (a bound on memory, far above any real load)
 
 
@@ -40,6 +41,7 @@ class Pages:
     def __init__(self):
         self._lock = threading.Lock()
         self._open: dict[str, tuple[str, int]] = {}      # session → (address, open streams)
+        self._since: dict[str, float] = {}               # session → when its first open stream opened
         self._closed: dict[str, tuple[str, float]] = {}  # session → (address, when its last stream closed)
 
     def opened(self, session: str, address: str) -> bool:
@@ -53,6 +55,7 @@ class Pages:
                 return False
             self._closed.pop(session, None)
             self._open[session] = (address, 1)
+            self._since[session] = time.monotonic()
             return True
 
     def closed(self, session: str, address: str) -> None:
@@ -64,7 +67,8 @@ class Pages:
                 self._open[session] = (address, held[1] - 1)
                 return
             del self._open[session]
-            self._closed[session] = (address, time.monotonic())
+            if time.monotonic() - self._since.pop(session, 0.0) >= SETTLED_S:
+                self._closed[session] = (address, time.monotonic())
             self._expire()
 
     def live(self, session: str, address: str) -> bool:
