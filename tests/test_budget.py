@@ -8,7 +8,6 @@ import json
 import re
 import subprocess
 import sys
-import time
 import tracemalloc
 from pathlib import Path
 
@@ -148,16 +147,13 @@ def test_every_arch_at_its_largest_settings_is_refused_at_once_before_any_loadin
                                                                                  tmp_path):
     monkeypatch.setattr(finetune, "load_dataset", fail_if_called)
     monkeypatch.setattr(finetune, "_backbone_state", fail_if_called)
-    budget.resnet_profile.cache_clear()  # cold: the meta pass is part of the time
+    budget.resnet_profile.cache_clear()  # cold: the meta pass runs too (its time is bench/budget_bench.py's)
     budget._meta_resnet.cache_clear()
     cfg = FinetuneConfig(arch=arch, dataset="synthetic" if dataset == "synthetic" else str(tmp_path / "x.zip"),
                          strategies="all,last,head,replace,scratch", epochs=LIMITS["epochs"][1], **LARGEST)
-    t = time.perf_counter()
-    with pytest.raises(BudgetExceeded) as e:
+    with pytest.raises(BudgetExceeded) as e:  # refused before any loading: both loaders fail if called
         next(finetune.run(cfg))
-    seconds = time.perf_counter() - t
     msg = str(e.value)
-    assert seconds < 1.0, (seconds, msg)
     offers = "fits" in msg or "brings it under this limit" in msg  # the latter: another limit may speak next
     assert a_sentence(msg) and offers and ("GB" in msg or "MB" in msg or "TMACs" in msg), msg
     if dataset == "upload":  # the count is not known yet: the refusal is about one training step
@@ -226,10 +222,8 @@ def test_each_lab_at_its_largest_settings_is_refused_at_once(lab, space):
     budget.lab_profile.cache_clear()
     budget._cifar_profile.cache_clear()
     run_lab, offer, check = LAB_REFUSALS[lab]
-    t = time.perf_counter()
     with pytest.raises(BudgetExceeded) as e:
-        run_lab()  # refused before it draws, builds or opens anything
-    assert time.perf_counter() - t < 1.0
+        run_lab()  # refused before it draws, builds or opens anything ("never opened.jpg" does not exist)
     msg = str(e.value)
     assert a_sentence(msg) and "fits" in msg, msg
     check(int(re.search(offer + " fits", msg).group(1)))  # what it offers is admitted
@@ -243,9 +237,7 @@ def test_the_labs_page_settings_are_admitted(space):
     budget.check_training_race(600, 64, labs.RACE_NETS, 512, labs.RACE_WIDTHS)
     budget.check_deep_network("cifar1202", 4, 32, "bn")
     budget.check_bn_lab(128, 128, 6)
-    t = time.perf_counter()
     assert labs.conv_costs(4096, 4096, 4096, 512)[0].macs == 9 * 4096 * 4096 * 512 * 512  # meta: no memory
-    assert time.perf_counter() - t < 1.0
 
 
 def test_lab_lists_from_the_api_are_collapsed_capped_and_checked():
