@@ -25,6 +25,8 @@ DEFAULTS = PRESETS[estimates.DEFAULT_PRESET]  # the page opens on the quick pres
 DEFAULT_STRATEGIES = list(DEFAULTS["strategies"])
 PRESET_KEYS = ("strategies", "arch", "epochs", "image_size", "batch_size", "lr", "per_class")  # what a preset sets
 RESULT_COLUMNS = ("strategy", "pretrained", "trainable", "seconds", "best", "final")  # headers: finetune.col_<name>
+# Shares of the table's width: on a phone all six columns fit the screen (style.css: .table-fits).
+RESULT_WIDTHS = ["17%", "19%", "20%", "11%", "20%", "13%"]
 HISTORY_KEYS = ("epoch", "train_loss", "train_acc", "val_loss", "val_acc", "seconds")
 UI_REFRESH_S = 0.5  # how often the status line may update between epochs (also how soon Stop is noticed)
 
@@ -470,7 +472,8 @@ def build(ctx) -> None:
                 bar = strip("ft-progress")  # the run's progress: nothing covers the curves or the results
                 curves = gr.Plot(label=ctx("finetune.curves"), elem_id="ft-curves")
                 results = gr.Dataframe(label=ctx("finetune.results"), interactive=False,  # headers: on load
-                                       elem_id="ft-results")
+                                       elem_id="ft-results", wrap=True, column_widths=RESULT_WIDTHS,
+                                       elem_classes=["table-fits"])
                 ctx.on_load(translate_headers, None, results)
                 files = gr.File(label=ctx("finetune.downloads"), file_count="multiple", interactive=False,
                                 elem_id="ft-files")

@@ -392,7 +392,7 @@ def build(ctx) -> None:
                 lr = gr.Number(DEFAULTS["race_lr"], label=ctx("labs.race.lr"), minimum=0.001, maximum=1)
             with gr.Row():
                 race_button = gr.Button(ctx("labs.race.run"), variant="primary", elem_id="labs-race-button")
-                race_stop = gr.Button(ctx("labs.race.stop"), variant="stop")
+                race_stop = gr.Button(ctx("labs.race.stop"), variant="stop", elem_id="labs-race-stop")
             race_bar = strip("labs-race-progress")  # the race's progress: its curves stay in view as they grow
             race_plot = gr.Plot(label=ctx("labs.race.plot"), elem_id="labs-race-plot")
             race_text = gr.Markdown(elem_id="labs-race-text")
