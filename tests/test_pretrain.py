@@ -230,9 +230,10 @@ def test_the_pretrain_endpoint_stores_a_backbone_and_names_only_its_file(weights
                 i18n=ctx.i18n)
     try:
         client = Client(f"http://127.0.0.1:{port}/", verbose=False)
-        status = client.predict("resnet18", 32, 1, api_name="/pretrain")
+        status, curves = client.predict("resnet18", 32, 1, api_name="/pretrain")
         stored = list(weights_folder.glob("resnet18-source-*.pth"))
         assert len(stored) == 1 and stored[0].name in status and str(weights_folder) not in status
+        assert curves, "the source task's curves are drawn"  # the epoch's curves, in the section's plot
         with pytest.raises(Exception):  # under the slider's minimum: refused before it starts
             client.predict("resnet18", 8, 1, api_name="/pretrain")
         # Before Pretrain, the time it should take here; a setting that would be refused is said so instead.

@@ -329,7 +329,7 @@ class DeepResult:
 
     depth: int
     residual: GradientProfile
-    plain: GradientProfile
+    plain: GradientProfile | None  # None while the plain net is still being measured (``deep_network_steps``)
     batch_size: int
     image_size: int
 
@@ -344,6 +344,14 @@ def deep_network(name: str = "cifar1202", *, batch_size: int = 2, image_size: in
                  seed: int = 0) -> DeepResult:
     """Build the net (ResNet-1202: n = 200, 19.4 M parameters) with and without shortcuts and run one
     forward and backward pass on a small batch of real images, timing it."""
+    *_, result = deep_network_steps(name, batch_size=batch_size, image_size=image_size, setting=setting, seed=seed)
+    return result
+
+
+def deep_network_steps(name: str = "cifar1202", *, batch_size: int = 2, image_size: int = 32, setting: str = "bn",
+                       seed: int = 0) -> Iterator[DeepResult]:
+    """``deep_network`` as it goes: the result once the residual net is measured (``plain`` None), then with both
+    nets, so that a page shows the first curve while the plain net (as slow again) is built and measured."""
     batch_size, image_size = budget.check_deep_network(name, batch_size, image_size, setting)  # BN needs 2 or more
     x, y = real_batch(batch_size, image_size, seed)
     profiles = {}
@@ -351,7 +359,7 @@ def deep_network(name: str = "cifar1202", *, batch_size: int = 2, image_size: in
         net = lab_net(name, residual, setting=setting, seed=seed)
         profiles[residual] = layer_gradients(net, x, y, name=name, setting=setting, residual=residual)
         del net
-    return DeepResult(net_depth(name), profiles[True], profiles[False], batch_size, image_size)
+        yield DeepResult(net_depth(name), profiles[True], profiles.get(False), batch_size, image_size)
 
 
 # --------------------------------------------------------------------------------------------------

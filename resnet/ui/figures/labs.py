@@ -114,11 +114,14 @@ def race_figure(update: RaceUpdate, L: str = "en") -> Figure:
 
 
 def deep_figure(result: DeepResult, L: str = "en") -> Figure:
-    """ResNet-1202 and the plain net of the same depth: the gradient that reaches each layer."""
+    """ResNet-1202 and the plain net of the same depth: the gradient that reaches each layer (the residual net alone
+    while the plain one is still being measured: ``result.plain`` None)."""
     fig = Figure(figsize=(8, 4), dpi=100)
     ax = fig.subplots()
     zeros, bad = [], []
-    for p, colour in ((result.residual, "#2b6cb0"), (result.plain, "#c53030")):
+    nets = [p for p in ((result.residual, "#2b6cb0"), (result.plain, "#c53030")) if p[0] is not None]
+    ax.set_xlim(0.5, len(result.residual.norms) + 0.5)  # the whole depth, the same before the second net comes
+    for p, colour in nets:
         z, b = _log_line(ax, p.norms, color=colour, ls="-" if p.residual else "--", lw=1.2,
                         label=net_name(p.title, L))
         zeros.append((colour, z))
@@ -126,8 +129,7 @@ def deep_figure(result: DeepResult, L: str = "en") -> Figure:
     ax.set_yscale("log")
     # A net with no usable gradient anywhere draws no line: say what happened to it, in the plot.
     notes = [t("labs.plot.deep_none_" + ("zero" if all(v == 0 for v in p.norms) else "overflow"), L, title=p.title)
-             for p in (result.residual, result.plain)
-             if not any(np.isfinite(v) and v > 0 for v in p.norms)]
+             for p, _ in nets if not any(np.isfinite(v) and v > 0 for v in p.norms)]
     if notes:
         ax.text(0.5, 0.55, "\n".join(notes), transform=ax.transAxes, ha="center", va="center", fontsize=10,
                 bbox=dict(boxstyle="round", fc="white", ec="#4a5568", lw=0.8))

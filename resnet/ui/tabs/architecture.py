@@ -18,6 +18,9 @@ from ..sharing import plot_data
 HEADER_KEYS = ("arch.col.layer", "arch.col.output_size", "arch.col.block", "arch.col.params", "arch.col.macs")
 VERSIONS = (("arch.version.v1", "v1"), ("arch.version.v15", "v1.5"))
 MIN_SIZE, MAX_SIZE = 32, 1024
+# Shares of the table's width, not widths of the content: on a phone the five columns fit the screen (the block's
+# text wraps) instead of pushing parameters and multiply-adds, the numbers the table is for, out of sight.
+COLUMN_WIDTHS = ["18%", "17%", "25%", "20%", "20%"]
 
 
 def headers(L: str) -> list[str]:
@@ -91,9 +94,10 @@ def build(ctx) -> None:
             version = gr.Radio([(ctx(key), value) for key, value in VERSIONS], value="v1", label=ctx("arch.version"))
         summary = gr.Markdown(elem_id="arch-summary")
         # No static headers: the page's first load fills the table, headers in the visitor's language.
-        table = gr.Dataframe(column_count=len(HEADER_KEYS), interactive=False, wrap=True, elem_id="arch-table")
+        table = gr.Dataframe(column_count=len(HEADER_KEYS), interactive=False, wrap=True, elem_id="arch-table",
+                             column_widths=COLUMN_WIDTHS, elem_classes=["table-fits"])
         with gr.Row():
-            diagram = gr.Plot(label=ctx("arch.block"), show_label=True)
+            diagram = gr.Plot(label=ctx("arch.block"), show_label=True, elem_id="arch-diagram")
             gr.Markdown(ctx("arch.why"))
         inputs, outputs = [arch, size, version], [table, summary, diagram]
         arch.change(show_layer_table, inputs, outputs, api_name="layer_table", **ctx.cheap)

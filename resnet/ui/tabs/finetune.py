@@ -15,6 +15,7 @@ from ..figures.training import training_figure
 from ...predict import classify
 from ...models.transfer import STRATEGIES, load_export
 from .. import disk, sharing
+from ..progress import live, strip
 from ..common import arch_choices, early, friendly, lang, on_gpu, payload_path
 
 DATASETS = ("synthetic", "hymenoptera", "flowers", "upload")  # labels: finetune.dataset_<name>
@@ -24,6 +25,8 @@ DEFAULTS = PRESETS[estimates.DEFAULT_PRESET]  # the page opens on the quick pres
 DEFAULT_STRATEGIES = list(DEFAULTS["strategies"])
 PRESET_KEYS = ("strategies", "arch", "epochs", "image_size", "batch_size", "lr", "per_class")  # what a preset sets
 RESULT_COLUMNS = ("strategy", "pretrained", "trainable", "seconds", "best", "final")  # headers: finetune.col_<name>
+# Shares of the table's width: on a phone all six columns fit the screen (style.css: .table-fits).
+RESULT_WIDTHS = ["17%", "19%", "20%", "11%", "20%", "13%"]
 HISTORY_KEYS = ("epoch", "train_loss", "train_acc", "val_loss", "val_acc", "seconds")
 UI_REFRESH_S = 0.5  # how often the status line may update between epochs (also how soon Stop is noticed)
 
@@ -133,6 +136,12 @@ def final_status(result, cfg, L: str) -> str:
     if pretrained_run:
         status += " " + t("finetune.status_source", L, source=t(f"finetune.source_name_{source}", L))
     return banner + status
+
+
+def prepare_unit(ev, L: str) -> str:
+    """What a "prepare" event counts, for the progress strip: megabytes of a download, else images."""
+    key = getattr(ev.message, "key", "")
+    return t("finetune.unit_mb" if key == "engine.downloading" else "finetune.unit_images", L)
 
 
 def headers(L: str) -> list[str]:
@@ -304,7 +313,9 @@ def make_handlers(ctx, runs: Runs):
     @friendly
     async def start(dataset, zip_file, strategies, arch, epochs, image_size, batch_size, lr, per_class, state,
                     request: gr.Request = None, progress=gr.Progress()):
-        """Yields (status, curves, results, files, model choices, state) as training goes."""
+        """Yields (status, curves, results, files, model choices, state) as training goes: the curves every epoch
+        (the finished strategies' and the one training), the results table's rows as strategies finish. Progress goes
+        to the tab's strip (``resnet.ui.progress``), never over these outputs."""
         L = lang(request)
         cfg = make_config(dataset, zip_file, strategies, arch, epochs, image_size, batch_size, lr, per_class, L)
         session = getattr(request, "session_hash", None) or "anonymous"
@@ -315,7 +326,9 @@ def make_handlers(ctx, runs: Runs):
         state = {"dir": str(run_dir), "models": {}}
         history: dict[str, dict[str, list]] = {}  # the curves so far, in RunResult.history's layout
         info: dict = {}
+        finished = []  # the strategies done so far (StrategySummary), in the results table while the run goes on
         total_steps, done_steps = None, 0
+        unit = t("finetune.unit_steps", L)
         last_ui = 0.0
         skip = gr.skip()
         shared = sharing.note(sub, L)  # joined a run under way, or a replay
@@ -335,14 +348,14 @@ def make_handlers(ctx, runs: Runs):
                     info.update(run_info(ev))  # classes and validation images: chance line, error bands
                     yield shared + ev.message.render(L), skip, skip, skip, skip, skip
                 elif ev.kind == "prepare" and not sub.behind:
-                    progress((ev.step, ev.steps), desc=ev.message.render(L))
+                    progress((ev.step, ev.steps), desc=ev.message.render(L), unit=prepare_unit(ev, L))
                 elif ev.kind == "step":
                     if total_steps is None:
                         total_steps = ev.steps * cfg.epochs * len(cfg.strategies)
                     done_steps += 1
                     if not sub.behind:
                         progress((min(done_steps, total_steps), total_steps),
-                                 desc=t("finetune.progress_step", L, strategy=called, epoch=ev.epoch))
+                                 desc=t("finetune.progress_step", L, strategy=called, epoch=ev.epoch), unit=unit)
                     now = time.monotonic()
                     if now - last_ui >= UI_REFRESH_S and not sub.behind:  # cheap: Stop and disconnects stay prompt
                         last_ui = now
@@ -363,7 +376,10 @@ def make_handlers(ctx, runs: Runs):
                                                      lambda: curves_figure(snapshot, L, **info)),
                            skip, skip, skip, skip)
                 elif ev.kind == "strategy_done":
-                    pass
+                    if ev.summary is not None:
+                        finished.append(ev.summary)
+                    if not sub.behind:
+                        yield skip, skip, results_table(finished, L), skip, skip, skip
                 elif ev.kind in ("done", "cancelled"):
                     result, over = ev.result, True  # shared: read it, never change it
                     files = []
@@ -453,9 +469,11 @@ def build(ctx) -> None:
                     stop = gr.Button(ctx("finetune.stop"), variant="stop", elem_id="ft-stop")
             with gr.Column(scale=2):
                 status = gr.Markdown(elem_id="ft-status")
+                bar = strip("ft-progress")  # the run's progress: nothing covers the curves or the results
                 curves = gr.Plot(label=ctx("finetune.curves"), elem_id="ft-curves")
                 results = gr.Dataframe(label=ctx("finetune.results"), interactive=False,  # headers: on load
-                                       elem_id="ft-results")
+                                       elem_id="ft-results", wrap=True, column_widths=RESULT_WIDTHS,
+                                       elem_classes=["table-fits"])
                 ctx.on_load(translate_headers, None, results)
                 files = gr.File(label=ctx("finetune.downloads"), file_count="multiple", interactive=False,
                                 elem_id="ft-files")
@@ -506,7 +524,7 @@ def build(ctx) -> None:
         run_event = start.click(start_fn, [dataset, zip_file, strategies, arch, epochs, image_size, batch_size, lr,
                                            per_class, state],
                                 [status, curves, results, files, try_model, state], api_name="finetune",
-                                preprocess=False, validator=early(check_start), **ctx.train)
+                                preprocess=False, validator=early(check_start), **ctx.train, **live(bar))
         run_event.then(show_estimate, estimate_inputs, estimate, api_visibility="private", **ctx.cheap)  # replayable
         # The switch stops the training thread; ``cancels`` ends the event in the page (or drops it from the queue).
         stop.click(stop_fn, None, status, cancels=[run_event], api_name="stop_finetune", concurrency_limit=None,

@@ -19,6 +19,7 @@ from ...i18n import error, t
 from ...predict import model_categories
 from .. import sharing
 from ..common import early, example_photos, friendly, lang, payload_path
+from ..progress import live, strip
 
 FLOW_NETS = ("cifar20", "cifar56", "cifar110", "resnet18", "resnet34")  # labels: labs.net.<name>
 BN_LAYERS = ["bn1", "layer1.0.bn1", "layer2.0.bn1", "layer3.0.bn1", "layer4.0.bn1"]
@@ -150,18 +151,23 @@ def check_deep(batch_size, setting, L: str) -> None:
     budget.check_deep_network("cifar1202", b, 32, setting)
 
 
-@sharing.shared("deep_network", limited=True)
+@sharing.shared("deep_network", limited=True, outputs=2)
 @friendly
 def run_deep(batch_size: float, setting: str, request: gr.Request = None):
+    """A generator: the residual net's curve as soon as it is measured, then both nets' and the verdict."""
     L = lang(request)
     b, setting = deep_args(batch_size, setting, L)
-    r = labs.deep_network("cifar1202", batch_size=b, setting=setting)
-    text = t("labs.deep.result", L, depth=r.depth, params=r.residual.params / 1e6, seconds=r.residual.seconds,
-             res_first=_sci(r.residual.first), res_ok=100 * labs.first_finite_fraction(r.residual),
-             plain_params=r.plain.params / 1e6, plain_seconds=r.plain.seconds, plain_first=_sci(r.plain.first),
-             plain_ok=100 * labs.first_finite_fraction(r.plain), setting=t(f"labs.setting.{setting or 'bn'}", L))
-    reading = deep_reading(r, L)
-    return plots.deep_figure(r, L), text + ("\n\n" + reading if reading else "")
+    for r in labs.deep_network_steps("cifar1202", batch_size=b, setting=setting):
+        if r.plain is None:
+            yield plots.deep_figure(r, L), t("labs.deep.progress", L, title=plots.net_name(r.residual.title, L),
+                                             seconds=r.residual.seconds)
+            continue
+        text = t("labs.deep.result", L, depth=r.depth, params=r.residual.params / 1e6, seconds=r.residual.seconds,
+                 res_first=_sci(r.residual.first), res_ok=100 * labs.first_finite_fraction(r.residual),
+                 plain_params=r.plain.params / 1e6, plain_seconds=r.plain.seconds, plain_first=_sci(r.plain.first),
+                 plain_ok=100 * labs.first_finite_fraction(r.plain), setting=t(f"labs.setting.{setting or 'bn'}", L))
+        reading = deep_reading(r, L)
+        yield plots.deep_figure(r, L), text + ("\n\n" + reading if reading else "")
 
 
 def deep_reading(r: labs.DeepResult, L: str) -> str:
@@ -386,11 +392,12 @@ def build(ctx) -> None:
                 lr = gr.Number(DEFAULTS["race_lr"], label=ctx("labs.race.lr"), minimum=0.001, maximum=1)
             with gr.Row():
                 race_button = gr.Button(ctx("labs.race.run"), variant="primary", elem_id="labs-race-button")
-                race_stop = gr.Button(ctx("labs.race.stop"), variant="stop")
+                race_stop = gr.Button(ctx("labs.race.stop"), variant="stop", elem_id="labs-race-stop")
+            race_bar = strip("labs-race-progress")  # the race's progress: its curves stay in view as they grow
             race_plot = gr.Plot(label=ctx("labs.race.plot"), elem_id="labs-race-plot")
             race_text = gr.Markdown(elem_id="labs-race-text")
             race = race_button.click(run_race, [steps, race_batch, lr], [race_plot, race_text], api_name="training_race",
-                                     preprocess=False, validator=early(check_race), **ctx.train)
+                                     preprocess=False, validator=early(check_race), **ctx.train, **live(race_bar))
             race_stop.click(None, None, None, cancels=[race], api_visibility="private")
 
         with gr.Accordion(ctx("labs.deep.title"), open=False, elem_id="labs-deep"):
@@ -401,10 +408,11 @@ def build(ctx) -> None:
                 deep_setting = gr.Radio([(ctx(f"labs.setting.{k}"), k) for k in labs.SETTINGS], value="bn",
                                         label=ctx("labs.flow.settings"))
             deep_button = gr.Button(ctx("labs.deep.run"), variant="primary", elem_id="labs-deep-button")
-            deep_plot = gr.Plot(label=ctx("labs.deep.plot"))
+            deep_bar = strip("labs-deep-progress")
+            deep_plot = gr.Plot(label=ctx("labs.deep.plot"), elem_id="labs-deep-plot")
             deep_text = gr.Markdown(elem_id="labs-deep-text")
             deep_button.click(run_deep, [deep_batch, deep_setting], [deep_plot, deep_text], api_name="deep_network",
-                              preprocess=False, validator=early(check_deep), **ctx.train)
+                              preprocess=False, validator=early(check_deep), **ctx.train, **live(deep_bar))
 
         with gr.Accordion(ctx("labs.bn.title"), open=False, elem_id="labs-bn"):
             gr.Markdown(ctx("labs.bn.explain"))
@@ -437,11 +445,12 @@ def build(ctx) -> None:
                 bn_train_button = gr.Button(ctx("labs.bn.run_train"), variant="primary",
                                             elem_id="labs-bn-train-button")
                 bn_train_stop = gr.Button(ctx("labs.race.stop"), variant="stop")
+            bn_train_bar = strip("labs-bn-train-progress")
             bn_train_plot = gr.Plot(label=ctx("labs.bn.run_plot"), elem_id="labs-bn-train-plot")
             bn_train_text = gr.Markdown(elem_id="labs-bn-train-text")
             bn_train = bn_train_button.click(run_bn_training, [bn_train_steps], [bn_train_plot, bn_train_text],
                                              api_name="bn_batch_run", preprocess=False,
-                                             validator=early(check_bn_training), **ctx.train)
+                                             validator=early(check_bn_training), **ctx.train, **live(bn_train_bar))
             bn_train_stop.click(None, None, None, cancels=[bn_train], api_visibility="private")
 
         with gr.Accordion(ctx("labs.group.title"), open=False, elem_id="labs-group"):

@@ -1,8 +1,9 @@
-"""The Fine-tune tab's pretraining section: train the chosen depth on the built-in source set, with progress and
-Stop, and say where the backbone was stored (its file name only) and how well it learnt the source task.
+"""The Fine-tune tab's pretraining section: train the chosen depth on the built-in source set, with its curves
+drawn live, progress and Stop, and say where the backbone was stored (its file name only) and how well it learnt the
+source task.
 
 The Fine-tune tab calls ``build_section(ctx, arch)`` with its own architecture dropdown; the section's event is
-the app's ``/pretrain`` endpoint (``arch, image_size, epochs``), a generator of status lines."""
+the app's ``/pretrain`` endpoint (``arch, image_size, epochs``), a generator of (status line, curves)."""
 from __future__ import annotations
 
 import functools
@@ -17,6 +18,7 @@ from ...train.pretrain import DEFAULTS, LIMITS, PretrainConfig, pretrain
 from ...weights import WeightsUnavailable, _stamp, find_source, read_source
 from .. import sharing
 from ..common import early, friendly, lang, on_gpu
+from ..progress import live, strip
 
 UI_SIZES = (32, 128)    # the slider's range (the library allows up to LIMITS["image_size"])
 UI_EPOCHS = (1, 20)
@@ -42,6 +44,14 @@ def stored_line(arch: str, L: str) -> str:
         return t("pretrain.status_idle", L, arch=title)
     return t("pretrain.status_have", L, arch=title, file=path.name, acc=float(meta.get("val_acc", 0.0)),
              size=meta.get("image_size", "?"))
+
+
+def curves_figure(history: dict, cfg: PretrainConfig, L: str):
+    """The source task's curves so far (validation accuracy with its standard error, losses), chance at 1 / classes."""
+    from ..figures.training import training_figure
+    return training_figure({"pretrain": history}, lang=L, names={"pretrain": t("pretrain.curve", L)},
+                           chance=1 / cfg.num_classes, n_val=cfg.val_per_class * cfg.num_classes,
+                           se_label=t("finetune.plot_se", L))
 
 
 def make_config(arch, image_size, epochs) -> PretrainConfig:
@@ -92,44 +102,57 @@ def make_handlers(switches: sharing.Sessions):
     @sharing.keyed(start_key)
     @friendly
     async def start(arch, image_size, epochs, request: gr.Request = None, progress=gr.Progress()):
-        """Yields status lines as it trains; the last says where the backbone was stored."""
+        """Yields (status line, curves) as it trains: the curves after every epoch; the last line says where the
+        backbone was stored. Progress goes to the section's strip (``resnet.ui.progress``), not over these."""
         L = lang(request)
         cfg = make_config(arch, image_size, epochs)
         session = getattr(request, "session_hash", None) or "anonymous"
         sub = sharing.JOBS.subscribe(sharing.pretrain_key(cfg), producer(cfg), label="pretrain")
         switches.start(session, sub)
+        skip = gr.skip()
         try:
             done_steps, total = 0, None
+            history = {k: [] for k in ("epoch", "train_loss", "val_loss", "val_acc")}  # the curves so far
             shared = sharing.note(sub, L)
             if shared:
-                yield shared
+                yield shared, skip
             async for ev in sub.aevents(timeout=1.0):  # awaits without holding a thread
                 if ev is sharing.TICK:
                     if sub.state == "waiting":
-                        yield sharing.waiting(sub, L)
+                        yield sharing.waiting(sub, L), skip
                     continue
+                if ev.kind == "epoch":
+                    for key in history:
+                        history[key].append(getattr(ev, key))
                 if sub.behind and ev.kind not in ("done", "cancelled"):
                     continue  # catching up with a shared run: only its latest state is shown
                 if ev.kind == "start":
-                    yield ev.message.render(L)
+                    yield ev.message.render(L), skip
                 elif ev.kind == "prepare":
-                    progress((ev.step, ev.steps), desc=ev.message.render(L))
+                    progress((ev.step, ev.steps), desc=ev.message.render(L), unit=t("finetune.unit_images", L))
                 elif ev.kind == "step":
                     total = total or ev.steps * ev.epochs
                     done_steps += 1
-                    progress((min(done_steps, total), total), desc=t("pretrain.progress", L, epoch=ev.epoch))
+                    progress((min(done_steps, total), total), desc=t("pretrain.progress", L, epoch=ev.epoch),
+                             unit=t("finetune.unit_steps", L))
                     if ev.step == 1 or ev.step % 10 == 0:
                         yield t("pretrain.status_step", L, epoch=ev.epoch, epochs=ev.epochs, step=ev.step,
-                                steps=ev.steps, loss=ev.train_loss)
+                                steps=ev.steps, loss=ev.train_loss), skip
                 elif ev.kind == "epoch":
-                    yield t("pretrain.status_epoch", L, epoch=ev.epoch, epochs=ev.epochs, acc=ev.val_acc)
+                    snapshot = {k: list(v) for k, v in history.items()}
+                    yield (t("pretrain.status_epoch", L, epoch=ev.epoch, epochs=ev.epochs, acc=ev.val_acc),
+                           await sharing.shared_plot(sub, ("curves", ev.epoch, L),
+                                                     lambda: curves_figure(snapshot, cfg, L)))
                 elif ev.kind == "cancelled":
-                    yield t("pretrain.status_stopped", L)
+                    yield t("pretrain.status_stopped", L), skip
                 elif ev.kind == "done":
                     r = ev.result
-                    yield (shared + "\n\n" if shared else "") + t(
+                    final = {k: list(r.history.get(k, [])) for k in history}
+                    yield ((shared + "\n\n" if shared else "") + t(
                         "pretrain.status_done", L, file=r.file, acc=r.val_acc, n=r.val_count, classes=len(r.classes),
-                        seconds=r.seconds)
+                        seconds=r.seconds),
+                           await sharing.shared_plot(sub, ("final", L), lambda: curves_figure(final, cfg, L))
+                           if final["epoch"] else skip)
         finally:
             switches.finish(session, sub)
 
@@ -156,6 +179,7 @@ class Section:
     event: object
     image_size: gr.Slider
     epochs: gr.Slider
+    curves: gr.Plot | None = None
 
 
 def build_section(ctx, arch_component) -> Section:
@@ -173,8 +197,10 @@ def build_section(ctx, arch_component) -> Section:
             start = gr.Button(ctx("pretrain.button"), elem_id="pt-start")
             stop = gr.Button(ctx("pretrain.stop"), variant="stop", elem_id="pt-stop")
         status = gr.Markdown(elem_id="pt-status")
-    event = start.click(start_fn, [arch_component, image_size, epochs], status, api_name="pretrain",
-                        validator=early(check), **ctx.train)
+        bar = strip("pt-progress")  # the run's progress: the status line and the curves stay readable
+        curves = gr.Plot(label=ctx("pretrain.curves"), elem_id="pt-curves")
+    event = start.click(start_fn, [arch_component, image_size, epochs], [status, curves], api_name="pretrain",
+                        validator=early(check), **ctx.train, **live(bar))
     stop.click(stop_fn, None, status, cancels=[event], api_name="stop_pretrain", concurrency_limit=None, queue=False)
     arch_component.change(describe_fn, arch_component, status, api_visibility="private", queue=False)
     ctx.on_load(describe_fn, arch_component, status)
@@ -182,4 +208,4 @@ def build_section(ctx, arch_component) -> Section:
     gr.on([c.change for c in settings], estimate_fn, settings, estimate, api_name="pretrain_estimate",
           trigger_mode="always_last", **ctx.cheap)
     ctx.on_load(estimate_fn, settings, estimate)
-    return Section(status, event, image_size, epochs)
+    return Section(status, event, image_size, epochs, curves)
