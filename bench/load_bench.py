@@ -76,6 +76,9 @@ class Server:
                    GRADIO_TEMP_DIR=str(Path(self.tmp.name) / "gradio"), GRADIO_ANALYTICS_ENABLED="False",
                    **env_extra)
         env.setdefault("RESNET_ALLOW_DOWNLOAD", "0")
+        # Offline without weights the app would pretrain the built-in source in the background (resnet.train.prepare),
+        # a core's worth of load that is no part of what these benchmarks measure: off unless asked for.
+        env.setdefault("RESNET_PREPARE_SOURCE", "0")
         self.log = open(Path(self.tmp.name) / "server.log", "w")
         t0 = time.perf_counter()
         argv = [sys.executable, "-c", code] if code else [sys.executable, str(ROOT / "app.py")]

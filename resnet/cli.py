@@ -77,17 +77,27 @@ def cmd_pretrain(args) -> int:
     return run_cli(args)
 
 
+def per_class_arg(value: str):
+    """``--per-class``: a whole number, or ``all`` (every training image)."""
+    return "all" if value.strip().lower() == "all" else int(value)
+
+
 def add_finetune_args(p: argparse.ArgumentParser) -> None:
+    """The flags of ``finetune``. Those a preset sets default to None: ``finetune.config_from_args`` takes the
+    preset's value (``estimate.PRESETS``, the Fine-tune tab's own) for each flag not given."""
+    from .train.estimate import DEFAULT_PRESET, PRESETS
+    p.add_argument("--preset", choices=list(PRESETS), default=DEFAULT_PRESET,
+                   help=f"the Fine-tune tab's presets (default: {DEFAULT_PRESET}); any flag below overrides its value")
     p.add_argument("--dataset", default="synthetic", help="synthetic | hymenoptera | flowers | PATH (.zip or folder)")
-    p.add_argument("--arch", default="resnet18", choices=list(ARCHS))
-    p.add_argument("--strategies", default="all,last,head", help="comma list of all,last,head,replace,scratch")
-    p.add_argument("--epochs", type=int, default=5)
-    p.add_argument("--image-size", type=int, default=128)
-    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--arch", default=None, choices=list(ARCHS))
+    p.add_argument("--strategies", default=None, help="comma list of all,last,head,replace,scratch")
+    p.add_argument("--epochs", type=int, default=None)
+    p.add_argument("--image-size", type=int, default=None)
+    p.add_argument("--batch-size", type=int, default=None)
     p.add_argument("--lr", type=float, default=None, help="learning rate (default: per strategy)")
     p.add_argument("--weights", default=None, help="a pretrained checkpoint file")
-    p.add_argument("--per-class", type=int, default=None, metavar="N",
-                   help="training images per class (a seeded sample; default: all), the small-data knob")
+    p.add_argument("--per-class", type=per_class_arg, default=None, metavar="N|all",
+                   help="training images per class (a seeded sample), the small-data knob; all: every one")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--json", default=None, metavar="OUT", help="write the per-strategy summary here (each "
                    "strategy's weight source: imagenet, builtin-source or random)")

@@ -38,6 +38,12 @@ SETTINGS: dict[str, Setting] = {s.name: s for s in [
     Setting("RESNET_DOWNLOAD_TIMEOUT_S", float, 30.0, "connect and read timeout of every download", 1),
     Setting("RESNET_DOWNLOAD_RETRY_S", float, 60.0, "after a failed download, wait this long (doubling per "
             "failure, at most an hour) before trying again", 0),
+    Setting("RESNET_PREPARE_SOURCE", bool, True, "1: when the Fine-tune tab's default depth has no ImageNet weights "
+            "and none can be downloaded (found out once, at start-up), the server pretrains the built-in source by "
+            "itself, in the background at low priority, as `python -m resnet pretrain` does; 0: never"),
+    Setting("RESNET_PREPARE_EPOCHS", int, None, "epochs of that preparation (default: the command's)", 1),
+    Setting("RESNET_PREPARE_PER_CLASS", int, None, "pictures per source class of that preparation (default: the "
+            "command's; a test's tiny recipe sets both)", 2),
     Setting("RESNET_DEFAULT_ARCH", str, "resnet18", "the depth the Classify and Feature maps tabs start with"),
     Setting("RESNET_MODEL_CACHE_MB", int, 1200, "memory the shared model cache may hold (least recently used "
             "dropped first)", 1),

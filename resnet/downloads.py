@@ -25,6 +25,7 @@ MAX_BACKOFF_S = 3600.0
 
 
 _failures: dict[str, tuple[int, float]] = {}  # url → (failures in a row, monotonic time of the last)
+_reachable: dict[str, bool] = {}  # host → what ``probe`` found (a download from it that succeeds says True)
 _lock = threading.Lock()
 
 
@@ -48,6 +49,35 @@ def _failed(url: str) -> None:
     with _lock:
         n, _ = _failures.get(url, (0, 0.0))
         _failures[url] = (n + 1, time.monotonic())
+
+
+def _host(url: str) -> str:
+    parts = urllib.parse.urlsplit(url)
+    return f"{parts.scheme}://{parts.netloc}"
+
+
+def probe(url: str, timeout: float | None = None) -> bool:
+    """Can ``url`` be downloaded from here? A ``HEAD`` request (nothing downloaded), answered within ``timeout``
+    (default ``RESNET_DOWNLOAD_TIMEOUT_S``) with a success: a refused connection, a timeout, no network or an error
+    status mean no. The answer is remembered for the URL's host (``reachable``): a server finds out once, at start-up,
+    whether its weights host can be reached, instead of each visitor's run waiting for a download to time out."""
+    ok = False
+    if allowed_url(url):
+        try:
+            req = urllib.request.Request(url, method="HEAD")
+            with urllib.request.urlopen(req, timeout=timeout or config.get("RESNET_DOWNLOAD_TIMEOUT_S")) as r:
+                ok = 200 <= r.status < 400
+        except (urllib.error.URLError, OSError, ValueError) as e:
+            log.warning("%s cannot be downloaded from here: %s", url, getattr(e, "reason", e))
+    with _lock:
+        _reachable[_host(url)] = ok
+    return ok
+
+
+def reachable(url: str) -> bool | None:
+    """What ``probe`` found for ``url``'s host (or a later download from it that succeeded); None: never probed."""
+    with _lock:
+        return _reachable.get(_host(url))
 
 
 def file_sha256(path: Path) -> str:
@@ -124,6 +154,7 @@ def fetch(url: str, dst: Path, *, max_bytes: int, sha256_prefix: str | None = No
     tmp.replace(dst)
     with _lock:
         _failures.pop(url, None)
+        _reachable[_host(url)] = True
     return dst
 
 

@@ -316,14 +316,32 @@ def has_imagenet(arch: str) -> bool:
         return False
 
 
+def downloads_allowed() -> bool:
+    """May a run download ImageNet weights: ``RESNET_ALLOW_DOWNLOAD``, unless the weights host was found unreachable
+    (``probe_imagenet``, at the app's start-up): then a run goes straight to the built-in source, as the page said,
+    instead of waiting for a download to time out."""
+    host = weights_url("resnet18")  # every arch's file is on the same host
+    return bool(config.get("RESNET_ALLOW_DOWNLOAD")) and downloads.reachable(host) is not False
+
+
+def probe_imagenet(arch: str) -> bool:
+    """Are ImageNet weights of ``arch`` to be had here: on disk, or downloadable (a ``HEAD`` request through
+    ``resnet.downloads.probe``, remembered; nothing is downloaded)? Blocks up to ``RESNET_DOWNLOAD_TIMEOUT_S``."""
+    if has_imagenet(arch):
+        return True
+    return bool(config.get("RESNET_ALLOW_DOWNLOAD")) and downloads.probe(weights_url(arch))
+
+
 def pretrained_source(arch: str, *, allow_download: bool | None = None) -> str:
     """Where the pretrained strategies of a fine-tune of ``arch`` would start from, without downloading anything:
-    ``"imagenet"`` (a checkpoint on disk, or a download that is allowed and has not just failed),
-    ``"builtin-source"`` (a stored backbone from ``python -m resnet pretrain``) or ``"random"``."""
+    ``"imagenet"`` (a checkpoint on disk, or a download that is allowed, to a host not found unreachable, and has not
+    just failed), ``"builtin-source"`` (a stored backbone from ``python -m resnet pretrain``) or ``"random"``."""
     if arch not in ARCHS:
         raise ValueError(f"unknown architecture {arch!r}; choose one of: {', '.join(ARCHS)}")
     if allow_download is None:
         allow_download = config.get("RESNET_ALLOW_DOWNLOAD")
-    if has_imagenet(arch) or (allow_download and downloads.retry_in(weights_url(arch)) <= 0):
+    url = weights_url(arch)
+    if has_imagenet(arch) or (allow_download and downloads.reachable(url) is not False
+                              and downloads.retry_in(url) <= 0):
         return "imagenet"
     return "builtin-source" if find_source(arch) else "random"

@@ -280,6 +280,25 @@ def test_cli_finetune_writes_the_summary(checkpoint, tmp_path, capsys):
     assert "epochs must be a whole number from 1 to 100" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize("preset", ["quick", "thorough"])
+def test_the_command_line_s_fine_tune_is_the_page_s_preset_and_a_flag_overrides_it(preset):
+    """``python -m resnet finetune`` (``--preset quick`` by default) runs what the page's preset runs: the two parsed
+    configurations are equal, field by field; any flag given replaces that one value."""
+    from resnet.cli import parser
+    from resnet.train.finetune import config_from_args
+    from resnet.ui.tabs import finetune as tab
+
+    def cli(*flags):
+        return config_from_args(parser().parse_args(["finetune", *flags]))
+    page = tab.make_config("synthetic", None, *tab.preset_values(preset))  # what Start sends on that preset
+    assert cli(*(["--preset", preset] if preset != "quick" else [])) == page
+    assert cli("--preset", preset, "--epochs", "3", "--per-class", "all", "--strategies", "head") == \
+        dataclasses.replace(page, epochs=3, per_class=None, strategies=("head",))
+    assert cli("--preset", preset, "--image-size", "96", "--lr", "0.01") == \
+        dataclasses.replace(page, image_size=96, lr=0.01)
+    assert tab.matching_preset(*tab.preset_values(preset)) == preset  # the page shows it as that preset
+
+
 def test_a_dataset_too_big_to_decode_is_refused_before_decoding():
     """Many small images asked for at a large size: refused with a sentence, nothing decoded."""
     cfg = FinetuneConfig(strategies="head", epochs=1, synthetic_images=40, image_size=512, batch_size=8,

@@ -53,7 +53,10 @@ def installed(tmp_path_factory):
     elsewhere = root / "elsewhere"
     elsewhere.mkdir()
     env = {k: v for k, v in os.environ.items() if not k.startswith(("PYTHON", "VIRTUAL_ENV", "RESNET_"))}
-    env.update(GRADIO_ANALYTICS_ENABLED="False", RESNET_ALLOW_DOWNLOAD="0", TORCH_HOME=str(root / "torch_home"),
+    # Offline and without weights, the app would prepare the built-in source in the background (tests/test_prepare.py):
+    # minutes of a core these tests do not need.
+    env.update(GRADIO_ANALYTICS_ENABLED="False", RESNET_ALLOW_DOWNLOAD="0", RESNET_PREPARE_SOURCE="0",
+               TORCH_HOME=str(root / "torch_home"),
                GRADIO_TEMP_DIR=str(root / "gradio"), MPLBACKEND="Agg")
     where = run([python, "-c", "import resnet; print(resnet.__file__)"], cwd=elsewhere, env=env).stdout.strip()
     package = Path(where).resolve().parent

@@ -47,7 +47,7 @@ from ..i18n import Text, error
 from ..models.resnet import ARCHS, build_model, from_state
 from ..models.transfer import STRATEGIES, TransferNet, frozen_features, prepare, save_export
 from ..preprocess import transform
-from ..weights import WeightsUnavailable, find_source, load_pretrained, read_source
+from ..weights import WeightsUnavailable, downloads_allowed, find_source, load_pretrained, read_source
 from .console import follow
 from .engine import EVAL_BATCH, Shard, Totals, adamw_cosine, evaluate, precise_bn, state_checksum
 
@@ -90,7 +90,7 @@ class FinetuneConfig:
     batch_size: int = 32
     lr: float | None = None              # None: each strategy's default (STRATEGIES[name].lr)
     weights: str | None = None           # an explicit pretrained checkpoint; else the cache / a download
-    allow_download: bool = field(default_factory=lambda: config.get("RESNET_ALLOW_DOWNLOAD"))
+    allow_download: bool = field(default_factory=downloads_allowed)  # the setting, unless found unreachable
     seed: int = 0
     cache_features: bool = True          # False: recompute the frozen part every step (for comparison)
     augmented_views: int = 0             # extra augmented views per training image in the feature cache
@@ -696,9 +696,19 @@ def _bn_inputs(cfg, x_train: torch.Tensor, cached: bool, data: _Data) -> torch.T
 # ---------------------------------------------------------------- command line
 
 def config_from_args(args, device: str | None = None) -> FinetuneConfig:
-    return FinetuneConfig(dataset=args.dataset, arch=args.arch, strategies=args.strategies, epochs=args.epochs,
-                          image_size=args.image_size, batch_size=args.batch_size, lr=args.lr, weights=args.weights,
-                          seed=args.seed, per_class=getattr(args, "per_class", None), device=device).validated()
+    """The command line's run: its preset's values (``estimate.PRESETS``, the Fine-tune tab's own: the same command
+    gives the page's result), each replaced by the flag's where one was given."""
+    from .estimate import DEFAULT_PRESET, PRESETS
+    preset = PRESETS[getattr(args, "preset", None) or DEFAULT_PRESET]
+
+    def given(name: str):
+        value = getattr(args, name, None)
+        return preset[name] if value is None else value
+    per_class = given("per_class")
+    return FinetuneConfig(dataset=args.dataset, arch=given("arch"), strategies=given("strategies"),
+                          epochs=given("epochs"), image_size=given("image_size"), batch_size=given("batch_size"),
+                          lr=given("lr") or None, weights=args.weights, seed=args.seed,  # lr 0: each strategy's own
+                          per_class=None if per_class == "all" else per_class, device=device).validated()
 
 
 def format_summary(result: RunResult) -> str:

@@ -222,13 +222,19 @@ def _pretrain(cfg: PretrainConfig, cancel) -> Iterator[Event]:
 
 # ---------------------------------------------------------------- command line
 
+def config_from_args(args) -> PretrainConfig:
+    """The command's recipe: its flags, the rest ``PretrainConfig``'s defaults (the server's own preparation of the
+    source, ``resnet.train.prepare.recipe``, is this at the flags' defaults)."""
+    return PretrainConfig(arch=args.arch, image_size=args.image_size, epochs=args.epochs, seed=args.seed,
+                          per_class=args.per_class, folder=args.out or None).validated()
+
+
 def run_cli(args) -> int:
     """``python -m resnet pretrain [--arch A] [--image-size N] [--epochs N]``: a tqdm bar, then where it was
     stored and its source accuracy."""
     import json
 
-    events = pretrain(args.arch, image_size=args.image_size, epochs=args.epochs, seed=args.seed,
-                      per_class=args.per_class, **({"folder": args.out} if args.out else {}))
+    events = pretrain(**config_from_args(args).to_dict())
     try:
         final = follow(events, step_label=lambda ev: f"pretrain {args.arch}")
     except KeyboardInterrupt:

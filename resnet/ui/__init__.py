@@ -11,6 +11,8 @@ from .. import device as devices
 from ..fonts import use_cjk_fallback
 from ..i18n import ASSETS, t, translations
 from ..serving import ModelCache, Settings
+from ..train import prepare
+from ..train.estimate import DEFAULT_PRESET, PRESETS
 from .tabs import about, architecture, classify, features, finetune, labs
 from . import disk, fairshare, links
 from .common import Context, lang
@@ -42,6 +44,9 @@ def create_app(settings: Settings | None = None, models: ModelCache | None = Non
     # that the first concurrent requests never import it in two threads at once (a circular-import error).
     import matplotlib.pyplot  # noqa: F401
     models = models or ModelCache(settings.cache_mb, allow_download=settings.allow_download)
+    # Offline, the first Start must still teach: find out once, in the background, whether the Fine-tune tab's
+    # default depth has ImageNet weights to be had, and if not, prepare the built-in source (``resnet.train.prepare``).
+    prepare.start(PRESETS[DEFAULT_PRESET]["arch"])
     i18n = gr.I18n(**translations())
     ctx = Context(settings, models, i18n)
     # delete_cache: Gradio's copies of uploads and of fine-tuned model files go after an hour.

@@ -9,6 +9,7 @@ import gradio as gr
 from ... import budget
 from ...errors import BadSetting
 from ...train import estimate as estimates
+from ...train import prepare
 from ...train.finetune import LIMITS, FinetuneConfig, run, verdict
 from ...i18n import Text, error, has, t
 from ..figures.training import training_figure
@@ -17,6 +18,7 @@ from ...models.transfer import STRATEGIES, load_export
 from .. import disk, sharing
 from ..progress import live, strip
 from ..common import arch_choices, early, friendly, lang, on_gpu, payload_path
+from .pretrain import stored_line
 
 DATASETS = ("synthetic", "hymenoptera", "flowers", "upload")  # labels: finetune.dataset_<name>
 PER_CLASS = ("5", "10", "25", "50", "all")  # the small-data knob's choices (FinetuneConfig.per_class; "all": None)
@@ -29,6 +31,7 @@ RESULT_COLUMNS = ("strategy", "pretrained", "trainable", "seconds", "best", "fin
 RESULT_WIDTHS = ["17%", "19%", "20%", "11%", "20%", "13%"]
 HISTORY_KEYS = ("epoch", "train_loss", "train_acc", "val_loss", "val_acc", "seconds")
 UI_REFRESH_S = 0.5  # how often the status line may update between epochs (also how soon Stop is noticed)
+PREPARE_REFRESH_S = 3.0  # how often the line before Start follows the server's own preparation of the source
 
 
 class Runs(sharing.Sessions):
@@ -92,7 +95,9 @@ def weights_word(source: str, L: str) -> str:
 
 
 def source_line(arch, strategies, allow_download: bool, L: str) -> str:
-    """What the pretrained strategies will start from, said before Start (never downloads to find out)."""
+    """What the pretrained strategies will start from, said before Start (never downloads to find out); while the
+    server finds out whether ImageNet weights can be had, or prepares the built-in source (``resnet.train.prepare``),
+    how far it is and what a run started now would start from."""
     from ...weights import pretrained_source
     from ...models.resnet import ARCHS
     if arch not in ARCHS:
@@ -103,8 +108,17 @@ def source_line(arch, strategies, allow_download: bool, L: str) -> str:
         source = pretrained_source(arch, allow_download=allow_download)
     except Exception:  # the line is advice; the run itself says what it started from
         return ""
+    title = ARCHS[arch].title
+    prep = prepare.status()
+    if prep.arch == arch and prep.state == "checking":
+        return t("finetune.source_checking", L, arch=title)
+    if prep.arch == arch and prep.state == "preparing" and source == "random":
+        if prep.seconds_left is None:
+            return t("finetune.source_preparing_start", L, arch=title, fraction=prep.fraction)
+        return t("finetune.source_preparing", L, arch=title, fraction=prep.fraction,
+                 time=show_time(prep.seconds_left, L))
     key = {"imagenet": "imagenet", "builtin-source": "builtin"}.get(source, "random")
-    return t(f"finetune.source_{key}", L, arch=ARCHS[arch].title)
+    return t(f"finetune.source_{key}", L, arch=title)
 
 
 def final_status(result, cfg, L: str) -> str:
@@ -112,7 +126,9 @@ def final_status(result, cfg, L: str) -> str:
     only when ``verdict`` finds the leader ahead by more than the noise; otherwise which strategies are tied."""
     source = getattr(result, "source", "imagenet" if result.pretrained else "random")
     pretrained_run = any(STRATEGIES[s.strategy].pretrained for s in result.summaries)
-    banner = t("finetune.random_start", L, arch=cfg.arch) + "\n\n" if pretrained_run and source == "random" else ""
+    prep = prepare.status()
+    key = "finetune.random_start_preparing" if prep.arch == cfg.arch and prep.running else "finetune.random_start"
+    banner = t(key, L, arch=cfg.arch) + "\n\n" if pretrained_run and source == "random" else ""
     if result.cancelled:
         return banner + t("finetune.status_stopped", L)
     if not result.summaries:
@@ -477,7 +493,7 @@ def build(ctx) -> None:
                 ctx.on_load(translate_headers, None, results)
                 files = gr.File(label=ctx("finetune.downloads"), file_count="multiple", interactive=False,
                                 elem_id="ft-files")
-        pretrain_done = _pretrain_section(ctx, arch)
+        pretraining = _pretrain_section(ctx, arch)
         with gr.Group():
             gr.Markdown(ctx("finetune.try_title"))
             with gr.Row():
@@ -516,8 +532,22 @@ def build(ctx) -> None:
         ctx.on_load(show_estimate, estimate_inputs, estimate)
         gr.on([arch.change, strategies.change], show_source, source_inputs, source, api_name="finetune_source",
               **ctx.cheap)
-        if pretrain_done is not None:  # a backbone just stored changes what the pretrained strategies start from
-            pretrain_done.then(show_source, source_inputs, source, api_visibility="private", **ctx.cheap)
+        # A backbone just stored changes what the pretrained strategies start from.
+        pretraining.event.then(show_source, source_inputs, source, api_visibility="private", **ctx.cheap)
+
+        # While the server finds out whether ImageNet weights can be had, or prepares the built-in source by itself
+        # (``resnet.train.prepare``), the line says how far it is, every few seconds; once it is over, the line says
+        # what runs start from now, the pretraining section what is stored, and the timer stops.
+        preparing = gr.Timer(PREPARE_REFRESH_S, active=prepare.status().running)
+
+        def refresh_source(arch, strategies, request: gr.Request = None):
+            L = lang(request)
+            going = prepare.status().running
+            stored = gr.skip() if going else stored_line(arch, L)
+            return source_line(arch, strategies, ctx.settings.allow_download, L), stored, gr.Timer(active=going)
+        preparing.tick(refresh_source, source_inputs,
+                       [source, pretraining.status, preparing],
+                       api_visibility="private", show_progress="hidden", **ctx.cheap)
         gr.on([c.change for c in estimate_inputs], show_estimate, estimate_inputs, estimate,
               api_name="finetune_estimate", trigger_mode="always_last", **ctx.cheap)
 
@@ -534,7 +564,7 @@ def build(ctx) -> None:
 
 
 def _pretrain_section(ctx, arch):
-    """The built-in pretraining source's section (``resnet.ui.tabs.pretrain``): button, progress, Stop. Returns its
-    pretraining event, whose end means a backbone may have been stored."""
+    """The built-in pretraining source's section (``resnet.ui.tabs.pretrain``): button, progress, Stop. Returns it:
+    its pretraining event's end means a backbone may have been stored; its status line says which."""
     from .pretrain import build_section
-    return build_section(ctx, arch).event
+    return build_section(ctx, arch)
