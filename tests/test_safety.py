@@ -128,9 +128,11 @@ def test_the_same_refusal_reaches_gradio_client_and_the_queue(app_server, server
         client.close()
 
 
+@pytest.mark.timeout(900)  # four training races one after another: minutes on a busy 2-core machine
 def test_a_visitor_holds_at_most_two_jobs_and_cannot_starve_the_layer_table(app_server, photos):
     # The default shares: two jobs per open page, two for all the page-less requests of an address together.
     greedy, neighbour, student = (Client(app_server, verbose=False) for _ in range(3))
+    calls = []
     try:
         # Three distinct jobs (identical ones would share one run, which counts a quarter: see test_fairshare.py).
         jobs = [greedy.submit(steps, 8, 0.05, api_name="/training_race") for steps in (150, 160, 170)]  # ~15 s each
@@ -147,7 +149,7 @@ def test_a_visitor_holds_at_most_two_jobs_and_cannot_starve_the_layer_table(app_
         # Raw HTTP from the same address: /call makes a new session each time, with no page open: those requests
         # share one pot of two. (Step counts no other test uses: a run another test left in the replay cache would
         # be a subscription, which costs a quarter.)
-        calls = [post(app_server, "training_race", [steps, 8, 0.05]) for steps in (13, 14)]
+        calls += [post(app_server, "training_race", [steps, 8, 0.05]) for steps in (13, 14)]
         assert [r.status_code for r in calls] == [200, 200]
         r = post(app_server, "training_race", [27, 8, 0.05])
         assert r.status_code == 422 and "without an open page already hold 2 jobs" in r.text
@@ -167,6 +169,9 @@ def test_a_visitor_holds_at_most_two_jobs_and_cannot_starve_the_layer_table(app_
     finally:
         for c in (greedy, neighbour, student):
             c.close()
+        for r in calls:  # the page-less runs to their end, so that no later test finds the address's pot taken
+            if r.status_code == 200:
+                httpx.get(f"{app_server}gradio_api/call/training_race/{r.json()['event_id']}", timeout=600).read()
 
 
 def test_quick_jobs_share_one_limit_and_cheap_ones_none(app_env):
@@ -324,7 +329,7 @@ def test_a_finetune_over_the_budget_is_refused_before_it_queues(app_server, monk
     seconds = time.perf_counter() - t0
     assert r.status_code == 422 and "over this server's" in r.text, r.text[:400]
     assert "fits" in r.text or "brings it under this limit" in r.text, r.text[:400]
-    assert seconds < 3, seconds  # about 0.05–0.5 s here; generous for a busy CI machine
+    assert seconds < 30, seconds  # no job ran (about 0.05–0.5 s here): generous for a busy CI machine
 
 
 def test_every_lab_over_the_budget_is_refused_before_it_queues(app_server, monkeypatch, photos):
