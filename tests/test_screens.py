@@ -136,7 +136,8 @@ FITS = """() => {
         if (el.closest(".visually-hidden, [data-testid=status-tracker]")) continue;
         const p = el.parentElement.getBoundingClientRect();
         if (p.right > W + 1 || p.left < -1) continue;
-        out.push(`${el.tagName}#${el.id}.${String(el.className).slice(0, 40)} ${Math.round(r.left)}…${Math.round(r.right)}`);
+        const name = `${el.tagName}#${el.id}.${String(el.className).slice(0, 40)}`;
+        out.push(`${name} ${Math.round(r.left)}…${Math.round(r.right)}`);
     }
     return {scroll: document.documentElement.scrollWidth, width: W, outside: out.slice(0, 8)};
 }"""

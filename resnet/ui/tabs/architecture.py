@@ -20,7 +20,7 @@ VERSIONS = (("arch.version.v1", "v1"), ("arch.version.v15", "v1.5"))
 MIN_SIZE, MAX_SIZE = 32, 1024
 # Shares of the table's width, not widths of the content: on a phone the five columns fit the screen (the block's
 # text wraps) instead of pushing parameters and multiply-adds, the numbers the table is for, out of sight.
-COLUMN_WIDTHS = ["18%", "17%", "25%", "20%", "20%"]
+COLUMN_WIDTHS = ["15%", "15%", "34%", "18%", "18%"]
 
 
 def headers(L: str) -> list[str]:

@@ -16,7 +16,7 @@ from ..figures.training import training_figure
 from ...predict import classify
 from ...models.transfer import STRATEGIES, load_export
 from .. import disk, sharing
-from ..progress import live, strip
+from ..progress import Steady, live, steadily, strip
 from ..common import arch_choices, early, friendly, lang, on_gpu, payload_path
 from .pretrain import stored_line
 
@@ -332,6 +332,17 @@ def make_handlers(ctx, runs: Runs):
         """Yields (status, curves, results, files, model choices, state) as training goes: the curves every epoch
         (the finished strategies' and the one training), the results table's rows as strategies finish. Progress goes
         to the tab's strip (``resnet.ui.progress``), never over these outputs."""
+        steady = Steady(progress)
+        outputs = steadily(updates(dataset, zip_file, strategies, arch, epochs, image_size, batch_size, lr, per_class,
+                                   state, request, steady), steady)
+        try:
+            async for out in outputs:
+                yield out
+        finally:
+            await outputs.aclose()
+
+    async def updates(dataset, zip_file, strategies, arch, epochs, image_size, batch_size, lr, per_class, state,
+                      request, progress):
         L = lang(request)
         cfg = make_config(dataset, zip_file, strategies, arch, epochs, image_size, batch_size, lr, per_class, L)
         session = getattr(request, "session_hash", None) or "anonymous"

@@ -393,11 +393,12 @@ def build(ctx) -> None:
             with gr.Row():
                 race_button = gr.Button(ctx("labs.race.run"), variant="primary", elem_id="labs-race-button")
                 race_stop = gr.Button(ctx("labs.race.stop"), variant="stop", elem_id="labs-race-stop")
-            race_bar = strip("labs-race-progress")  # the race's progress: its curves stay in view as they grow
+            race_bar = strip("labs-race-progress", bar=False)  # its curves stay in view as they grow
             race_plot = gr.Plot(label=ctx("labs.race.plot"), elem_id="labs-race-plot")
             race_text = gr.Markdown(elem_id="labs-race-text")
-            race = race_button.click(run_race, [steps, race_batch, lr], [race_plot, race_text], api_name="training_race",
-                                     preprocess=False, validator=early(check_race), **ctx.train, **live(race_bar))
+            race = race_button.click(run_race, [steps, race_batch, lr], [race_plot, race_text],
+                                     api_name="training_race", preprocess=False, validator=early(check_race),
+                                     **ctx.train, **live(race_bar))
             race_stop.click(None, None, None, cancels=[race], api_visibility="private")
 
         with gr.Accordion(ctx("labs.deep.title"), open=False, elem_id="labs-deep"):
@@ -408,7 +409,7 @@ def build(ctx) -> None:
                 deep_setting = gr.Radio([(ctx(f"labs.setting.{k}"), k) for k in labs.SETTINGS], value="bn",
                                         label=ctx("labs.flow.settings"))
             deep_button = gr.Button(ctx("labs.deep.run"), variant="primary", elem_id="labs-deep-button")
-            deep_bar = strip("labs-deep-progress")
+            deep_bar = strip("labs-deep-progress", bar=False)
             deep_plot = gr.Plot(label=ctx("labs.deep.plot"), elem_id="labs-deep-plot")
             deep_text = gr.Markdown(elem_id="labs-deep-text")
             deep_button.click(run_deep, [deep_batch, deep_setting], [deep_plot, deep_text], api_name="deep_network",
@@ -445,7 +446,7 @@ def build(ctx) -> None:
                 bn_train_button = gr.Button(ctx("labs.bn.run_train"), variant="primary",
                                             elem_id="labs-bn-train-button")
                 bn_train_stop = gr.Button(ctx("labs.race.stop"), variant="stop")
-            bn_train_bar = strip("labs-bn-train-progress")
+            bn_train_bar = strip("labs-bn-train-progress", bar=False)
             bn_train_plot = gr.Plot(label=ctx("labs.bn.run_plot"), elem_id="labs-bn-train-plot")
             bn_train_text = gr.Markdown(elem_id="labs-bn-train-text")
             bn_train = bn_train_button.click(run_bn_training, [bn_train_steps], [bn_train_plot, bn_train_text],

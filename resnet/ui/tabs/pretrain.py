@@ -18,7 +18,7 @@ from ...train.pretrain import DEFAULTS, LIMITS, PretrainConfig, pretrain
 from ...weights import WeightsUnavailable, _stamp, find_source, read_source
 from .. import sharing
 from ..common import early, friendly, lang, on_gpu
-from ..progress import live, strip
+from ..progress import Steady, live, steadily, strip
 
 UI_SIZES = (32, 128)    # the slider's range (the library allows up to LIMITS["image_size"])
 UI_EPOCHS = (1, 20)
@@ -104,6 +104,15 @@ def make_handlers(switches: sharing.Sessions):
     async def start(arch, image_size, epochs, request: gr.Request = None, progress=gr.Progress()):
         """Yields (status line, curves) as it trains: the curves after every epoch; the last line says where the
         backbone was stored. Progress goes to the section's strip (``resnet.ui.progress``), not over these."""
+        steady = Steady(progress)
+        outputs = steadily(updates(arch, image_size, epochs, request, steady), steady)
+        try:
+            async for out in outputs:
+                yield out
+        finally:
+            await outputs.aclose()
+
+    async def updates(arch, image_size, epochs, request, progress):
         L = lang(request)
         cfg = make_config(arch, image_size, epochs)
         session = getattr(request, "session_hash", None) or "anonymous"
