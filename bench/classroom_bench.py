@@ -301,7 +301,7 @@ def flood(server, args, kind: str) -> None:
     import uuid
 
     import httpx
-    from gradio_client import Client, handle_file
+    from gradio_client import handle_file
     deps = httpx.get(f"{server.url}config", timeout=60).json()["dependencies"]
     index = next(d["id"] for d in deps if d.get("api_name") == "training_race")
     steps = [60 if kind == "identical" else 1000 + i for i in range(args.flood)]
