@@ -111,7 +111,7 @@ def test_the_race_curves_stay_in_view_and_change_while_it_trains(browser, app_se
     page = new_page(browser)
     page.goto(f"{app_server}?tab=labs")
     page.locator("#labs-race-button").wait_for()
-    steps = page.locator("#labs-flow .block", has_text="Training steps").locator("input[type=number]").first
+    steps = page.locator("#labs-race-steps input[type=number]")
     steps.fill("300")  # a race of this test alone, long enough to be watched, then stopped
     steps.press("Enter")
     page.locator("#labs-race-button").click()

@@ -173,7 +173,7 @@ def test_every_tab_in_chinese_after_its_default_action(zh_page, class_names, pho
     open_tab(page, t("tab.labs", "zh-CN"))
     page.locator("#labs-flow-button").click()
     playwright.expect(page.locator("#labs-flow-text")).not_to_be_empty(timeout=120_000)
-    steps = page.locator(".block", has_text=t("labs.race.steps", "zh-CN")).locator("input[type=number]").first
+    steps = page.locator("#labs-race-steps input[type=number]")  # (a block "with the text" was the whole section)
     steps.fill(str(LAB_LIMITS["race_steps"][0]))
     steps.press("Enter")
     page.locator("#labs-race-button").click()

@@ -387,7 +387,8 @@ def build(ctx) -> None:
 
             gr.Markdown(ctx("labs.race.explain"))
             with gr.Row():
-                steps = gr.Slider(*LIMITS["race_steps"], DEFAULTS["race_steps"], step=10, label=ctx("labs.race.steps"))
+                steps = gr.Slider(*LIMITS["race_steps"], DEFAULTS["race_steps"], step=10, label=ctx("labs.race.steps"),
+                                  elem_id="labs-race-steps")
                 race_batch = gr.Slider(8, 64, DEFAULTS["race_batch"], step=8, label=ctx("labs.batch_size"))
                 lr = gr.Number(DEFAULTS["race_lr"], label=ctx("labs.race.lr"), minimum=0.001, maximum=1)
             with gr.Row():
