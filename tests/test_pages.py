@@ -80,3 +80,10 @@ def test_an_address_and_the_whole_queue_are_bounded():
     assert fairshare.judge(held(address=96), page, 1.0, False, 128).full  # three quarters of the queue
     assert fairshare.judge(held(events=128), page, 0.25, False, 128).full
     assert fairshare.judge(held(anonymous=64), fairshare.Holder("10.0.0.2", "", False), 1.0, False, 128).full
+
+
+def test_a_queue_of_one_serves_one_request_at_a_time():
+    page = fairshare.Holder("10.0.0.1", "s1", True)
+    anon = fairshare.Holder("10.0.0.1", "", False)
+    assert fairshare.judge(held(), page, 1.0, False, 1).ok and fairshare.judge(held(), anon, 1.0, False, 1).ok
+    assert fairshare.judge(held(events=1, address=1, mine=1), page, 1.0, False, 1).full

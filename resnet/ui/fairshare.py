@@ -135,11 +135,11 @@ def judge(held: Holdings, holder: Holder, cost: float, run: bool, max_queue: int
         per = config.get("RESNET_JOBS_PER_ADDRESS")
         if held.mine + cost > per + 1e-9:
             return Verdict(False, "fair.address", per)
-        if held.anonymous + cost > max_queue / 2:
+        if held.anonymous + cost > max(1.0, max_queue / 2):
             return Verdict(False, full=True)
     if run and held.runs + 1 > config.get("RESNET_RUNS_PER_ADDRESS"):
         return Verdict(False, "fair.runs", config.get("RESNET_RUNS_PER_ADDRESS"))
-    if held.address + cost > max_queue * 3 / 4:
+    if held.address + cost > max(1.0, max_queue * 3 / 4):  # a tiny queue still serves one at a time
         return Verdict(False, full=True)
     return Verdict(True)
 
