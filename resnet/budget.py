@@ -22,27 +22,24 @@ the built-in set with three strategies for five epochs, is 4.1 and needs about 0
 from __future__ import annotations
 
 import dataclasses
-import math
 import os
-import threading
 from dataclasses import dataclass
 from functools import lru_cache
 
 import torch
-from torch import nn
 
 from . import config
 from . import device as devices
+from .checks import choices, short, what_text, whole
 from .errors import BadSetting, BudgetExceeded
-from .i18n import Text, error, has
+from .i18n import Text, error
+from .job import Cost, Job
+from .profile import ADAM_BYTES, META_LOCK, SGD_BYTES, TRANSIENT, Profile, act_bytes, count, resnet_profile
 
 GB = 2 ** 30
 MB = 2 ** 20
 CPU_WORK_TMACS, GPU_WORK_TMACS = 60.0, 2000.0
 MEMORY_SHARE = 0.6          # of the memory available when a job is checked
-ADAM_BYTES = 16             # fp32 weight, gradient and AdamW's two moments per trainable parameter
-SGD_BYTES = 12              # weight, gradient, momentum
-TRANSIENT = 3               # widest activation × this: gradients in and out of a layer, or a no-grad pass's in/out
 # (train, val) of a named data set, for the check before it is loaded (flowers: 10 % of each class held out)
 KNOWN_COUNTS = {"hymenoptera": (244, 153), "flowers": (3303, 367)}
 # What finetune.run keeps per run beside its arrays (see finetune.EVAL_BATCH / BN_IMAGES; copied to avoid a cycle).
@@ -89,83 +86,6 @@ def machine_budget(device: torch.device | str | None = None) -> Budget:
     return Budget(memory, host, work, dev.type)
 
 
-# ---------------------------------------------------------------------------- counting on the meta device
-
-@dataclass(frozen=True)
-class Profile:
-    """Per-image counts of one network at one input size, per top-level part (``conv1`` … ``layer4``, ``fc``)."""
-
-    saved: dict      # part → elements of its leaf modules' outputs (what a backward pass keeps)
-    widest: dict     # part → the largest single leaf output (elements)
-    macs: dict       # part → multiply-adds
-    params: dict     # part → parameters
-    out: dict        # part → elements of the part's own output
-
-    def scaled(self, factor: float) -> "Profile":
-        """Roughly this network at ``factor`` times the input side: maps scale by its square, vectors stay (a
-        first guess for a size that fits, checked with an exact count before it is offered)."""
-        f2 = factor * factor
-        grow = lambda d: {k: (v if k in ("avgpool", "fc") else int(v * f2)) for k, v in d.items()}  # noqa: E731
-        return Profile(grow(self.saved), grow(self.widest), grow(self.macs), dict(self.params), grow(self.out))
-
-    def total(self, key: str, parts=None) -> int:
-        d = getattr(self, key)
-        vals = [d[p] for p in (parts if parts is not None else d)]
-        return max(vals, default=0) if key == "widest" else sum(vals)
-
-
-_META_LOCK = threading.Lock()  # a meta model is shared; its hooks must see one pass at a time
-
-
-def count(model: nn.Module, size: int, channels: int = 3) -> Profile:
-    """One pass of ``model`` (on the meta device) on a 1×channels×size×size input, counting as ``Profile`` says."""
-    saved, widest, macs, params, out = {}, {}, {}, {}, {}
-    handles = []
-
-    def leaf_hook(part):
-        def hook(m, inputs, output):
-            n = output.numel()
-            saved[part] += n
-            widest[part] = max(widest[part], n)
-            if isinstance(m, nn.Conv2d):
-                kh, kw = m.kernel_size
-                macs[part] += n * (m.in_channels // m.groups) * kh * kw
-            elif isinstance(m, nn.Linear):
-                macs[part] += n * m.in_features
-        return hook
-
-    def part_hook(part):
-        def hook(m, inputs, output):
-            out[part] = output.numel()
-        return hook
-
-    for part, child in model.named_children():
-        saved[part] = widest[part] = macs[part] = out[part] = 0
-        params[part] = sum(p.numel() for p in child.parameters())
-        handles.append(child.register_forward_hook(part_hook(part)))
-        handles += [m.register_forward_hook(leaf_hook(part)) for m in child.modules() if not list(m.children())]
-    try:
-        with torch.no_grad():
-            model.eval()(torch.empty(1, channels, size, size, device="meta"))
-    finally:
-        for h in handles:
-            h.remove()
-    return Profile(saved, widest, macs, params, out)
-
-
-@lru_cache(maxsize=16)
-def _meta_resnet(arch: str) -> nn.Module:
-    from .models.resnet import build_model
-    return build_model(arch, device="meta")
-
-
-@lru_cache(maxsize=256)
-def resnet_profile(arch: str, size: int) -> Profile:
-    """``count`` for ``resnet.build_model(arch)`` at ``size`` px (cached: a few milliseconds to 0.1 s cold)."""
-    with _META_LOCK:
-        return count(_meta_resnet(arch), size)
-
-
 @lru_cache(maxsize=256)
 def lab_profile(name: str, residual: bool, setting: str, widths: tuple, size: int) -> Profile:
     """``count`` for ``resnet.analysis.labs.lab_net``. A CIFAR net of n blocks per stage counts exactly what one of one
@@ -173,7 +93,7 @@ def lab_profile(name: str, residual: bool, setting: str, widths: tuple, size: in
     is counted in milliseconds instead of the seconds a 1202-layer meta pass takes."""
     from .analysis.labs import CIFAR_NETS, lab_net
     if name not in CIFAR_NETS:
-        with _META_LOCK:
+        with META_LOCK:
             return count(lab_net(name, residual, setting=setting, widths=widths, device="meta"), size)
 
     one, two = (_cifar_profile(n, residual, setting, widths, size) for n in (1, 2))
@@ -190,16 +110,11 @@ def _cifar_profile(n: int, residual: bool, setting: str, widths: tuple, size: in
         net = CifarResNet(n, residual, 10, widths)
     if not SETTINGS[setting].batchnorm:
         _strip_batchnorm(net)
-    with _META_LOCK:
+    with META_LOCK:
         return count(net, size)
 
 
 # ---------------------------------------------------------------------------- helpers
-
-def act_bytes(dev: torch.device, size: int | None) -> int:
-    """Bytes per activation element of a training step on inputs ``size`` px across (mixed precision: 2)."""
-    return 2 if devices.amp_dtype(dev, size) is not None else 4
-
 
 def show_bytes(n: float) -> str:
     return f"{n / GB:,.0f} GB" if n >= 10 * GB else f"{n / GB:.1f} GB" if n >= GB else f"{max(n, MB) / MB:,.0f} MB"
@@ -209,51 +124,49 @@ def show_macs(n: float) -> str:
     return f"{n / 1e12:,.0f} TMACs" if n >= 1e13 else f"{n / 1e12:.1f} TMACs" if n >= 1e11 else f"{n / 1e9:,.1f} GMACs"
 
 
-# The sentences below are ``resnet.i18n.Text``s (``budget.*`` in assets/i18n/safety.json): English as ``str(e)`` for
-# the command line and the logs, and in the visitor's language on the page (``resnet.i18n.message``).
+# ---------------------------------------------------------------------------- admitting a job
 
-def _what(what: str) -> Text | str:
-    """A setting's name (``"batch size"``) as a translatable ``budget.what.batch_size`` where the table has it."""
-    key = "budget.what." + what.replace(" ", "_").replace("-", "_")
-    return Text(key) if has(key) else what
+def admit(job: Job, device: torch.device | str | None = None) -> Cost:
+    """``job``'s cost if it fits this machine's budget; else ``BudgetExceeded`` with the job's own sentence and the
+    best offer it finds that fits (``job.offers``, searched with the ``fits`` predicate below)."""
+    job = job.validated()
+    dev = torch.device(device) if device is not None else job.device()
+    budget = machine_budget(dev)
+    need = job.cost(dev)
+    why = need.over(budget.memory, budget.host, budget.work)
+    if why is None:
+        return need
+    order = ("memory", "data", "work")
 
+    def fits(only: str | None = None, **change) -> bool:
+        """Does the job with ``change`` meet every limit (``only=None``), or at least ``only`` and the limits
+        before it (a later limit may then speak, with its own offer)?"""
+        try:
+            variant = dataclasses.replace(job, **change).validated()
+        except ValueError:
+            return False
+        left = variant.cost(dev).over(budget.memory, budget.host, budget.work)
+        return left is None or (only is not None and left in order and order.index(left) > order.index(only))
 
-def whole(value, lo: int, hi: int, what: str) -> int:
-    """``value`` as an int in [lo, hi] (an integral float is accepted: sliders send them), else one sentence.
-    ``what`` names the setting in English (``"batch size"``); its translation is ``budget.what.batch_size``."""
-    ok = isinstance(value, int) or (isinstance(value, float) and math.isfinite(value) and value.is_integer())
-    if isinstance(value, bool) or not ok or not lo <= value <= hi:
-        raise error(BadSetting, "budget.whole", what=_what(what), lo=lo, hi=hi, value=_short(value))
-    return int(value)
-
-
-def choices(values, allowed, what: str, limit: int | None = None) -> tuple:
-    """A list input from the API: one name or a list of names from ``allowed``, duplicates collapsed, capped."""
-    if isinstance(values, str):
-        values = [v for v in values.split(",")]
-    if not isinstance(values, (list, tuple)):
-        raise error(BadSetting, "budget.not_a_list", what=_what(what), value=_short(values))
-    limit = limit or len(allowed)
-    if len(values) > 4 * limit:  # a request padded with thousands of copies is not worth reading
-        raise error(BadSetting, "budget.at_most", limit=limit, what=_what(what))
-    out = []
-    for v in values:
-        v = v.strip() if isinstance(v, str) else v
-        if not isinstance(v, str) or v not in allowed:
-            raise error(BadSetting, "budget.unknown", what=_what(what[:-1] if what.endswith("s") else what),
-                        value=_short(v), allowed=", ".join(allowed))
-        if v not in out:
-            out.append(v)
-    if not out:
-        raise error(BadSetting, "budget.at_least_one", what=_what(what))
-    if len(out) > limit:
-        raise error(BadSetting, "budget.at_most", limit=limit, what=_what(what))
-    return tuple(out)
+    options, every_limit = job.offers(why, fits)
+    raise job.refusal(why, need, budget, fits_text(*options[:2], whole=every_limit) if options else None)
 
 
-def _short(value) -> str:
-    text = repr(value)
-    return text if len(text) <= 24 else text[:20] + "…"
+def largest(lo: int, hi: int, ok) -> int | None:
+    """The largest v in [lo, hi] with ok(v), for ok monotone (true below some point); None if none."""
+    if hi < lo or not ok(lo):
+        return None
+    while lo < hi:
+        mid = (lo + hi + 1) // 2
+        lo, hi = (mid, hi) if ok(mid) else (lo, mid - 1)
+    return lo
+
+
+def fits_text(offer: Text, other: Text | None = None, *, whole: bool = True) -> Text:
+    """"batch size 8 fits." / "batch size 8 (or 96 px) fits."; an offer that meets only the limit named (another
+    limit would still refuse it) says so: "… brings it under this limit."."""
+    key = "budget.fits" if whole else "budget.fits_limit"
+    return Text(key + "_or", offer=offer, other=other) if other else Text(key, offer=offer)
 
 
 # ---------------------------------------------------------------------------- fine-tuning
@@ -399,16 +312,6 @@ def finetune_estimate(cfg, n_images: int | None = None, *, n_train: int | None =
     return Estimate(dev_peak if on_gpu else host_peak, host_peak, work, step_max, data, what)
 
 
-def _largest(lo: int, hi: int, ok) -> int | None:
-    """The largest v in [lo, hi] with ok(v), for ok monotone (true below some point); None if none."""
-    if hi < lo or not ok(lo):
-        return None
-    while lo < hi:
-        mid = (lo + hi + 1) // 2
-        lo, hi = (mid, hi) if ok(mid) else (lo, mid - 1)
-    return lo
-
-
 def _smaller_size(cfg, ok) -> int | None:
     """The largest image size below cfg's, a multiple of 16 as on the page's slider, that passes ``ok(size,
     guess)``: first by the scaled counts (no meta pass), then confirmed, stepping down, with exact ones."""
@@ -474,10 +377,10 @@ def check_finetune(cfg, n_images: int | None = None, *, n_train: int | None = No
     def offers(only: str | None) -> list[Text]:
         out = []
         if why == "memory":
-            bs = _largest(1, cfg.batch_size - 1, lambda v: fits(only, batch_size=v))
+            bs = largest(1, cfg.batch_size - 1, lambda v: fits(only, batch_size=v))
             out += [Text("budget.offer.batch_size", n=bs)] if bs else []
         if why == "work":
-            ep = _largest(1, cfg.epochs - 1, lambda v: fits(only, epochs=v))
+            ep = largest(1, cfg.epochs - 1, lambda v: fits(only, epochs=v))
             out += [_epochs(ep)] if ep else []
         size = _smaller_size(cfg, lambda v, guess: fits(only, guess, image_size=v))
         return out + ([Text("budget.offer.size", size=size)] if size else [])
@@ -488,7 +391,7 @@ def check_finetune(cfg, n_images: int | None = None, *, n_train: int | None = No
     if not options and why in ("memory", "work"):  # no one knob is enough: a smaller size, then the most that fits
         knob, lo = ("batch_size", 2) if why == "memory" else ("epochs", 1)
         size = _smaller_size(cfg, lambda v, guess: fits(why, guess, image_size=v, **{knob: lo}))
-        best = size and _largest(lo, getattr(cfg, knob), lambda v: fits(why, image_size=size, **{knob: v}))
+        best = size and largest(lo, getattr(cfg, knob), lambda v: fits(why, image_size=size, **{knob: v}))
         if best:
             offer = Text("budget.offer.batch_size", n=best) if knob == "batch_size" else _epochs(best)
             options.append(Text("budget.offer.at_size", offer=offer, size=size))
@@ -497,7 +400,7 @@ def check_finetune(cfg, n_images: int | None = None, *, n_train: int | None = No
         whole = smaller is not None
         options.append(Text("budget.offer.arch", title=smaller) if smaller else
                        Text("budget.offer.fewer_images") if known else Text("budget.offer.fewer_strategies"))
-    fits = _fits(*options[:2], whole=whole)
+    fits = fits_text(*options[:2], whole=whole)
     title = ARCHS[cfg.arch].title
     images = Text("budget.images.one" if n_images == 1 else "budget.images", n=n_images)
     if why == "memory":
@@ -517,13 +420,6 @@ def check_finetune(cfg, n_images: int | None = None, *, n_train: int | None = No
 
 def _epochs(n: int) -> Text:
     return Text("budget.offer.epochs.one" if n == 1 else "budget.offer.epochs", n=n)
-
-
-def _fits(offer: Text, other: Text | None = None, *, whole: bool = True) -> Text:
-    """"batch size 8 fits." / "batch size 8 (or 96 px) fits."; an offer that meets only the limit named (another
-    limit would still refuse it) says so: "… brings it under this limit."."""
-    key = "budget.fits" if whole else "budget.fits_limit"
-    return Text(key + "_or", offer=offer, other=other) if other else Text(key, offer=offer)
 
 
 # The one-off phases of ``finetune_estimate`` that may be a run's largest, as the refusal names them.
@@ -548,8 +444,8 @@ def _check_lab(what: Text, need, value: int, lo: int, offer: str, otherwise: Tex
 
     if within(value):
         return
-    best = _largest(lo, value - 1, within)
-    fits = _fits(Text(offer, n=best) if best else otherwise)
+    best = largest(lo, value - 1, within)
+    fits = fits_text(Text(offer, n=best) if best else otherwise)
     mem, work = need(value)
     if mem > budget.host:
         raise error(BudgetExceeded, "budget.lab.memory", what=what, need=show_bytes(mem),
@@ -617,7 +513,7 @@ def check_training_race(steps, batch_size, nets, n_images, widths) -> tuple[int,
     for item in nets:
         if not (isinstance(item, (list, tuple)) and len(item) == 2 and item[0] in LAB_NETS
                 and isinstance(item[1], bool)):
-            raise error(BadSetting, "budget.race.pair", value=_short(item))
+            raise error(BadSetting, "budget.race.pair", value=short(item))
         if tuple(item) not in pairs:
             pairs.append(tuple(item))
     if len(pairs) > 8:
@@ -658,7 +554,7 @@ def check_deep_network(name, batch_size, image_size, setting) -> tuple[int, int]
     if name not in CIFAR_NETS:
         raise error(BadSetting, "budget.deep.net", allowed=", ".join(CIFAR_NETS))
     if setting not in SETTINGS:
-        raise error(BadSetting, "budget.unknown", what=_what("setting"), value=_short(setting),
+        raise error(BadSetting, "budget.unknown", what=what_text("setting"), value=short(setting),
                     allowed=", ".join(SETTINGS))
     batch_size = whole(batch_size, 2, 32, "batch size")
     image_size = whole(image_size, 8, 128, "image size")
@@ -738,11 +634,11 @@ def check_pretrain(cfg, device: torch.device | str | None = None) -> Estimate:
         return pretrain_estimate(cfg, dev)
     e = pretrain_estimate(cfg, dev)
     knob, lo = ("batch_size", 2) if why == "memory" else ("epochs", 1)
-    best = _largest(lo, getattr(cfg, knob) - 1, lambda v: over(dataclasses.replace(cfg, **{knob: v})) is None)
+    best = largest(lo, getattr(cfg, knob) - 1, lambda v: over(dataclasses.replace(cfg, **{knob: v})) is None)
     sizes = [s for s in range(cfg.image_size - 16, 31, -16) if over(dataclasses.replace(cfg, image_size=s)) is None]
     options = ([Text("budget.offer.batch_size", n=best) if knob == "batch_size" else _epochs(best)] if best else []) \
         + ([Text("budget.offer.size", size=sizes[0])] if sizes else [])
-    fits = _fits(*options[:2]) if options else Text("budget.pretrain.none")
+    fits = fits_text(*options[:2]) if options else Text("budget.pretrain.none")
     title = ARCHS[cfg.arch].title
     if why == "memory":
         need, limit = (e.memory, budget.memory) if e.memory > budget.memory else (e.host, budget.host)

@@ -17,7 +17,7 @@ import torch
 from PIL import Image
 
 import resnet.train.finetune as finetune
-from resnet import budget
+from resnet import budget, profile
 from resnet.analysis import labs
 from resnet.budget import BudgetExceeded, check_finetune
 from resnet.train.finetune import LIMITS, FinetuneConfig
@@ -148,7 +148,7 @@ def test_every_arch_at_its_largest_settings_is_refused_at_once_before_any_loadin
     monkeypatch.setattr(finetune, "load_dataset", fail_if_called)
     monkeypatch.setattr(finetune, "_backbone_state", fail_if_called)
     budget.resnet_profile.cache_clear()  # cold: the meta pass runs too (its time is bench/budget_bench.py's)
-    budget._meta_resnet.cache_clear()
+    profile._meta_resnet.cache_clear()
     cfg = FinetuneConfig(arch=arch, dataset="synthetic" if dataset == "synthetic" else str(tmp_path / "x.zip"),
                          strategies="all,last,head,replace,scratch", epochs=LIMITS["epochs"][1], **LARGEST)
     with pytest.raises(BudgetExceeded) as e:  # refused before any loading: both loaders fail if called

@@ -13,7 +13,8 @@ import pytest
 
 from resnet.analysis import labs
 from resnet.train.finetune import FinetuneConfig, run
-from resnet.train.jobs import TICK, Jobs, job_key
+from resnet.keys import job_key
+from resnet.train.jobs import TICK, Jobs
 from resnet.ui.sharing import finetune_key
 
 pytestmark = pytest.mark.unit

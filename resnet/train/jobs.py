@@ -24,15 +24,11 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-import hashlib
-import json
 import logging
-import math
 import sys
 import threading
 import time
 from collections import Counter, OrderedDict, deque
-from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator
 
 from .. import config
@@ -40,102 +36,6 @@ from .. import config
 log = logging.getLogger("resnet.jobs")
 
 TICK = object()  # what ``Subscription.events(timeout=…)`` yields when nothing new came within the timeout
-
-
-# ------------------------------------------------------------------------------------------- keys
-
-_code_version: str | None = None
-
-
-def code_version() -> str:
-    """SHA-256 of every ``.py`` file of the ``resnet`` package (and torch's version), computed once per process."""
-    global _code_version
-    if _code_version is None:
-        import torch
-        root = Path(__file__).resolve().parent.parent
-        h = hashlib.sha256(f"torch {torch.__version__}\n".encode())
-        for path in sorted(root.rglob("*.py")):
-            h.update(str(path.relative_to(root)).encode() + b"\0" + path.read_bytes() + b"\0")
-        _code_version = h.hexdigest()
-    return _code_version
-
-
-def canonical(value: Any) -> Any:
-    """A JSON-able, order-stable form of ``value``: tuples and sets as lists, paths as strings, dataclasses as
-    dicts; floats that are whole numbers stay floats (``2.0`` and ``2`` differ: canonicalise settings first)."""
-    if isinstance(value, dict):
-        return {str(k): canonical(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [canonical(v) for v in value]
-    if isinstance(value, (set, frozenset)):
-        return sorted((canonical(v) for v in value), key=lambda v: json.dumps(v, sort_keys=True))
-    if dataclasses.is_dataclass(value) and not isinstance(value, type):
-        return canonical(dataclasses.asdict(value))
-    if isinstance(value, Path):
-        return str(value)
-    if isinstance(value, float) and not math.isfinite(value):
-        return repr(value)
-    if value is None or isinstance(value, (bool, int, float, str)):
-        return value
-    raise TypeError(f"job_key: {type(value).__name__} has no canonical form; pass plain values")
-
-
-def job_key(endpoint: str, **parts) -> str:
-    """The SHA-256 of the canonical JSON (sorted keys) of ``endpoint``, ``parts`` and the code version."""
-    doc = {"endpoint": endpoint, "parts": canonical(parts), "code": code_version()}
-    return hashlib.sha256(json.dumps(doc, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
-
-
-_file_hashes: OrderedDict = OrderedDict()
-_file_lock = threading.Lock()
-
-
-def file_identity(path: str | Path) -> str:
-    """``sha256:<hex>`` of a file's bytes, remembered while its size, time and inode stay the same."""
-    import os
-    st = os.stat(path)
-    stamp = (str(path), st.st_size, st.st_mtime_ns, st.st_ino)
-    with _file_lock:
-        if stamp in _file_hashes:
-            _file_hashes.move_to_end(stamp)
-            return _file_hashes[stamp]
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    digest = "sha256:" + h.hexdigest()
-    with _file_lock:
-        _file_hashes[stamp] = digest
-        while len(_file_hashes) > 256:
-            _file_hashes.popitem(last=False)
-    return digest
-
-
-def weights_identity(arch: str, *, path: str | None = None, allow_download: bool = False) -> str:
-    """What pretrained weights a run of ``arch`` starts from, without downloading: ``sha256:<hex>`` of the
-    checkpoint on disk it would load; ``download:<file>`` for the official file it would download (its hash is in
-    its name); ``builtin-source:sha256:<hex>`` for a backbone from ``python -m resnet pretrain``; else ``"random"``
-    (the engine's seeded random backbone)."""
-    from .. import weights
-    if path:
-        try:
-            return file_identity(path)
-        except OSError:
-            return f"missing:{Path(path).name}"
-    try:
-        return file_identity(weights.find_weights(arch, download_ok=False))
-    except (weights.WeightsUnavailable, OSError):
-        pass
-    if allow_download:
-        return "download:" + weights.file_name(arch)
-    find_source = getattr(weights, "find_source", None)
-    source = find_source(arch) if find_source is not None else None
-    if source is not None:
-        try:
-            return "builtin-source:" + file_identity(source)
-        except OSError:
-            pass
-    return "random"
 
 
 # ------------------------------------------------------------------------------------------- sizes

@@ -21,7 +21,8 @@ from typing import Any, Callable
 import gradio as gr
 
 from ..i18n import t
-from ..train.jobs import JOBS, TICK, Subscription, file_identity, job_key, weights_identity  # noqa: F401
+from ..keys import file_identity, job_key, weights_identity  # noqa: F401
+from ..train.jobs import JOBS, TICK, Subscription  # noqa: F401
 
 log = logging.getLogger("resnet.ui")
 BUILTIN_DATASETS = ("synthetic", "hymenoptera", "flowers")  # identified by name and parameters, not bytes
