@@ -190,15 +190,7 @@ def _train(cfg, name, state, pretrained, dev, data: RunData, result: RunResult, 
         gen.manual_seed(seed + shard.rank)
     trainable, total = net.param_counts()
     lr = cfg.lr or s.lr
-    cached = bool(s.cache_point) and cfg.cache_features and name not in data.uncached
-    if cached:
-        feats = data.features[s.cache_point]
-        x_train, y_train, x_val = feats.train, data.features_y, feats.val
-        features = (f"frozen {s.cache_point.replace('_', ' ')} features, computed once with the eval transform"
-                    + (f" (+{cfg.augmented_views} augmented views)" if cfg.augmented_views else ""))
-    else:
-        x_train, y_train, x_val = data.train_u8, data.train_y, data.val_x
-        features = "augmented images every step" + (", frozen part recomputed every step" if s.cache_point else "")
+    cached, x_train, y_train, x_val, features = _fed_with(cfg, name, data)
     augment = transform("train", cfg.image_size, decoded=True, generator=gen)
     bn_x = _bn_inputs(cfg, x_train, cached, data)
     # What the trained part sees, images or cached features (a small map or a vector), sets precision and layout.
@@ -249,6 +241,18 @@ def _train(cfg, name, state, pretrained, dev, data: RunData, result: RunResult, 
         final_val_loss=hist["val_loss"][-1], final_train_acc=hist["train_acc"][-1], seconds=elapsed,
         seconds_per_epoch=elapsed / cfg.epochs, images_per_s=seen_total / max(train_seconds, 1e-9),
         epochs=cfg.epochs, lr=lr, cached_features=cached, features=features, rank_checksums=checksums)
+
+
+def _fed_with(cfg, name: str, data: RunData) -> tuple:
+    """(on cached features?, training inputs, their labels, validation inputs, those inputs in words)."""
+    point = STRATEGIES[name].cache_point
+    if point and cfg.cache_features and name not in data.uncached:
+        feats = data.features[point]
+        return True, feats.train, data.features_y, feats.val, (
+            f"frozen {point.replace('_', ' ')} features, computed once with the eval transform"
+            + (f" (+{cfg.augmented_views} augmented views)" if cfg.augmented_views else ""))
+    return False, data.train_u8, data.train_y, data.val_x, \
+        "augmented images every step" + (", frozen part recomputed every step" if point else "")
 
 
 def _bn_inputs(cfg, x_train: torch.Tensor, cached: bool, data: RunData) -> torch.Tensor:
