@@ -45,15 +45,15 @@ def largest_admitted(arch: str):
         while lo < hi:  # the largest admitted batch at this size (admission is monotone in the batch size)
             mid = (lo + hi + 1) // 2
             try:
-                budget.check_finetune(FinetuneConfig(dataset="synthetic", arch=arch, strategies=("all",), epochs=1,
-                                                     image_size=size, batch_size=mid))
+                budget.admit(FinetuneConfig(dataset="synthetic", arch=arch, strategies=("all",), epochs=1,
+                                            image_size=size, batch_size=mid))
                 lo = mid
             except budget.BudgetExceeded:
                 hi = mid - 1
         if lo:
             cfg = FinetuneConfig(dataset="synthetic", arch=arch, strategies=("all",), epochs=1, image_size=size,
                                  batch_size=lo)
-            e = budget.check_finetune(cfg)
+            e = budget.admit(cfg)
             if best is None or e.memory > best[1].memory:
                 best = (cfg, e)
             elif best is not None:

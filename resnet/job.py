@@ -57,8 +57,8 @@ class Job:
     def validated(self) -> "Job":
         return self
 
-    def device(self) -> torch.device:
-        """Where the job runs (the labs: the CPU)."""
+    def runs_on(self) -> torch.device:
+        """Where the job runs (the labs: the CPU). Not ``device``: a fine-tune has a setting of that name."""
         return torch.device("cpu")
 
     def cost(self, device: torch.device) -> Cost:

@@ -17,9 +17,11 @@ import torch
 from PIL import Image
 
 import resnet.train.finetune as finetune
+import resnet.train.finetune_data as finetune_data
+import resnet.train.finetune_run as finetune_run
 from resnet import budget, profile
 from resnet.analysis import labs
-from resnet.budget import BudgetExceeded, check_finetune
+from resnet.budget import BudgetExceeded, admit
 from resnet.train.finetune import LIMITS, FinetuneConfig
 from resnet.preprocess import to_rgb
 from resnet.models.resnet import ARCHS, build_model
@@ -77,7 +79,7 @@ def rss(key):
     return int(open("/proc/self/status").read().split(key + ":")[1].split()[0]) * 1024
 
 cfg = FinetuneConfig(**json.loads(sys.argv[1]))
-estimate = budget.check_finetune(cfg)
+estimate = budget.admit(cfg)
 base = rss("VmRSS")
 try:
     open("/proc/self/clear_refs", "w").write("5")  # reset the peak, so that it counts this run only
@@ -105,7 +107,7 @@ def test_a_small_runs_peak_memory_is_within_a_factor_of_two_of_its_estimate(sett
 
 def test_work_is_steps_times_multiply_adds_times_three():
     cfg = FinetuneConfig(strategies="scratch", epochs=2, image_size=64, synthetic_images=100).validated()
-    e = budget.finetune_estimate(cfg, device=torch.device("cpu"))
+    e = cfg.cost(torch.device("cpu"))
     macs = budget.resnet_profile("resnet18", 64).total("macs")
     n_train, n_val = 100, 400  # the synthetic set: every image trains, 100 validation images per class beside
     assert e.work == 2 * (n_train * 3 + n_val + 64) * macs  # training, validation, the BatchNorm re-estimate
@@ -145,8 +147,8 @@ def take_suggestion(cfg: FinetuneConfig, msg: str) -> FinetuneConfig:
 @pytest.mark.parametrize("dataset", ["synthetic", "upload"])
 def test_every_arch_at_its_largest_settings_is_refused_at_once_before_any_loading(arch, dataset, space, monkeypatch,
                                                                                  tmp_path):
-    monkeypatch.setattr(finetune, "load_dataset", fail_if_called)
-    monkeypatch.setattr(finetune, "_backbone_state", fail_if_called)
+    monkeypatch.setattr(finetune_data, "load_dataset", fail_if_called)
+    monkeypatch.setattr(finetune_run, "_backbone_state", fail_if_called)
     budget.resnet_profile.cache_clear()  # cold: the meta pass runs too (its time is bench/budget_bench.py's)
     profile._meta_resnet.cache_clear()
     cfg = FinetuneConfig(arch=arch, dataset="synthetic" if dataset == "synthetic" else str(tmp_path / "x.zip"),
@@ -162,7 +164,7 @@ def test_every_arch_at_its_largest_settings_is_refused_at_once_before_any_loadin
     smaller = take_suggestion(cfg, msg)
     while True:  # a suggestion fixes the limit it names; another limit may then speak, with its own suggestion
         try:
-            check_finetune(smaller)
+            admit(smaller)
             break
         except BudgetExceeded as again:
             assert str(again) != msg
@@ -170,7 +172,7 @@ def test_every_arch_at_its_largest_settings_is_refused_at_once_before_any_loadin
 
 
 def test_resnext101_at_512_px_and_batch_256_never_reaches_the_training_loop(space, monkeypatch):
-    monkeypatch.setattr(finetune, "_train", fail_if_called)
+    monkeypatch.setattr(finetune_run, "_train", fail_if_called)
     cfg = FinetuneConfig(arch="resnext101_32x8d", strategies="all", **LARGEST)
     with pytest.raises(BudgetExceeded, match=r"ResNeXt-101 32×8d at 512 px with batch size 256 would need about "
                                              r"\d+ GB of memory for one training step, over this server's budget"):
@@ -178,27 +180,27 @@ def test_resnext101_at_512_px_and_batch_256_never_reaches_the_training_loop(spac
 
 
 def test_the_app_defaults_are_admitted(space):
-    e = check_finetune(FinetuneConfig(), device="cpu")  # ResNet-18, 128 px, batch 32, all/last/head, 5 epochs
+    e = admit(FinetuneConfig(), device="cpu")  # ResNet-18, 128 px, batch 32, all/last/head, 5 epochs
     assert e.memory < 2 * 2**30 and 1e12 < e.work < 15e12
     for arch in ARCHS:  # every depth at the page's default size and batch
-        check_finetune(FinetuneConfig(arch=arch), device="cpu")
+        admit(FinetuneConfig(arch=arch), device="cpu")
 
 
 def test_an_upload_is_checked_again_once_its_size_is_known(space):
     cfg = FinetuneConfig(dataset="/nowhere/upload.zip", image_size=224, batch_size=32)
-    assert check_finetune(cfg).data == 0  # the per-step part only
-    check_finetune(cfg, n_train=400, n_val=100)
+    assert admit(cfg).data == 0  # the per-step part only
+    admit(cfg.with_counts(400, 100))
     with pytest.raises(BudgetExceeded, match="limit of 1,536 MB; .*fits"):
-        check_finetune(cfg, n_train=4000, n_val=1000)  # a zip of many small files at a large size
+        admit(cfg.with_counts(4000, 1000))  # a zip of many small files at a large size
     with pytest.raises(BudgetExceeded, match=r"TMACs of computation, over this server's budget of 60 TMACs; \d epochs"):
-        check_finetune(FinetuneConfig(dataset=cfg.dataset, arch="resnet50", image_size=160, epochs=10,
-                                      strategies="all"), n_train=2400, n_val=600)
+        admit(FinetuneConfig(dataset=cfg.dataset, arch="resnet50", image_size=160, epochs=10,
+                             strategies="all").with_counts(2400, 600))
 
 
 def test_bad_settings_from_the_api_are_refused_with_a_sentence():
     for bad in (dict(batch_size="256"), dict(image_size=10**9), dict(synthetic_images=10**7), dict(epochs=None)):
         with pytest.raises(ValueError) as e:
-            check_finetune(FinetuneConfig(**bad))
+            admit(FinetuneConfig(**bad))
         assert not isinstance(e.value, BudgetExceeded) and a_sentence(str(e.value))
 
 
@@ -296,12 +298,12 @@ def test_an_offer_that_meets_only_one_limit_says_so(monkeypatch):
     five = FinetuneConfig(dataset="synthetic", arch="resnext101_32x8d", strategies=("all", "last", "head", "replace", "scratch"), epochs=100,
                           image_size=512, batch_size=256)
     with pytest.raises(budget.BudgetExceeded, match=r"batch size \d+ .*brings it under this limit\.$"):
-        budget.check_finetune(five)
+        budget.admit(five)
     # Fewer strategies and epochs: an image size alone then fixes both limits (the built-in set validates on 400
     # images every epoch, so 100 epochs stay over the work limit at any size).
     three = dataclasses.replace(five, strategies=("all", "last", "head"), epochs=30)
     with pytest.raises(budget.BudgetExceeded) as e:
-        budget.check_finetune(three)
+        budget.admit(three)
     size = re.search(r"; (\d+) px fits\.$", str(e.value))
     assert size, str(e.value)
-    assert budget.check_finetune(dataclasses.replace(three, image_size=int(size.group(1))))
+    assert budget.admit(dataclasses.replace(three, image_size=int(size.group(1))))

@@ -382,11 +382,12 @@ def test_the_published_flowers_archive_is_pinned():
     assert FLOWERS["sha256"] == "4c54ace7911aaffe13a365c34f650e71dd5bf1be0a58b464e5a7183e3e595d9c"
     assert FLOWERS["bytes"] == 228_813_984 < FLOWERS["max_download_bytes"]
     assert sum(FLOWERS["counts"].values()) == 3670 and FLOWERS["classes"] == sorted(FLOWERS["counts"])
-    from resnet.budget import KNOWN_COUNTS
     from resnet.data import stratified_split
+    from resnet.train.estimate import dataset_counts
+    from resnet.train.finetune import FinetuneConfig
     labels = [c for c, name in enumerate(FLOWERS["classes"]) for _ in range(FLOWERS["counts"][name])]
     train, val = stratified_split(labels, FLOWERS["val_fraction"], 0)
-    assert KNOWN_COUNTS["flowers"] == (len(train), len(val)) == (3303, 367)
+    assert dataset_counts(FinetuneConfig(dataset="flowers"))[:2] == (len(train), len(val)) == (3303, 367)
 
 
 @pytest.mark.unit

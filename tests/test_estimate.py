@@ -68,3 +68,23 @@ def test_a_pretraining_estimate_counts_its_epochs_pictures_and_painting(cal):
     same = est.estimate_pretrain(dataclasses.replace(cfg, epochs=4, fresh=False), cal, paint_s=1e-3)
     assert same.parts["prepare"] == pytest.approx(240e-3) and same.parts["train"] == longer.parts["train"]
     assert est.estimate_pretrain(dataclasses.replace(cfg, image_size=80), measure=False) is None  # nothing cached
+
+
+def test_memory_and_time_follow_the_same_cache_plan():
+    """Over ``cache_mb``, ``last`` recomputes its frozen part instead of caching it: the memory (``cost``) then holds
+    no cache and does more work, and the time (``estimate``, from given figures: nothing timed) has no cache pass and
+    prices ``last`` as a whole-network step, as the run does."""
+    import torch
+    cal = est.Calibration(arch="resnet18", image_size=64, device="cpu", prepare_s=1e-3, frozen_eval_s=1e-3,
+                          frozen_eval_fixed_s=1e-3, rest_eval_s=1e-4, rest_eval_fixed_s=1e-4, full_step_s=1e-2,
+                          full_step_fixed_s=1e-3, last_step_s=1e-3, last_step_fixed_s=1e-4, fc_step_s=1e-4,
+                          build_s=0.1, seconds=0.0)
+    cfg = FinetuneConfig(strategies=("last",), image_size=64, epochs=2, per_class=10, allow_download=False).validated()
+    over = dataclasses.replace(cfg, cache_mb=1)  # the conv4_x cache of 440 rows at 64 px is about 7 MB
+    cpu = torch.device("cpu")
+    cached_cost, fallback_cost = cfg.cost(cpu), over.cost(cpu)
+    cached_time, fallback_time = est.estimate(cfg, cal), est.estimate(over, cal)
+    assert fallback_cost.data < cached_cost.data and fallback_cost.work > cached_cost.work
+    assert "cache" in cached_time.parts and "cache" not in fallback_time.parts
+    whole_net = est.estimate(dataclasses.replace(cfg, strategies=("all",)), cal).parts["all"]
+    assert cached_time.parts["last"] < fallback_time.parts["last"] == pytest.approx(whole_net)

@@ -15,7 +15,6 @@ from resnet.analysis import labs
 from resnet.train.finetune import FinetuneConfig, run
 from resnet.keys import job_key
 from resnet.train.jobs import TICK, Jobs
-from resnet.ui.sharing import finetune_key
 
 pytestmark = pytest.mark.unit
 
@@ -84,7 +83,7 @@ def in_threads(subs) -> list:
 def test_three_subscribers_share_one_run_and_a_later_one_gets_a_marked_replay(no_weights):
     jobs = Jobs(limit=1, cache_entries=4, cache_mb=512)
     cfg = FinetuneConfig(**TINY).validated()
-    key = finetune_key(cfg)
+    key = cfg.key()
     producer = Counted(finetune(cfg))
     subs = [jobs.subscribe(key, producer) for _ in range(3)]
     assert [s.joined for s in subs] == [False, True, True] and not any(s.replay for s in subs)
@@ -137,16 +136,16 @@ def test_one_leaving_does_not_stop_the_others_and_the_last_leaving_cancels():
 def test_keys_differ_by_seed_data_and_weights(no_weights, tmp_path):
     base = FinetuneConfig(**TINY).validated()
     same = FinetuneConfig(**{**TINY, "strategies": ["head", "scratch", "head"]}).validated()
-    assert finetune_key(base) == finetune_key(same)
-    keys = {finetune_key(base)}
-    keys.add(finetune_key(FinetuneConfig(**{**TINY, "seed": 4}).validated()))
-    keys.add(finetune_key(FinetuneConfig(**{**TINY, "synthetic_images": 64}).validated()))
+    assert base.key() == same.key()
+    keys = {base.key()}
+    keys.add(FinetuneConfig(**{**TINY, "seed": 4}).validated().key())
+    keys.add(FinetuneConfig(**{**TINY, "synthetic_images": 64}).validated().key())
     # Uploaded data is known by its bytes, wherever it was stored.
     a, b, c = tmp_path / "a.zip", tmp_path / "copy.zip", tmp_path / "c.zip"
     a.write_bytes(b"PK first")
     b.write_bytes(b"PK first")
     c.write_bytes(b"PK other")
-    upload = {n: finetune_key(FinetuneConfig(**{**TINY, "dataset": str(p)}).validated()) for n, p in
+    upload = {n: FinetuneConfig(**{**TINY, "dataset": str(p)}).validated().key() for n, p in
               (("a", a), ("b", b), ("c", c))}
     assert upload["a"] == upload["b"] != upload["c"]
     keys |= {upload["a"], upload["c"]}
@@ -154,10 +153,10 @@ def test_keys_differ_by_seed_data_and_weights(no_weights, tmp_path):
     # The weights a pretrained strategy starts from are part of the key; scratch needs none.
     checkpoint = tmp_path / "w.pth"
     checkpoint.write_bytes(b"weights")
-    assert finetune_key(FinetuneConfig(**{**TINY, "weights": str(checkpoint)}).validated()) != finetune_key(base)
+    assert FinetuneConfig(**{**TINY, "weights": str(checkpoint)}).validated().key() != base.key()
     scratch = dict(TINY, strategies=("scratch",))
-    assert finetune_key(FinetuneConfig(**{**scratch, "weights": str(checkpoint)}).validated()) == \
-        finetune_key(FinetuneConfig(**scratch).validated())
+    assert FinetuneConfig(**{**scratch, "weights": str(checkpoint)}).validated().key() == \
+        FinetuneConfig(**scratch).validated().key()
     assert job_key("race", steps=10, lr=0.05) != job_key("race", steps=10, lr=0.5)
     assert job_key("race", a=1, b=2) == job_key("race", b=2, a=1)
 

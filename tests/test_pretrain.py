@@ -188,7 +188,7 @@ def test_pretraining_over_the_budget_is_refused_before_it_starts(monkeypatch):
     with pytest.raises(BadSetting):
         PretrainConfig(image_size=8).validated()
     monkeypatch.delenv("RESNET_WORK_BUDGET_TMACS")
-    assert budget.check_pretrain(PretrainConfig()).work < 60e12
+    assert budget.admit(PretrainConfig()).work < 60e12
 
 
 def test_the_pretrain_command_stores_a_backbone(tmp_path):

@@ -25,6 +25,7 @@ from torch.utils.data.distributed import DistributedSampler
 from .. import device as devices
 
 EVAL_BATCH = 64  # images per pass without gradients (evaluation, precise BN)
+BN_IMAGES = 64   # training images that re-estimate BatchNorm statistics after every epoch (precise_bn)
 
 
 @dataclass(frozen=True)

@@ -30,6 +30,11 @@ import torch
 from torch import nn
 
 from .. import device as devices
+from ..data.synthetic import TARGET_CLASSES, VAL_PER_CLASS
+from ..models.transfer import STRATEGIES
+from ..profile import resnet_profile
+from .cache_plan import cache_plan, cache_row_bytes
+from .engine import BN_IMAGES, EVAL_BATCH
 
 CAL_TRAIN_BATCHES = (2, 8)  # two timed training steps: their difference is the cost per image, the rest per step
 CAL_EVAL_BATCHES = (4, 16)  # two timed passes without gradients, likewise (the engine's passes take 64 at a time)
@@ -247,7 +252,8 @@ def _measure(arch: str, size: int, dev: torch.device) -> Calibration:
 def dataset_counts(cfg) -> tuple[int, int, int] | None:
     """(training images, validation images, classes) that ``finetune.run(cfg)`` will use, before the data set is
     loaded (``resnet.data``'s own figures: nothing is painted, read or downloaded); ``per_class`` caps the training
-    images of each class. None where it cannot be known yet (an upload)."""
+    images of each class. None where it cannot be known yet (an upload). The time and the memory estimates both
+    count with it."""
     from .. import data
     ds = cfg.dataset
     if isinstance(ds, data.ImageSet):
@@ -256,16 +262,16 @@ def dataset_counts(cfg) -> tuple[int, int, int] | None:
     else:
         name = str(ds).strip()
         if name == "synthetic":
-            classes, n = getattr(data, "TARGET_CLASSES", 4), cfg.synthetic_images
+            classes, n = TARGET_CLASSES, cfg.synthetic_images
             labels = [i % classes for i in range(n)]  # the painter cycles through the classes
-            if cfg.val_fraction or not hasattr(data, "VAL_PER_CLASS"):  # split from the same pictures
+            if cfg.val_fraction:  # split from the same pictures
                 per, n_val = _split(labels, cfg.val_fraction or 0.25)
             else:  # a separate validation series of VAL_PER_CLASS pictures per class
-                per, n_val = [labels.count(c) for c in range(classes)], data.VAL_PER_CLASS * classes
+                per, n_val = [labels.count(c) for c in range(classes)], VAL_PER_CLASS * classes
         elif name == "hymenoptera":
             per, n_val = [123, 121], 153  # ants, bees: hymenoptera_data/train (one file is not an image) and /val
             classes = 2
-        elif name == "flowers" and hasattr(data, "FLOWERS"):
+        elif name == "flowers":
             counts = list(data.FLOWERS["counts"].values())
             labels = [c for c, k in enumerate(counts) for _ in range(k)]
             per, n_val = _split(labels, cfg.val_fraction or data.FLOWERS["val_fraction"])
@@ -318,7 +324,6 @@ def _steps(n: int, batch: int) -> int:
 
 def _passes(n: int, per_image: float, fixed: float) -> float:
     """Seconds to run ``n`` images through a network without gradients, ``EVAL_BATCH`` at a time."""
-    from .engine import EVAL_BATCH
     return n * per_image + math.ceil(n / EVAL_BATCH) * fixed
 
 
@@ -329,9 +334,6 @@ def estimate(cfg, calibration: Calibration | None = None, *, counts: tuple[int, 
     only a cached one if ``measure=False``). ``counts``: (train, val, classes) when known better than
     ``dataset_counts``. None when the data set's size cannot be known before it is loaded, or when ``measure`` is
     False and nothing is cached."""
-    from ..models.transfer import STRATEGIES
-    from .engine import EVAL_BATCH
-    from .finetune import BN_IMAGES
     cfg = cfg.validated()
     counts = counts or dataset_counts(cfg)
     if counts is None:
@@ -345,8 +347,9 @@ def estimate(cfg, calibration: Calibration | None = None, *, counts: tuple[int, 
     rows = n_train * views + n_val
     names = list(cfg.strategies)
     parts: dict[str, float] = {"prepare": _read_images(cfg, n_train, n_val) * cal.prepare_s}
-    cached = {n for n in names if STRATEGIES[n].cache_point and cfg.cache_features}
-    points = {STRATEGIES[n].cache_point for n in cached}
+    # The run's own cache plan: over ``cache_mb``, ``last`` recomputes its frozen part instead of caching it.
+    points, uncached, _ = cache_plan(cfg, cache_row_bytes(resnet_profile(cfg.arch, cfg.image_size)), rows)
+    cached = {n for n in names if STRATEGIES[n].cache_point in points and n not in uncached}
     if points:
         parts["cache"] = _passes(rows, cal.frozen_eval_s, cal.frozen_eval_fixed_s) if points == {"conv4_x"} \
             else _passes(rows, cal.full_eval_s, cal.full_eval_fixed_s)
@@ -402,7 +405,6 @@ def estimate_pretrain(cfg, calibration: Calibration | None = None, *, measure: b
     (``prepare``: painting, every epoch's pictures when ``fresh``; ``train``: every epoch's steps of the whole
     network, its precise BatchNorm and validation), from the same calibration as ``estimate``. ``paint_s``: seconds
     per painted picture (default: timed now). None when ``measure`` is False and nothing is cached."""
-    from .finetune import BN_IMAGES
     cfg = cfg.validated()
     cal = calibration or (calibrate(cfg.arch, cfg.image_size, cfg.device) if measure
                           else cached_calibration(cfg.arch, cfg.image_size, cfg.device))

@@ -8,12 +8,13 @@ The arch learns the ``resnet.data.source`` glyphs (many classes, none of them th
 engine (``resnet.train.engine``: ``Trainer.step``, AdamW with a cosine rate, precise BatchNorm, ``evaluate``), and
 its weights (with the source classes' fc) are stored beside the other weights, hash-named. From then on, when
 ImageNet weights are unavailable, ``resnet.train.finetune`` starts the pretrained strategies from it (their
-summaries say ``source="builtin-source"``). Events are ``resnet.train.finetune.Event``s, so a progress bar or a
+summaries say ``source="builtin-source"``). Events are ``resnet.train.results.Event``s, so a progress bar or a
 page shows both the same way. Cancel-safe like ``finetune.run``: ``cancel`` (a ``threading.Event``) is checked
 every step, and closing the generator stops it; nothing is stored unless it finishes.
 """
 from __future__ import annotations
 
+import dataclasses
 import math
 import threading
 import time
@@ -26,14 +27,19 @@ import torch
 from .. import budget
 from .. import device as devices
 from ..data.source import EASY, SOURCE_CLASSES, class_names, paint_source
-from ..errors import BadSetting
+from ..errors import BadSetting, BudgetExceeded
 from ..i18n import Text, error
+from ..job import Cost, Job
+from ..keys import file_identity, job_key
 from ..models.resnet import ARCHS, build_model
 from ..preprocess import transform
 from ..weights import save_source
 from .console import follow
-from .engine import Shard, Totals, adamw_cosine, evaluate, precise_bn
-from .finetune import BN_IMAGES, Event
+from .engine import BN_IMAGES, EVAL_BATCH, Shard, Totals, adamw_cosine, evaluate, precise_bn
+from .finetune import FinetuneConfig
+from .finetune_cost import finetune_cost
+from .finetune_offers import epochs_text
+from .results import Event
 
 # The recipe (bench/source_sweep.py compared recipes, bench/transfer_bench.py measures this one): at 48 px, ten
 # epochs of 24 classes × 250 pictures, new pictures every epoch (60,000 different ones seen), AdamW 2e-3 reached
@@ -47,7 +53,11 @@ LIMITS = {"image_size": (32, 224), "epochs": (1, 50), "per_class": (2, 1000), "b
 
 
 @dataclass
-class PretrainConfig:
+class PretrainConfig(Job):
+    """One pretraining on the source set, as a job (``resnet.job``)."""
+
+    kind = "pretrain"
+
     arch: str = "resnet18"
     image_size: int = DEFAULTS["image_size"]
     epochs: int = DEFAULTS["epochs"]
@@ -88,6 +98,60 @@ class PretrainConfig:
     def to_dict(self) -> dict:
         return asdict(self)
 
+    def runs_on(self) -> torch.device:
+        return devices.pick_device(self.device)
+
+    def cost(self, device: torch.device) -> Cost:
+        """One network trained in full on the decoded source pictures: the phases of a from-scratch fine-tune
+        (``finetune_cost``), and one slice of pictures being painted with its decoded copies."""
+        n_train, n_val = self.per_class * self.num_classes, self.val_per_class * self.num_classes
+        as_finetune = FinetuneConfig(dataset="source", arch=self.arch, strategies=("scratch",), epochs=self.epochs,
+                                     image_size=self.image_size, batch_size=self.batch_size, keep_models=False)
+        cost = finetune_cost(as_finetune.validated(), n_train, n_val, torch.device(device))
+        painting = EVAL_BATCH * self.image_size ** 2 * 3 * 2
+        return dataclasses.replace(cost, memory=cost.memory + painting, host=cost.host + painting)
+
+    def offers(self, why: str, fits) -> tuple[list[Text], bool]:
+        """A batch size (memory) or a number of epochs (work) that fits, and the largest smaller size that does."""
+        knob, lo = ("batch_size", 2) if why == "memory" else ("epochs", 1)
+        best = budget.largest(lo, getattr(self, knob) - 1, lambda v: fits(**{knob: v}))
+        size = next((s for s in range(self.image_size - 16, 31, -16) if fits(image_size=s)), None)
+        options = [Text("budget.offer.batch_size", n=best) if knob == "batch_size" else epochs_text(best)] \
+            if best else []
+        return options + ([Text("budget.offer.size", size=size)] if size else []), True
+
+    def refusal(self, why: str, cost: Cost, limits, fits: Text | None) -> Exception:
+        fits = fits or Text("budget.pretrain.none")
+        title = ARCHS[self.arch].title
+        if why == "memory":
+            need, limit = (cost.memory, limits.memory) if cost.memory > limits.memory else (cost.host, limits.host)
+            return error(BudgetExceeded, "budget.pretrain.memory", title=title, size=self.image_size,
+                         batch=self.batch_size, need=budget.show_bytes(need), limit=budget.show_bytes(limit),
+                         fits=fits)
+        return error(BudgetExceeded, "budget.pretrain.work", title=title, size=self.image_size,
+                     epochs=epochs_text(self.epochs), images=self.per_class * self.num_classes,
+                     need=budget.show_macs(cost.work), limit=budget.show_macs(limits.work), fits=fits)
+
+    def estimate(self, measure: bool = True) -> float | None:
+        """Seconds on this machine (``resnet.train.estimate.estimate_pretrain``: its parts too)."""
+        from .estimate import estimate_pretrain
+        e = estimate_pretrain(self, measure=measure)
+        return e.seconds if e is not None else None
+
+    def key(self) -> str:
+        """A pretraining's settings with the seed, where it stores its backbone, the backbone stored there now (a
+        run replaced since is not replayed as if its file were still there), and the code."""
+        from .. import weights
+        settings = self.to_dict()
+        settings.pop("device", None)
+        folder = settings.pop("folder", None) or str(weights.source_folder())
+        stored = weights.find_source(self.arch)
+        return job_key("pretrain", settings=settings, folder=folder, stored=file_identity(stored) if stored else None)
+
+    def run(self, cancel=None) -> Iterator[Event]:
+        budget.admit(self)
+        return _pretrain(self.validated(), cancel)
+
 
 @dataclass
 class PretrainResult:
@@ -115,7 +179,7 @@ def pretrain(arch: str = "resnet18", *, image_size: int = DEFAULTS["image_size"]
     """Train ``arch`` on the source set and store it (see the module's docstring). ``options``: the other fields
     of ``PretrainConfig`` (``per_class``, ``batch_size``, ``lr``, ``device``, ``folder`` …)."""
     cfg = PretrainConfig(arch=arch, image_size=image_size, epochs=epochs, seed=seed, **options).validated()
-    budget.check_pretrain(cfg)  # before anything is painted
+    budget.admit(cfg)  # before anything is painted
     return _pretrain(cfg, cancel)
 
 

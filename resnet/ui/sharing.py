@@ -21,11 +21,10 @@ from typing import Any, Callable
 import gradio as gr
 
 from ..i18n import t
-from ..keys import file_identity, job_key, weights_identity  # noqa: F401
+from ..keys import file_identity, job_key
 from ..train.jobs import JOBS, TICK, Subscription  # noqa: F401
 
 log = logging.getLogger("resnet.ui")
-BUILTIN_DATASETS = ("synthetic", "hymenoptera", "flowers")  # identified by name and parameters, not bytes
 
 
 def keyed(key_fn: Callable[..., str | None]):
@@ -49,32 +48,6 @@ def key_of(fn, data, L: str = "en") -> str | None:
         return key_fn(*values, L)
     except Exception:  # noqa: BLE001 - a bad request has no key; the validator and handler say why
         return None
-
-
-def finetune_key(cfg) -> str:
-    """Everything that decides a fine-tune's numbers: its settings with the seed, the data (a built-in set's name
-    and parameters, or the SHA-256 of the uploaded file), the weights it starts from, and the code."""
-    from ..models.transfer import STRATEGIES
-    settings = cfg.to_dict()
-    data = settings.pop("dataset")
-    for name in ("device", "keep_models", "allow_download", "weights"):  # the weights' identity is below
-        settings.pop(name, None)
-    settings["strategies"] = list(cfg.strategies)
-    identity = {"builtin": data} if data in BUILTIN_DATASETS else {"file": file_identity(data)}
-    needs = any(STRATEGIES[n].pretrained for n in cfg.strategies)
-    weights = weights_identity(cfg.arch, path=cfg.weights, allow_download=cfg.allow_download) if needs else None
-    return job_key("finetune", settings=settings, data=identity, weights=weights)
-
-
-def pretrain_key(cfg) -> str:
-    """A pretraining's settings with the seed, where it stores its backbone, the backbone stored there now (a run
-    replaced since is not replayed as if its file were still there), and the code."""
-    from .. import weights
-    settings = cfg.to_dict()
-    settings.pop("device", None)
-    folder = settings.pop("folder", None) or str(weights.source_folder())
-    stored = weights.find_source(cfg.arch)
-    return job_key("pretrain", settings=settings, folder=folder, stored=file_identity(stored) if stored else None)
 
 
 _plot = None

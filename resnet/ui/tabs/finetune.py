@@ -224,7 +224,7 @@ def make_config(dataset, zip_file, strategies, arch, epochs, image_size, batch_s
                          image_size=to_int(image_size, "image_size"), batch_size=to_int(batch_size, "batch_size"),
                          lr=None if lr == 0 else lr, per_class=to_per_class(per_class))
     cfg = cfg.validated()  # duplicated strategies collapse to one run each
-    budget.check_finetune(cfg)  # memory and work, before any data or weights are loaded
+    budget.admit(cfg)  # memory and work, before any data or weights are loaded
     return cfg
 
 
@@ -246,7 +246,7 @@ def ahead_line(L: str, cfg: FinetuneConfig | None = None) -> str:
     known = None
     if cfg is not None:
         try:
-            known = sharing.JOBS.known(sharing.finetune_key(cfg))
+            known = sharing.JOBS.known(cfg.key())
         except Exception:  # noqa: BLE001 - the key needs the weights' identity; without it, count the runs ahead
             known = None
     if known == "cached":
@@ -312,8 +312,7 @@ def preset_values(preset: str) -> tuple:
 def start_key(dataset, zip_file, strategies, arch, epochs, image_size, batch_size, lr, per_class, state,
               L: str) -> str:
     """The job key of a Start (``resnet.ui.sharing``): identical requests share one run."""
-    return sharing.finetune_key(make_config(dataset, zip_file, strategies, arch, epochs, image_size, batch_size, lr,
-                                            per_class, L))
+    return make_config(dataset, zip_file, strategies, arch, epochs, image_size, batch_size, lr, per_class, L).key()
 
 
 def producer(cfg: FinetuneConfig):
@@ -348,7 +347,7 @@ def make_handlers(ctx, runs: Runs):
         session = getattr(request, "session_hash", None) or "anonymous"
         remove_run_dir(state)  # the previous run's downloads
         # Identical requests share one run: this subscribes to it (or to its replay), or starts it.
-        sub = sharing.JOBS.subscribe(sharing.finetune_key(cfg), producer(cfg), label="finetune")
+        sub = sharing.JOBS.subscribe(cfg.key(), producer(cfg), label="finetune")
         run_dir = runs.start(session, sub)
         state = {"dir": str(run_dir), "models": {}}
         history: dict[str, dict[str, list]] = {}  # the curves so far, in RunResult.history's layout

@@ -60,7 +60,7 @@ def make_config(arch, image_size, epochs) -> PretrainConfig:
     epochs = budget.whole(epochs, *LIMITS["epochs"], "epochs")
     # The recipe's pictures per class, read when a request comes (a test may shrink it).
     cfg = PretrainConfig(arch=arch, image_size=size, epochs=epochs, per_class=DEFAULTS["per_class"]).validated()
-    budget.check_pretrain(cfg)
+    budget.admit(cfg)
     return cfg
 
 
@@ -86,7 +86,7 @@ def check(arch, image_size, epochs, L: str) -> None:
 
 def start_key(arch, image_size, epochs, L: str) -> str:
     """The job key of a pretraining (``resnet.ui.sharing``): identical requests share one run."""
-    return sharing.pretrain_key(make_config(arch, image_size, epochs))
+    return make_config(arch, image_size, epochs).key()
 
 
 def producer(cfg: PretrainConfig):
@@ -116,7 +116,7 @@ def make_handlers(switches: sharing.Sessions):
         L = lang(request)
         cfg = make_config(arch, image_size, epochs)
         session = getattr(request, "session_hash", None) or "anonymous"
-        sub = sharing.JOBS.subscribe(sharing.pretrain_key(cfg), producer(cfg), label="pretrain")
+        sub = sharing.JOBS.subscribe(cfg.key(), producer(cfg), label="pretrain")
         switches.start(session, sub)
         skip = gr.skip()
         try:
