@@ -19,6 +19,7 @@ from PIL import Image
 import resnet.train.finetune as finetune
 from resnet import budget, profile
 from resnet.analysis import labs
+from resnet.analysis.labs import cost as lab_cost
 from resnet.budget import BudgetExceeded, check_finetune
 from resnet.train.finetune import LIMITS, FinetuneConfig
 from resnet.preprocess import to_rgb
@@ -206,62 +207,68 @@ def test_bad_settings_from_the_api_are_refused_with_a_sentence():
 
 LAB_REFUSALS = {  # the lab at its largest settings; what its refusal offers, and that setting checked
     "gradient flow": (lambda: labs.gradient_flow(list(labs.LAB_NETS), list(labs.SETTINGS), batch_size=256),
-                      r"batch size (\d+)", lambda v: budget.check_gradient_flow(labs.LAB_NETS, list(labs.SETTINGS), v)),
+                      r"batch size (\d+)", lambda v: labs.GradientFlowJob(labs.LAB_NETS, list(labs.SETTINGS), v)),
     "training race": (lambda: next(labs.training_race(5000, batch_size=256, n_images=4096)),
-                      r"(\d+) steps",
-                      lambda v: budget.check_training_race(v, 256, labs.RACE_NETS, 4096, labs.RACE_WIDTHS)),
+                      r"(\d+) steps", lambda v: labs.RaceJob(v, 256, n_images=4096)),
     "ResNet-1202": (lambda: labs.deep_network("cifar1202", batch_size=32, image_size=128),
-                    r"batch size (\d+)", lambda v: budget.check_deep_network("cifar1202", v, 128, "bn")),
+                    r"batch size (\d+)", lambda v: labs.DeepNetworkJob("cifar1202", v, 128, "bn")),
     "BatchNorm pool": (lambda: labs.image_pool(["never opened.jpg"], 256, size=512),
-                       r"a pool of (\d+)", lambda v: budget.check_bn_lab(v, 512, 1)),
+                       r"a pool of (\d+)", lambda v: labs.BNPoolJob(("never opened.jpg",), v, 512)),
 }
 
 
 @pytest.mark.parametrize("lab", list(LAB_REFUSALS))
 def test_each_lab_at_its_largest_settings_is_refused_at_once(lab, space):
-    budget.lab_profile.cache_clear()
-    budget._cifar_profile.cache_clear()
-    run_lab, offer, check = LAB_REFUSALS[lab]
+    lab_cost.lab_profile.cache_clear()
+    lab_cost.cifar_profile.cache_clear()
+    run_lab, offer, job = LAB_REFUSALS[lab]
     with pytest.raises(BudgetExceeded) as e:
         run_lab()  # refused before it draws, builds or opens anything ("never opened.jpg" does not exist)
     msg = str(e.value)
     assert a_sentence(msg) and "fits" in msg, msg
-    check(int(re.search(offer + " fits", msg).group(1)))  # what it offers is admitted
+    budget.admit(job(int(re.search(offer + " fits", msg).group(1))))  # what it offers is admitted
 
 
 def test_the_labs_page_settings_are_admitted(space):
     """The Labs tab's largest values (resnet/ui/tabs/labs.py), checked without running the labs."""
-    nets, settings, batch, sizes = budget.check_gradient_flow(
-        ["cifar20", "cifar56", "cifar110", "resnet18", "resnet34"], ["none", "bn"], 64)
-    assert sizes == {"cifar20": 32, "cifar56": 32, "cifar110": 32, "resnet18": 64, "resnet34": 64}
-    budget.check_training_race(600, 64, labs.RACE_NETS, 512, labs.RACE_WIDTHS)
-    budget.check_deep_network("cifar1202", 4, 32, "bn")
-    budget.check_bn_lab(128, 128, 6)
+    flow = labs.GradientFlowJob(["cifar20", "cifar56", "cifar110", "resnet18", "resnet34"], ["none", "bn"], 64)
+    budget.admit(flow)
+    assert flow.validated().sizes() == {"cifar20": 32, "cifar56": 32, "cifar110": 32, "resnet18": 64, "resnet34": 64}
+    budget.admit(labs.RaceJob(600, 64, nets=labs.RACE_NETS, n_images=512, widths=labs.RACE_WIDTHS))
+    budget.admit(labs.DeepNetworkJob("cifar1202", 4, 32, "bn"))
+    budget.admit(labs.BNPoolJob(("photo",) * 6, 128, 128))
     assert labs.conv_costs(4096, 4096, 4096, 512)[0].macs == 9 * 4096 * 4096 * 512 * 512  # meta: no memory
 
 
+def race(steps, batch, nets, n_images, widths) -> tuple:
+    """The race's settings as ``budget.admit`` checks them: its racers."""
+    job = labs.RaceJob(steps, batch, nets=nets, n_images=n_images, widths=widths)
+    budget.admit(job)
+    return job.validated().nets
+
+
 def test_lab_lists_from_the_api_are_collapsed_capped_and_checked():
-    nets, settings, _, _ = budget.check_gradient_flow(["cifar20", "cifar20", " cifar56"], "bn,bn,none", 8)
-    assert nets == ("cifar20", "cifar56") and settings == ("bn", "none")
+    flow = labs.GradientFlowJob(["cifar20", "cifar20", " cifar56"], "bn,bn,none", 8)
+    budget.admit(flow)
+    assert flow.validated().nets == ("cifar20", "cifar56") and flow.validated().lab_settings == ("bn", "none")
     bad = [(["cifar20"] * 1000, ["bn"], 8), (["vgg16"], ["bn"], 8), ([], ["bn"], 8), ({"a": 1}, ["bn"], 8),
            (["cifar20"], ["bn"], 1), (["cifar20"], ["bn"], True), (["cifar20"], ["bn"], "8"), ([3], ["bn"], 8)]
     for args in bad:
         with pytest.raises(ValueError) as e:
-            budget.check_gradient_flow(*args)
+            budget.admit(labs.GradientFlowJob(*args))
         assert a_sentence(str(e.value)), str(e.value)
     with pytest.raises(ValueError):
         next(labs.training_race(10, nets=[("cifar20", True)] * 9 + [("bogus", True)]))
-    racers = budget.check_training_race(10, 8, [("cifar20", True)] * 20, 64, (8, 16, 32))[2]
-    assert racers == (("cifar20", True),)
+    assert race(10, 8, [("cifar20", True)] * 20, 64, (8, 16, 32)) == (("cifar20", True),)
     one = [("cifar20", True)]
     for args in ((10, 8, "cifar20", 64, (8, 16, 32)), (10, 8, one, 64, (8, 16)), (10, 8, one, 10**9, (8, 16, 32)),
                  (float("nan"), 8, one, 64, (8, 16, 32))):
         with pytest.raises(ValueError):
-            budget.check_training_race(*args)
+            race(*args)
     with pytest.raises(ValueError, match="learning rate"):
         next(labs.training_race(10, lr=float("nan")))
     with pytest.raises(ValueError, match="divide"):
-        budget.check_group_conv(4096, 4096, 3, 512)
+        budget.admit(labs.GroupConvJob(4096, 4096, 3, 512))
 
 
 # ---------------------------------------------------------------- wide images
