@@ -22,6 +22,7 @@ from gradio_client import Client
 from load_bench import Server, vm_hwm_mb
 
 from resnet import ARCHS, budget
+from resnet.errors import BudgetExceeded
 from resnet.train.finetune import FinetuneConfig
 
 ALL = ["all", "last", "head", "replace", "scratch"]
@@ -48,7 +49,7 @@ def largest_admitted(arch: str):
                 budget.admit(FinetuneConfig(dataset="synthetic", arch=arch, strategies=("all",), epochs=1,
                                             image_size=size, batch_size=mid))
                 lo = mid
-            except budget.BudgetExceeded:
+            except BudgetExceeded:
                 hi = mid - 1
         if lo:
             cfg = FinetuneConfig(dataset="synthetic", arch=arch, strategies=("all",), epochs=1, image_size=size,

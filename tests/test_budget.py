@@ -21,6 +21,7 @@ import resnet.train.finetune_data as finetune_data
 import resnet.train.finetune_run as finetune_run
 from resnet import budget, profile
 from resnet.analysis import labs
+from resnet.analysis.labs import cost as lab_cost
 from resnet.budget import BudgetExceeded, admit
 from resnet.train.finetune import LIMITS, FinetuneConfig
 from resnet.preprocess import to_rgb
@@ -65,7 +66,7 @@ def saved_by_autograd(arch: str, size: int, batch: int) -> int:
 
 @pytest.mark.parametrize("arch,size,batch", [("resnet18", 64, 4), ("resnet18", 128, 8), ("resnet50", 96, 4)])
 def test_activation_estimate_is_within_a_factor_of_two_of_what_autograd_keeps(arch, size, batch):
-    estimate = batch * budget.resnet_profile(arch, size).total("saved") * 4  # fp32
+    estimate = batch * profile.resnet_profile(arch, size).total("saved") * 4  # fp32
     real = saved_by_autograd(arch, size, batch)
     assert 0.5 <= real / estimate <= 1.0, (real / 2**20, estimate / 2**20)  # a slight over-count, never under half
 
@@ -108,7 +109,7 @@ def test_a_small_runs_peak_memory_is_within_a_factor_of_two_of_its_estimate(sett
 def test_work_is_steps_times_multiply_adds_times_three():
     cfg = FinetuneConfig(strategies="scratch", epochs=2, image_size=64, synthetic_images=100).validated()
     e = cfg.cost(torch.device("cpu"))
-    macs = budget.resnet_profile("resnet18", 64).total("macs")
+    macs = profile.resnet_profile("resnet18", 64).total("macs")
     n_train, n_val = 100, 400  # the synthetic set: every image trains, 100 validation images per class beside
     assert e.work == 2 * (n_train * 3 + n_val + 64) * macs  # training, validation, the BatchNorm re-estimate
 
@@ -149,7 +150,7 @@ def test_every_arch_at_its_largest_settings_is_refused_at_once_before_any_loadin
                                                                                  tmp_path):
     monkeypatch.setattr(finetune_data, "load_dataset", fail_if_called)
     monkeypatch.setattr(finetune_run, "_backbone_state", fail_if_called)
-    budget.resnet_profile.cache_clear()  # cold: the meta pass runs too (its time is bench/budget_bench.py's)
+    profile.resnet_profile.cache_clear()  # cold: the meta pass runs too (its time is bench/budget_bench.py's)
     profile._meta_resnet.cache_clear()
     cfg = FinetuneConfig(arch=arch, dataset="synthetic" if dataset == "synthetic" else str(tmp_path / "x.zip"),
                          strategies="all,last,head,replace,scratch", epochs=LIMITS["epochs"][1], **LARGEST)
@@ -208,62 +209,68 @@ def test_bad_settings_from_the_api_are_refused_with_a_sentence():
 
 LAB_REFUSALS = {  # the lab at its largest settings; what its refusal offers, and that setting checked
     "gradient flow": (lambda: labs.gradient_flow(list(labs.LAB_NETS), list(labs.SETTINGS), batch_size=256),
-                      r"batch size (\d+)", lambda v: budget.check_gradient_flow(labs.LAB_NETS, list(labs.SETTINGS), v)),
+                      r"batch size (\d+)", lambda v: labs.GradientFlowJob(labs.LAB_NETS, list(labs.SETTINGS), v)),
     "training race": (lambda: next(labs.training_race(5000, batch_size=256, n_images=4096)),
-                      r"(\d+) steps",
-                      lambda v: budget.check_training_race(v, 256, labs.RACE_NETS, 4096, labs.RACE_WIDTHS)),
+                      r"(\d+) steps", lambda v: labs.RaceJob(v, 256, n_images=4096)),
     "ResNet-1202": (lambda: labs.deep_network("cifar1202", batch_size=32, image_size=128),
-                    r"batch size (\d+)", lambda v: budget.check_deep_network("cifar1202", v, 128, "bn")),
+                    r"batch size (\d+)", lambda v: labs.DeepNetworkJob("cifar1202", v, 128, "bn")),
     "BatchNorm pool": (lambda: labs.image_pool(["never opened.jpg"], 256, size=512),
-                       r"a pool of (\d+)", lambda v: budget.check_bn_lab(v, 512, 1)),
+                       r"a pool of (\d+)", lambda v: labs.BNPoolJob(("never opened.jpg",), v, 512)),
 }
 
 
 @pytest.mark.parametrize("lab", list(LAB_REFUSALS))
 def test_each_lab_at_its_largest_settings_is_refused_at_once(lab, space):
-    budget.lab_profile.cache_clear()
-    budget._cifar_profile.cache_clear()
-    run_lab, offer, check = LAB_REFUSALS[lab]
+    lab_cost.lab_profile.cache_clear()
+    lab_cost.cifar_profile.cache_clear()
+    run_lab, offer, job = LAB_REFUSALS[lab]
     with pytest.raises(BudgetExceeded) as e:
         run_lab()  # refused before it draws, builds or opens anything ("never opened.jpg" does not exist)
     msg = str(e.value)
     assert a_sentence(msg) and "fits" in msg, msg
-    check(int(re.search(offer + " fits", msg).group(1)))  # what it offers is admitted
+    budget.admit(job(int(re.search(offer + " fits", msg).group(1))))  # what it offers is admitted
 
 
 def test_the_labs_page_settings_are_admitted(space):
     """The Labs tab's largest values (resnet/ui/tabs/labs.py), checked without running the labs."""
-    nets, settings, batch, sizes = budget.check_gradient_flow(
-        ["cifar20", "cifar56", "cifar110", "resnet18", "resnet34"], ["none", "bn"], 64)
-    assert sizes == {"cifar20": 32, "cifar56": 32, "cifar110": 32, "resnet18": 64, "resnet34": 64}
-    budget.check_training_race(600, 64, labs.RACE_NETS, 512, labs.RACE_WIDTHS)
-    budget.check_deep_network("cifar1202", 4, 32, "bn")
-    budget.check_bn_lab(128, 128, 6)
+    flow = labs.GradientFlowJob(["cifar20", "cifar56", "cifar110", "resnet18", "resnet34"], ["none", "bn"], 64)
+    budget.admit(flow)
+    assert flow.validated().sizes() == {"cifar20": 32, "cifar56": 32, "cifar110": 32, "resnet18": 64, "resnet34": 64}
+    budget.admit(labs.RaceJob(600, 64, nets=labs.RACE_NETS, n_images=512, widths=labs.RACE_WIDTHS))
+    budget.admit(labs.DeepNetworkJob("cifar1202", 4, 32, "bn"))
+    budget.admit(labs.BNPoolJob(("photo",) * 6, 128, 128))
     assert labs.conv_costs(4096, 4096, 4096, 512)[0].macs == 9 * 4096 * 4096 * 512 * 512  # meta: no memory
 
 
+def race(steps, batch, nets, n_images, widths) -> tuple:
+    """The race's settings as ``budget.admit`` checks them: its racers."""
+    job = labs.RaceJob(steps, batch, nets=nets, n_images=n_images, widths=widths)
+    budget.admit(job)
+    return job.validated().nets
+
+
 def test_lab_lists_from_the_api_are_collapsed_capped_and_checked():
-    nets, settings, _, _ = budget.check_gradient_flow(["cifar20", "cifar20", " cifar56"], "bn,bn,none", 8)
-    assert nets == ("cifar20", "cifar56") and settings == ("bn", "none")
+    flow = labs.GradientFlowJob(["cifar20", "cifar20", " cifar56"], "bn,bn,none", 8)
+    budget.admit(flow)
+    assert flow.validated().nets == ("cifar20", "cifar56") and flow.validated().lab_settings == ("bn", "none")
     bad = [(["cifar20"] * 1000, ["bn"], 8), (["vgg16"], ["bn"], 8), ([], ["bn"], 8), ({"a": 1}, ["bn"], 8),
            (["cifar20"], ["bn"], 1), (["cifar20"], ["bn"], True), (["cifar20"], ["bn"], "8"), ([3], ["bn"], 8)]
     for args in bad:
         with pytest.raises(ValueError) as e:
-            budget.check_gradient_flow(*args)
+            budget.admit(labs.GradientFlowJob(*args))
         assert a_sentence(str(e.value)), str(e.value)
     with pytest.raises(ValueError):
         next(labs.training_race(10, nets=[("cifar20", True)] * 9 + [("bogus", True)]))
-    racers = budget.check_training_race(10, 8, [("cifar20", True)] * 20, 64, (8, 16, 32))[2]
-    assert racers == (("cifar20", True),)
+    assert race(10, 8, [("cifar20", True)] * 20, 64, (8, 16, 32)) == (("cifar20", True),)
     one = [("cifar20", True)]
     for args in ((10, 8, "cifar20", 64, (8, 16, 32)), (10, 8, one, 64, (8, 16)), (10, 8, one, 10**9, (8, 16, 32)),
                  (float("nan"), 8, one, 64, (8, 16, 32))):
         with pytest.raises(ValueError):
-            budget.check_training_race(*args)
+            race(*args)
     with pytest.raises(ValueError, match="learning rate"):
         next(labs.training_race(10, lr=float("nan")))
     with pytest.raises(ValueError, match="divide"):
-        budget.check_group_conv(4096, 4096, 3, 512)
+        budget.admit(labs.GroupConvJob(4096, 4096, 3, 512))
 
 
 # ---------------------------------------------------------------- wide images
@@ -297,12 +304,12 @@ def test_an_offer_that_meets_only_one_limit_says_so(monkeypatch):
     monkeypatch.setenv("RESNET_WORK_BUDGET_TMACS", "60")
     five = FinetuneConfig(dataset="synthetic", arch="resnext101_32x8d", strategies=("all", "last", "head", "replace", "scratch"), epochs=100,
                           image_size=512, batch_size=256)
-    with pytest.raises(budget.BudgetExceeded, match=r"batch size \d+ .*brings it under this limit\.$"):
+    with pytest.raises(BudgetExceeded, match=r"batch size \d+ .*brings it under this limit\.$"):
         budget.admit(five)
     # Fewer strategies and epochs: an image size alone then fixes both limits (the built-in set validates on 400
     # images every epoch, so 100 epochs stay over the work limit at any size).
     three = dataclasses.replace(five, strategies=("all", "last", "head"), epochs=30)
-    with pytest.raises(budget.BudgetExceeded) as e:
+    with pytest.raises(BudgetExceeded) as e:
         budget.admit(three)
     size = re.search(r"; (\d+) px fits\.$", str(e.value))
     assert size, str(e.value)

@@ -11,6 +11,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from resnet.analysis import labs
 from resnet.errors import BadSetting
+from resnet.models.resnet import build_model
 from resnet.ui.tabs import labs as labs_tab
 from resnet.ui.figures import labs as plots_labs
 from resnet.fonts import use_cjk_fallback
@@ -87,7 +88,7 @@ def test_resnet1202_forward_and_backward_reach_the_first_layer():
 
 
 def test_bn_steps_equal_batchnorm2d(photos):
-    model = labs.lab_copy(labs.build_model("resnet18"))
+    model = labs.lab_copy(build_model("resnet18"))
     labs.illustrate_affine(model)
     x = labs.image_tensor(photos["cheetah"], 96)
     features, bn = labs.bn_input(model, x, "layer1.0.bn1")
@@ -122,7 +123,7 @@ def test_conv_bias_before_batchnorm_is_cancelled():
 
 
 def test_train_mode_depends_on_the_batch_and_eval_mode_does_not(photos):
-    model = labs.lab_copy(labs.build_model("resnet18"))
+    model = labs.lab_copy(build_model("resnet18"))
     pool = labs.image_pool([photos["lion"], photos["bus"], photos["tower"]], 16, size=64)
     assert labs.ensure_statistics(model, pool) and not labs.ensure_statistics(model, pool)
     x = labs.image_tensor(photos["cheetah"], 64)
@@ -228,7 +229,7 @@ def test_bn_channel_reaches_every_channel_of_the_chosen_layer():
     with pytest.raises(BadSetting, match="has 64 channels: choose a channel from 0 to 63"):
         labs_tab.bn_channel("bn1", 100)
     # The lab itself shows channel 511 of layer4's BatchNorm input.
-    model = labs.lab_copy(labs.build_model("resnet18"))
+    model = labs.lab_copy(build_model("resnet18"))
     features, bn = labs.bn_input(model, torch.rand(1, 3, 64, 64), "layer4.0.bn1")
     assert labs.bn_steps(features, bn, 511).channel == 511
 

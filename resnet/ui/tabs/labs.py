@@ -13,6 +13,8 @@ import gradio as gr
 
 from ... import budget
 from ...analysis import labs
+from ...checks import whole
+from ...models.resnet import build_model
 from ..figures import labs as plots
 from ...errors import BadSetting
 from ...i18n import error, t
@@ -23,7 +25,7 @@ from ..progress import live, strip
 
 FLOW_NETS = ("cifar20", "cifar56", "cifar110", "resnet18", "resnet34")  # labels: labs.net.<name>
 BN_LAYERS = ["bn1", "layer1.0.bn1", "layer2.0.bn1", "layer3.0.bn1", "layer4.0.bn1"]
-BN_CHANNELS = {name: m.num_features for name, m in labs.build_model("resnet18", device="meta").named_modules()
+BN_CHANNELS = {name: m.num_features for name, m in build_model("resnet18", device="meta").named_modules()
                if name in BN_LAYERS}  # 64, 64, 128, 256, 512
 DEFAULTS = dict(flow_batch=32, race_steps=120, race_batch=16, race_lr=0.05, deep_batch=2, bn_pool=64, bn_train_steps=80,
                 cin=128, cout=128, groups=32, size=28)
@@ -51,7 +53,7 @@ def flow_args(nets, settings, batch_size, L: str) -> tuple[tuple, tuple, int]:
 
 def check_flow(nets, settings, batch_size, L: str) -> None:
     nets, settings, batch = flow_args(nets, settings, batch_size, L)
-    budget.check_gradient_flow(nets, settings, batch)
+    budget.admit(labs.GradientFlowJob(nets, settings, batch))
 
 
 @sharing.shared("gradient_flow")
@@ -75,10 +77,10 @@ def run_gradient_flow(nets: list[str], settings: list[str], batch_size: float, r
 
 def race_args(steps, batch_size, lr, L: str) -> tuple[int, int, float]:
     lo, hi = LIMITS["race_steps"]
-    steps = budget.whole(steps if steps is not None else DEFAULTS["race_steps"], 1, 10**6, "number of steps")
+    steps = whole(steps if steps is not None else DEFAULTS["race_steps"], 1, 10**6, "number of steps")
     if not lo <= steps <= hi:
         raise error(BadSetting, "labs.race.steps_range", lo=lo, hi=hi)
-    batch = budget.whole(batch_size if batch_size is not None else DEFAULTS["race_batch"], 1, 10**6, "batch size")
+    batch = whole(batch_size if batch_size is not None else DEFAULTS["race_batch"], 1, 10**6, "batch size")
     lr = lr if lr is not None else DEFAULTS["race_lr"]
     lo, hi = LIMITS["race_lr"]
     if isinstance(lr, bool) or not isinstance(lr, (int, float)) or not lo <= lr <= hi:  # NaN fails the comparison
@@ -87,8 +89,8 @@ def race_args(steps, batch_size, lr, L: str) -> tuple[int, int, float]:
 
 
 def check_race(steps, batch_size, lr, L: str) -> None:
-    steps, batch, _ = race_args(steps, batch_size, lr, L)
-    budget.check_training_race(steps, batch, labs.RACE_NETS, labs.RACE_IMAGES, labs.RACE_WIDTHS)
+    steps, batch, lr = race_args(steps, batch_size, lr, L)
+    budget.admit(labs.RaceJob(steps, batch, lr))
 
 
 @sharing.shared("training_race", limited=True, outputs=2)
@@ -140,7 +142,7 @@ def race_reading(update: labs.RaceUpdate, L: str) -> str:
 
 def deep_args(batch_size, setting, L: str) -> tuple[int, str]:
     lo, hi = LIMITS["deep_batch"]
-    b = budget.whole(batch_size if batch_size is not None else DEFAULTS["deep_batch"], 1, 10**6, "batch size")
+    b = whole(batch_size if batch_size is not None else DEFAULTS["deep_batch"], 1, 10**6, "batch size")
     if not lo <= b <= hi:
         raise error(BadSetting, "labs.deep.batch_range", lo=lo, hi=hi)
     return b, setting or "bn"
@@ -148,7 +150,7 @@ def deep_args(batch_size, setting, L: str) -> tuple[int, str]:
 
 def check_deep(batch_size, setting, L: str) -> None:
     b, setting = deep_args(batch_size, setting, L)
-    budget.check_deep_network("cifar1202", b, 32, setting)
+    budget.admit(labs.DeepNetworkJob("cifar1202", b, 32, setting))
 
 
 @sharing.shared("deep_network", limited=True, outputs=2)
@@ -193,11 +195,11 @@ def bn_args(image, layer, channel, pool_size, L: str) -> tuple[str, str, int, in
     if layer not in BN_LAYERS:
         raise error(BadSetting, "labs.bn.bad_layer", layer=layer)
     lo, hi = LIMITS["bn_pool"]
-    n = budget.whole(pool_size if pool_size is not None else DEFAULTS["bn_pool"], 1, 10**6, "pool size")
+    n = whole(pool_size if pool_size is not None else DEFAULTS["bn_pool"], 1, 10**6, "pool size")
     if not lo <= n <= hi:
         raise error(BadSetting, "labs.bn.pool_range", lo=lo, hi=hi)
     channel = bn_channel(layer, channel)
-    budget.check_bn_lab(n, labs.BN_IMAGE_SIZE, 1 + len(example_photos()))  # before the upload is decoded
+    budget.admit(labs.BNPoolJob((path, *example_photos()), n, labs.BN_IMAGE_SIZE))  # before the upload is decoded
     return path, layer, channel, n
 
 
@@ -267,7 +269,7 @@ def bias_text(b: labs.BiasCheck, L: str) -> str:
 def bn_channel(layer: str, channel) -> int:
     """The channel as a whole number that ``layer`` has (0 … 63 for ``bn1``, … 511 for ``layer4.0.bn1``), else a
     sentence that says the layer's range."""
-    channel = budget.whole(channel if channel is not None else 0, 0, 10**6, "channel")
+    channel = whole(channel if channel is not None else 0, 0, 10**6, "channel")
     if channel >= BN_CHANNELS[layer]:
         raise error(BadSetting, "labs.bn.channel_range", layer=layer, n=BN_CHANNELS[layer], hi=BN_CHANNELS[layer] - 1)
     return channel
@@ -282,15 +284,14 @@ def channel_slider(layer: str, channel: float):
 
 def bn_train_args(steps, L: str) -> int:
     lo, hi = LIMITS["bn_train_steps"]
-    steps = budget.whole(steps if steps is not None else DEFAULTS["bn_train_steps"], 1, 10**6, "number of steps")
+    steps = whole(steps if steps is not None else DEFAULTS["bn_train_steps"], 1, 10**6, "number of steps")
     if not lo <= steps <= hi:
         raise error(BadSetting, "labs.race.steps_range", lo=lo, hi=hi)
     return steps
 
 
 def check_bn_training(bn_train_steps, L: str) -> None:
-    budget.check_bn_batch_run(bn_train_args(bn_train_steps, L), labs.BN_RUN_BATCH, labs.BN_RUN_GROUPS,
-                              labs.BN_RUN_IMAGES, labs.RACE_WIDTHS)
+    budget.admit(labs.BNBatchRunJob(bn_train_args(bn_train_steps, L)))
 
 
 @sharing.shared("bn_batch_run", limited=True, outputs=2)
@@ -326,8 +327,10 @@ def bn_run_text(u: labs.BNRunUpdate, L: str) -> str:
 
 def group_args(cin, cout, groups, size) -> tuple[int, int, int, int]:
     """The four numbers as whole numbers in range, the groups dividing both channel counts (else a sentence)."""
-    return budget.check_group_conv(*(DEFAULTS[k] if v is None else v
-                                     for k, v in zip(("cin", "cout", "groups", "size"), (cin, cout, groups, size))))
+    names = ("cin", "cout", "groups", "size")
+    job = labs.GroupConvJob(*(DEFAULTS[k] if v is None else v for k, v in zip(names, (cin, cout, groups, size))))
+    job = job.validated()
+    return job.cin, job.cout, job.groups, job.size
 
 
 def check_group(cin, cout, groups, size, L: str) -> None:

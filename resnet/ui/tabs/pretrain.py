@@ -12,6 +12,7 @@ from dataclasses import dataclass
 import gradio as gr
 
 from ... import budget
+from ...checks import whole
 from ...i18n import t
 from ...models.resnet import ARCHS
 from ...train.pretrain import DEFAULTS, LIMITS, PretrainConfig, pretrain
@@ -56,8 +57,8 @@ def curves_figure(history: dict, cfg: PretrainConfig, L: str):
 
 def make_config(arch, image_size, epochs) -> PretrainConfig:
     """The run's settings from the page or the API (integral floats accepted), checked against the budget."""
-    size = budget.whole(image_size, *LIMITS["image_size"], "image size")
-    epochs = budget.whole(epochs, *LIMITS["epochs"], "epochs")
+    size = whole(image_size, *LIMITS["image_size"], "image size")
+    epochs = whole(epochs, *LIMITS["epochs"], "epochs")
     # The recipe's pictures per class, read when a request comes (a test may shrink it).
     cfg = PretrainConfig(arch=arch, image_size=size, epochs=epochs, per_class=DEFAULTS["per_class"]).validated()
     budget.admit(cfg)
