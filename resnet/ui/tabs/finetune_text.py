@@ -24,7 +24,7 @@ def name(strategy: str, L: str) -> str:
 
 
 def names_list(strategies, L: str) -> str:
-    """**a**, **b**, **c** (Chinese: **a**与**b**与**c**)."""
+    """The names in bold, joined the language's own way (``finetune.names_and``: **a**, **b**, **c** in English)."""
     out = ""
     for s in strategies:
         out = f"**{name(s, L)}**" if not out else t("finetune.names_and", L, a=out, b=f"**{name(s, L)}**")
