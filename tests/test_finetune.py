@@ -286,11 +286,11 @@ def test_the_command_line_s_fine_tune_is_the_page_s_preset_and_a_flag_overrides_
     configurations are equal, field by field; any flag given replaces that one value."""
     from resnet.cli import parser
     from resnet.train.finetune import config_from_args
-    from resnet.ui.tabs import finetune as tab
+    from resnet.ui.tabs import finetune_request as tab
 
     def cli(*flags):
         return config_from_args(parser().parse_args(["finetune", *flags]))
-    page = tab.make_config("synthetic", None, *tab.preset_values(preset))  # what Start sends on that preset
+    page = tab.FinetuneRequest("synthetic", None, *tab.preset_values(preset)).config()  # what Start sends
     assert cli(*(["--preset", preset] if preset != "quick" else [])) == page
     assert cli("--preset", preset, "--epochs", "3", "--per-class", "all", "--strategies", "head") == \
         dataclasses.replace(page, epochs=3, per_class=None, strategies=("head",))

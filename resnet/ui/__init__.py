@@ -1,6 +1,7 @@
 """The Gradio app: one ``gr.Blocks`` with a tab per idea. Model logic lives in ``resnet``, not here."""
 from __future__ import annotations
 
+import functools
 import os
 
 import gradio as gr
@@ -78,7 +79,8 @@ def create_app(settings: Settings | None = None, models: ModelCache | None = Non
                          css=css_file.read_text() if css_file.exists() else None,
                          theme=gr.themes.Soft(), show_error=True,
                          max_threads=fairshare.worker_slots(settings.max_queue),
-                         app_kwargs={"middleware": [Middleware(PageTracker), Middleware(UploadGuard, demo=demo)]})
+                         app_kwargs={"middleware": [Middleware(PageTracker), Middleware(
+                             UploadGuard, demo=demo, after_upload=functools.partial(disk.enforce_budget, every_s=5.0))]})
     return demo, launch_kwargs
 
 

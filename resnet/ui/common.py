@@ -185,6 +185,14 @@ def payload_path(value, lang: str = "en") -> str | None:
     return str(path) if path else None
 
 
+def duration_text(seconds: float, L: str) -> str:
+    """A duration as the estimate lines say it: seconds under a minute and a half, else minutes and seconds."""
+    if seconds < 90:
+        return t("finetune.seconds", L, s=max(1, round(seconds)))
+    m, s = divmod(round(seconds), 60)
+    return t("finetune.minutes", L, m=m, s=s)
+
+
 def example_photos() -> list[str]:
     """Real photos that ship inside gradio and matplotlib."""
     import gradio.media

@@ -8,7 +8,8 @@ from the string alone before the disk is touched, so a refusal says nothing abou
 
 ``UploadGuard`` applies that same function to every file payload of every API call before Gradio sees it,
 so Gradio never fetches a URL or copies a server file on a visitor's behalf. The app fetches no URL for any
-file or image input: the page always uploads bytes.
+file or image input: the page always uploads bytes. After each upload it runs ``after_upload`` (the app passes
+``resnet.ui.disk``'s budget, which needs ``upload_root`` from here: passed in, not imported, to keep no circle).
 """
 from __future__ import annotations
 
@@ -106,9 +107,10 @@ class UploadGuard:
     """ASGI middleware: refuse any JSON API call that names a file the visitor did not upload (see above):
     every value in a file or image input's place, and every file-like dict anywhere in the data."""
 
-    def __init__(self, app, demo=None):
+    def __init__(self, app, demo=None, after_upload=None):
         self.app = app
         self.demo = demo
+        self.after_upload = after_upload  # called in a thread after each upload (the disk budget)
 
     async def __call__(self, scope, receive, send):
         if scope["type"] != "http" or scope.get("method") != "POST":
@@ -116,9 +118,8 @@ class UploadGuard:
         headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope.get("headers", [])}
         if "json" not in headers.get("content-type", ""):
             await self.app(scope, receive, send)  # uploads (multipart) go to Gradio's size-limited route
-            if scope.get("path", "").endswith("/upload"):
-                from . import disk
-                await asyncio.to_thread(disk.enforce_budget, every_s=5.0)  # uploads and runs stay in budget
+            if scope.get("path", "").endswith("/upload") and self.after_upload is not None:
+                await asyncio.to_thread(self.after_upload)  # uploads and runs stay in budget
             return
         body, more = b"", True
         while more:

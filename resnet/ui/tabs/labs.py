@@ -368,108 +368,128 @@ def compare_text(costs: list[labs.ConvCost], L: str) -> str:
 
 # ---- Layout -------------------------------------------------------------------------------------
 
+def flow_section(ctx) -> None:
+    """The gradient-flow lab and the training race: why depth needs shortcuts and normalisation."""
+    with gr.Accordion(ctx("labs.flow.title"), open=True, elem_id="labs-flow"):
+        gr.Markdown(ctx("labs.flow.explain"))
+        with gr.Row():
+            nets = gr.CheckboxGroup([(ctx(f"labs.net.{k}"), k) for k in FLOW_NETS], value=["cifar20", "cifar56"],
+                                    label=ctx("labs.flow.nets"))
+            settings = gr.CheckboxGroup([(ctx(f"labs.setting.{k}"), k) for k in labs.SETTINGS],
+                                        value=["none", "bn"], label=ctx("labs.flow.settings"))
+            batch = gr.Slider(4, 64, DEFAULTS["flow_batch"], step=4, label=ctx("labs.batch_size"))
+        flow_button = gr.Button(ctx("labs.flow.run"), variant="primary", elem_id="labs-flow-button")
+        flow_plot = gr.Plot(label=ctx("labs.flow.plot"), elem_id="labs-flow-plot")
+        flow_text = gr.Markdown(elem_id="labs-flow-text")
+        gr.Markdown(ctx("labs.flow.note_vs_lab"), elem_id="labs-flow-note")
+        flow_button.click(run_gradient_flow, [nets, settings, batch], [flow_plot, flow_text],
+                          api_name="gradient_flow", preprocess=False, validator=early(check_flow),
+                          **ctx.quick)
+
+        gr.Markdown(ctx("labs.race.explain"))
+        with gr.Row():
+            steps = gr.Slider(*LIMITS["race_steps"], DEFAULTS["race_steps"], step=10, label=ctx("labs.race.steps"),
+                              elem_id="labs-race-steps")
+            race_batch = gr.Slider(8, 64, DEFAULTS["race_batch"], step=8, label=ctx("labs.batch_size"))
+            lr = gr.Number(DEFAULTS["race_lr"], label=ctx("labs.race.lr"), minimum=0.001, maximum=1)
+        with gr.Row():
+            race_button = gr.Button(ctx("labs.race.run"), variant="primary", elem_id="labs-race-button")
+            race_stop = gr.Button(ctx("labs.race.stop"), variant="stop", elem_id="labs-race-stop")
+        race_bar = strip("labs-race-progress", bar=False)  # its curves stay in view as they grow
+        race_plot = gr.Plot(label=ctx("labs.race.plot"), elem_id="labs-race-plot")
+        race_text = gr.Markdown(elem_id="labs-race-text")
+        race = race_button.click(run_race, [steps, race_batch, lr], [race_plot, race_text],
+                                 api_name="training_race", preprocess=False, validator=early(check_race),
+                                 **ctx.train, **live(race_bar))
+        race_stop.click(None, None, None, cancels=[race], api_visibility="private")
+
+
+
+def deep_section(ctx) -> None:
+    """The deep-network lab: a plain and a residual net of the same depth, trained side by side."""
+    with gr.Accordion(ctx("labs.deep.title"), open=False, elem_id="labs-deep"):
+        gr.Markdown(ctx("labs.deep.explain"))
+        with gr.Row():
+            deep_batch = gr.Slider(*LIMITS["deep_batch"], DEFAULTS["deep_batch"], step=1,
+                                   label=ctx("labs.batch_size"))
+            deep_setting = gr.Radio([(ctx(f"labs.setting.{k}"), k) for k in labs.SETTINGS], value="bn",
+                                    label=ctx("labs.flow.settings"))
+        deep_button = gr.Button(ctx("labs.deep.run"), variant="primary", elem_id="labs-deep-button")
+        deep_bar = strip("labs-deep-progress", bar=False)
+        deep_plot = gr.Plot(label=ctx("labs.deep.plot"), elem_id="labs-deep-plot")
+        deep_text = gr.Markdown(elem_id="labs-deep-text")
+        deep_button.click(run_deep, [deep_batch, deep_setting], [deep_plot, deep_text], api_name="deep_network",
+                          preprocess=False, validator=early(check_deep), **ctx.train, **live(deep_bar))
+
+
+
+def bn_section(ctx) -> None:
+    """The batch-norm lab: one channel's statistics step by step, train vs eval, batch size; and its training run."""
+    with gr.Accordion(ctx("labs.bn.title"), open=False, elem_id="labs-bn"):
+        gr.Markdown(ctx("labs.bn.explain"))
+        with gr.Row():
+            image = gr.Image(value=example_photos()[0], type="filepath", sources=["upload", "clipboard"],
+                             label=ctx("labs.bn.image"), height=240)
+            with gr.Column():
+                layer = gr.Dropdown(BN_LAYERS, value="bn1", label=ctx("labs.bn.layer"))
+                channel = gr.Slider(0, BN_CHANNELS["bn1"] - 1, 0, step=1, label=ctx("labs.bn.channel"))
+                pool = gr.Slider(*LIMITS["bn_pool"], DEFAULTS["bn_pool"], step=8, label=ctx("labs.bn.pool"))
+                bn_button = gr.Button(ctx("labs.bn.run"), variant="primary", elem_id="labs-bn-button")
+        bn_steps_plot = gr.Plot(label=ctx("labs.bn.steps_plot"))
+        bn_steps_text = gr.Markdown(elem_id="labs-bn-steps")
+        with gr.Row():
+            te_plot = gr.Plot(label=ctx("labs.bn.train_eval_plot"))
+            te_text = gr.Markdown(elem_id="labs-bn-train-eval")
+        with gr.Row():
+            stats_plot = gr.Plot(label=ctx("labs.bn.batch_plot"))
+            stats_text = gr.Markdown(elem_id="labs-bn-batch")
+        bn_button.click(make_bn_lab(ctx), [image, layer, channel, pool],
+                        [bn_steps_plot, bn_steps_text, te_plot, te_text, stats_plot, stats_text],
+                        api_name="bn_lab", preprocess=False,
+                        validator=early(check_bn), **ctx.quick)
+        layer.change(channel_slider, [layer, channel], [channel], api_visibility="private", **ctx.cheap)
+
+        gr.Markdown(ctx("labs.bn.run_explain"))
+        with gr.Row():
+            bn_train_steps = gr.Slider(*LIMITS["bn_train_steps"], DEFAULTS["bn_train_steps"], step=8,
+                                       label=ctx("labs.race.steps"))
+            bn_train_button = gr.Button(ctx("labs.bn.run_train"), variant="primary",
+                                        elem_id="labs-bn-train-button")
+            bn_train_stop = gr.Button(ctx("labs.race.stop"), variant="stop")
+        bn_train_bar = strip("labs-bn-train-progress", bar=False)
+        bn_train_plot = gr.Plot(label=ctx("labs.bn.run_plot"), elem_id="labs-bn-train-plot")
+        bn_train_text = gr.Markdown(elem_id="labs-bn-train-text")
+        bn_train = bn_train_button.click(run_bn_training, [bn_train_steps], [bn_train_plot, bn_train_text],
+                                         api_name="bn_batch_run", preprocess=False,
+                                         validator=early(check_bn_training), **ctx.train, **live(bn_train_bar))
+        bn_train_stop.click(None, None, None, cancels=[bn_train], api_visibility="private")
+
+
+
+def group_section(ctx) -> None:
+    """The grouped-convolution lab: the cost of a convolution by groups, and a ResNeXt block drawn."""
+    with gr.Accordion(ctx("labs.group.title"), open=False, elem_id="labs-group"):
+        gr.Markdown(ctx("labs.group.explain"))
+        with gr.Row():
+            cin = gr.Number(DEFAULTS["cin"], label=ctx("labs.group.cin"), precision=0, minimum=1, maximum=4096)
+            cout = gr.Number(DEFAULTS["cout"], label=ctx("labs.group.cout"), precision=0, minimum=1, maximum=4096)
+            groups = gr.Number(DEFAULTS["groups"], label=ctx("labs.group.groups"), precision=0, minimum=1)
+            size = gr.Number(DEFAULTS["size"], label=ctx("labs.group.size"), precision=0, minimum=1, maximum=512)
+        group_button = gr.Button(ctx("labs.group.run"), variant="primary", elem_id="labs-group-button")
+        with gr.Row():
+            cost_plot = gr.Plot(label=ctx("labs.group.cost_plot"))
+            group_text = gr.Markdown(elem_id="labs-group-text")
+        block_plot = gr.Plot(label=ctx("labs.group.block_plot"))
+        group_button.click(run_group_conv, [cin, cout, groups, size], [cost_plot, block_plot, group_text],
+                           api_name="group_conv", validator=early(check_group), **ctx.quick)
+
+
 def build(ctx) -> None:
     with gr.Tab(ctx("tab.labs"), id="labs"):
         gr.Markdown(ctx("labs.intro"))
 
-        with gr.Accordion(ctx("labs.flow.title"), open=True, elem_id="labs-flow"):
-            gr.Markdown(ctx("labs.flow.explain"))
-            with gr.Row():
-                nets = gr.CheckboxGroup([(ctx(f"labs.net.{k}"), k) for k in FLOW_NETS], value=["cifar20", "cifar56"],
-                                        label=ctx("labs.flow.nets"))
-                settings = gr.CheckboxGroup([(ctx(f"labs.setting.{k}"), k) for k in labs.SETTINGS],
-                                            value=["none", "bn"], label=ctx("labs.flow.settings"))
-                batch = gr.Slider(4, 64, DEFAULTS["flow_batch"], step=4, label=ctx("labs.batch_size"))
-            flow_button = gr.Button(ctx("labs.flow.run"), variant="primary", elem_id="labs-flow-button")
-            flow_plot = gr.Plot(label=ctx("labs.flow.plot"), elem_id="labs-flow-plot")
-            flow_text = gr.Markdown(elem_id="labs-flow-text")
-            gr.Markdown(ctx("labs.flow.note_vs_lab"), elem_id="labs-flow-note")
-            flow_button.click(run_gradient_flow, [nets, settings, batch], [flow_plot, flow_text],
-                              api_name="gradient_flow", preprocess=False, validator=early(check_flow),
-                              **ctx.quick)
-
-            gr.Markdown(ctx("labs.race.explain"))
-            with gr.Row():
-                steps = gr.Slider(*LIMITS["race_steps"], DEFAULTS["race_steps"], step=10, label=ctx("labs.race.steps"),
-                                  elem_id="labs-race-steps")
-                race_batch = gr.Slider(8, 64, DEFAULTS["race_batch"], step=8, label=ctx("labs.batch_size"))
-                lr = gr.Number(DEFAULTS["race_lr"], label=ctx("labs.race.lr"), minimum=0.001, maximum=1)
-            with gr.Row():
-                race_button = gr.Button(ctx("labs.race.run"), variant="primary", elem_id="labs-race-button")
-                race_stop = gr.Button(ctx("labs.race.stop"), variant="stop", elem_id="labs-race-stop")
-            race_bar = strip("labs-race-progress", bar=False)  # its curves stay in view as they grow
-            race_plot = gr.Plot(label=ctx("labs.race.plot"), elem_id="labs-race-plot")
-            race_text = gr.Markdown(elem_id="labs-race-text")
-            race = race_button.click(run_race, [steps, race_batch, lr], [race_plot, race_text],
-                                     api_name="training_race", preprocess=False, validator=early(check_race),
-                                     **ctx.train, **live(race_bar))
-            race_stop.click(None, None, None, cancels=[race], api_visibility="private")
-
-        with gr.Accordion(ctx("labs.deep.title"), open=False, elem_id="labs-deep"):
-            gr.Markdown(ctx("labs.deep.explain"))
-            with gr.Row():
-                deep_batch = gr.Slider(*LIMITS["deep_batch"], DEFAULTS["deep_batch"], step=1,
-                                       label=ctx("labs.batch_size"))
-                deep_setting = gr.Radio([(ctx(f"labs.setting.{k}"), k) for k in labs.SETTINGS], value="bn",
-                                        label=ctx("labs.flow.settings"))
-            deep_button = gr.Button(ctx("labs.deep.run"), variant="primary", elem_id="labs-deep-button")
-            deep_bar = strip("labs-deep-progress", bar=False)
-            deep_plot = gr.Plot(label=ctx("labs.deep.plot"), elem_id="labs-deep-plot")
-            deep_text = gr.Markdown(elem_id="labs-deep-text")
-            deep_button.click(run_deep, [deep_batch, deep_setting], [deep_plot, deep_text], api_name="deep_network",
-                              preprocess=False, validator=early(check_deep), **ctx.train, **live(deep_bar))
-
-        with gr.Accordion(ctx("labs.bn.title"), open=False, elem_id="labs-bn"):
-            gr.Markdown(ctx("labs.bn.explain"))
-            with gr.Row():
-                image = gr.Image(value=example_photos()[0], type="filepath", sources=["upload", "clipboard"],
-                                 label=ctx("labs.bn.image"), height=240)
-                with gr.Column():
-                    layer = gr.Dropdown(BN_LAYERS, value="bn1", label=ctx("labs.bn.layer"))
-                    channel = gr.Slider(0, BN_CHANNELS["bn1"] - 1, 0, step=1, label=ctx("labs.bn.channel"))
-                    pool = gr.Slider(*LIMITS["bn_pool"], DEFAULTS["bn_pool"], step=8, label=ctx("labs.bn.pool"))
-                    bn_button = gr.Button(ctx("labs.bn.run"), variant="primary", elem_id="labs-bn-button")
-            bn_steps_plot = gr.Plot(label=ctx("labs.bn.steps_plot"))
-            bn_steps_text = gr.Markdown(elem_id="labs-bn-steps")
-            with gr.Row():
-                te_plot = gr.Plot(label=ctx("labs.bn.train_eval_plot"))
-                te_text = gr.Markdown(elem_id="labs-bn-train-eval")
-            with gr.Row():
-                stats_plot = gr.Plot(label=ctx("labs.bn.batch_plot"))
-                stats_text = gr.Markdown(elem_id="labs-bn-batch")
-            bn_button.click(make_bn_lab(ctx), [image, layer, channel, pool],
-                            [bn_steps_plot, bn_steps_text, te_plot, te_text, stats_plot, stats_text],
-                            api_name="bn_lab", preprocess=False,
-                            validator=early(check_bn), **ctx.quick)
-            layer.change(channel_slider, [layer, channel], [channel], api_visibility="private", **ctx.cheap)
-
-            gr.Markdown(ctx("labs.bn.run_explain"))
-            with gr.Row():
-                bn_train_steps = gr.Slider(*LIMITS["bn_train_steps"], DEFAULTS["bn_train_steps"], step=8,
-                                           label=ctx("labs.race.steps"))
-                bn_train_button = gr.Button(ctx("labs.bn.run_train"), variant="primary",
-                                            elem_id="labs-bn-train-button")
-                bn_train_stop = gr.Button(ctx("labs.race.stop"), variant="stop")
-            bn_train_bar = strip("labs-bn-train-progress", bar=False)
-            bn_train_plot = gr.Plot(label=ctx("labs.bn.run_plot"), elem_id="labs-bn-train-plot")
-            bn_train_text = gr.Markdown(elem_id="labs-bn-train-text")
-            bn_train = bn_train_button.click(run_bn_training, [bn_train_steps], [bn_train_plot, bn_train_text],
-                                             api_name="bn_batch_run", preprocess=False,
-                                             validator=early(check_bn_training), **ctx.train, **live(bn_train_bar))
-            bn_train_stop.click(None, None, None, cancels=[bn_train], api_visibility="private")
-
-        with gr.Accordion(ctx("labs.group.title"), open=False, elem_id="labs-group"):
-            gr.Markdown(ctx("labs.group.explain"))
-            with gr.Row():
-                cin = gr.Number(DEFAULTS["cin"], label=ctx("labs.group.cin"), precision=0, minimum=1, maximum=4096)
-                cout = gr.Number(DEFAULTS["cout"], label=ctx("labs.group.cout"), precision=0, minimum=1, maximum=4096)
-                groups = gr.Number(DEFAULTS["groups"], label=ctx("labs.group.groups"), precision=0, minimum=1)
-                size = gr.Number(DEFAULTS["size"], label=ctx("labs.group.size"), precision=0, minimum=1, maximum=512)
-            group_button = gr.Button(ctx("labs.group.run"), variant="primary", elem_id="labs-group-button")
-            with gr.Row():
-                cost_plot = gr.Plot(label=ctx("labs.group.cost_plot"))
-                group_text = gr.Markdown(elem_id="labs-group-text")
-            block_plot = gr.Plot(label=ctx("labs.group.block_plot"))
-            group_button.click(run_group_conv, [cin, cout, groups, size], [cost_plot, block_plot, group_text],
-                               api_name="group_conv", validator=early(check_group), **ctx.quick)
+        flow_section(ctx)
+        deep_section(ctx)
+        bn_section(ctx)
+        group_section(ctx)
         ctx.copy_link("labs")

@@ -18,7 +18,7 @@ from ...models.resnet import ARCHS
 from ...train.pretrain import DEFAULTS, LIMITS, PretrainConfig, pretrain
 from ...weights import WeightsUnavailable, _stamp, find_source, read_source
 from .. import sharing
-from ..common import early, friendly, lang, on_gpu
+from ..common import duration_text, early, friendly, lang, on_gpu
 from ..progress import Steady, live, steadily, strip
 
 UI_SIZES = (32, 128)    # the slider's range (the library allows up to LIMITS["image_size"])
@@ -71,13 +71,12 @@ def estimate_line(arch, image_size, epochs, L: str) -> str:
     from ...errors import LabError
     from ...i18n import message
     from ...train.estimate import estimate_pretrain
-    from .finetune import show_time
     try:
         cfg = make_config(arch, image_size, epochs)
     except LabError as e:
         return t("pretrain.estimate_refused", L, reason=message(e, L).splitlines()[0])
     e = estimate_pretrain(cfg)
-    return t("pretrain.estimate", L, time=show_time(e.seconds, L), arch=ARCHS[cfg.arch].title, size=cfg.image_size,
+    return t("pretrain.estimate", L, time=duration_text(e.seconds, L), arch=ARCHS[cfg.arch].title, size=cfg.image_size,
              n=e.n_train, device=e.calibration.device.split(":")[0].upper())
 
 
