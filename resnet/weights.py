@@ -107,7 +107,7 @@ def candidates(arch: str) -> list[Path]:
     return paths
 
 
-def _stamp(path) -> tuple[int, int, int]:
+def file_stamp(path) -> tuple[int, int, int]:
     st = os.stat(path)
     return st.st_size, st.st_mtime_ns, st.st_ino
 
@@ -122,7 +122,7 @@ def _digest(path: str, size: int, mtime_ns: int, inode: int) -> str:
 def check_hash(path: Path, name: str | None = None) -> None:
     """The SHA-256 of ``path`` must start with the prefix in its (or ``name``'s) file name, if there is one."""
     m = HASH_IN_NAME.search(name or Path(path).name)
-    if m and not _digest(str(path), *_stamp(path)).startswith(m.group(1)):
+    if m and not _digest(str(path), *file_stamp(path)).startswith(m.group(1)):
         raise WeightsHashMismatch(
             f"The weights file {Path(name or path).name} does not match the hash in its name: it is damaged or not "
             "the official one.", f"{path} does not match its expected hash ({m.group(1)}…): delete it and fetch "

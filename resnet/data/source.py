@@ -25,7 +25,7 @@ from PIL import Image, ImageDraw
 
 from ..errors import DatasetError
 from .imageset import ImageSet, InMemory
-from .synthetic import _colour, _rotate, background, blur_and_noise, clutter_lines, noise_bank
+from .synthetic import background, blur_and_noise, clutter_lines, colour, noise_bank, rotate
 
 SOURCE_CLASSES = 24          # half strokes, half blobs
 DESIGN_SEED = 20_251_129     # the classes' designs: the same on every machine, whatever the run's seed
@@ -83,7 +83,7 @@ def draw_glyph_image(name: str, size: int, rng: np.random.Generator, bank: np.nd
     r = size * rng.uniform(0.2, 0.36)
     cx, cy = rng.uniform(r, size - r, 2)
     if not plain:
-        fg = _colour(rng, c0, c1)
+        fg = colour(rng, c0, c1)
     angle, aspect = rng.uniform(-turn, turn), rng.uniform(0.75, 1.0)
     scale = np.array([1.0, aspect])
     design = _design(name)
@@ -91,7 +91,7 @@ def draw_glyph_image(name: str, size: int, rng: np.random.Generator, bank: np.nd
         width = max(2, int(r * rng.uniform(0.18, 0.3)))
         for line in design[1]:
             p = (np.asarray(line) + rng.normal(0, 0.07, (len(line), 2))) * scale * r
-            d.line(_rotate(p, angle, cx, cy), fill=fg, width=width, joint="curve")
+            d.line(rotate(p, angle, cx, cy), fill=fg, width=width, joint="curve")
     else:
         _, amp, phase = design
         t = np.linspace(0, 2 * np.pi, 48, endpoint=False)
@@ -99,7 +99,7 @@ def draw_glyph_image(name: str, size: int, rng: np.random.Generator, bank: np.nd
         rad = 1 + sum(a * np.cos(h * t + ph) for a, h, ph in zip(amp, range(2, 7), phase))
         rad = rad / rad.max()
         p = np.stack([rad * np.cos(t), rad * np.sin(t)], 1) * scale * r
-        d.polygon(_rotate(p, angle, cx, cy), fill=fg)
+        d.polygon(rotate(p, angle, cx, cy), fill=fg)
     return img if plain else blur_and_noise(img, size, rng, bank, clutter)
 
 

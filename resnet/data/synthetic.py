@@ -52,13 +52,13 @@ def _outline(kind: str, r: float, aspect: float) -> np.ndarray:
     raise ValueError(f"unknown shape {kind!r}")
 
 
-def _rotate(p: np.ndarray, angle: float, cx: float, cy: float) -> list[tuple[float, float]]:
+def rotate(p: np.ndarray, angle: float, cx: float, cy: float) -> list[tuple[float, float]]:
     c, s = math.cos(angle), math.sin(angle)
     q = p @ np.array([[c, s], [-s, c]])
     return [(float(x + cx), float(y + cy)) for x, y in q]
 
 
-def _colour(rng, *away_from) -> tuple[int, int, int]:
+def colour(rng, *away_from) -> tuple[int, int, int]:
     """A random colour some distance from each of ``away_from``, so the shape stays visible."""
     for _ in range(30):
         c = rng.integers(0, 256, 3)
@@ -69,7 +69,7 @@ def _colour(rng, *away_from) -> tuple[int, int, int]:
 
 def background(size: int, rng: np.random.Generator) -> tuple[Image.Image, tuple, tuple]:
     """A two-colour gradient, vertical or horizontal at random; returns (picture, first colour, second colour)."""
-    c0, c1 = np.array(_colour(rng), np.float32), np.array(_colour(rng), np.float32)
+    c0, c1 = np.array(colour(rng), np.float32), np.array(colour(rng), np.float32)
     ramp = np.linspace(0, 1, size, dtype=np.float32)[:, None]
     bg = (c0 + (c1 - c0) * ramp).astype(np.uint8)  # one row of the gradient per pixel row
     bg = np.broadcast_to(bg[:, None, :] if rng.random() < 0.5 else bg[None, :, :], (size, size, 3))
@@ -80,7 +80,7 @@ def clutter_lines(d: ImageDraw.ImageDraw, size: int, rng: np.random.Generator, c
     """Two to six random lines (times ``clutter``) of random colours and widths."""
     for _ in range(int(round(rng.integers(2, 7) * clutter))):
         x0, y0, x1, y1 = rng.uniform(0, size, 4)
-        d.line([(x0, y0), (x1, y1)], fill=_colour(rng), width=int(rng.integers(1, max(2, size // 50))))
+        d.line([(x0, y0), (x1, y1)], fill=colour(rng), width=int(rng.integers(1, max(2, size // 50))))
 
 
 def blur_and_noise(img: Image.Image, size: int, rng: np.random.Generator, bank: np.ndarray | None,
@@ -109,7 +109,7 @@ def draw_shape_image(kind: str, size: int, rng: np.random.Generator, bank: np.nd
         img = Image.new("RGB", (size, size))
         r = size * rng.uniform(0.2, 0.36)
         centre = rng.uniform(r, size - r, 2)
-        pts = _rotate(_outline(kind, r, rng.uniform(0.8, 1.0)), turn(rng.uniform(0, 2 * np.pi)), *centre)
+        pts = rotate(_outline(kind, r, rng.uniform(0.8, 1.0)), turn(rng.uniform(0, 2 * np.pi)), *centre)
         draw = ImageDraw.Draw(img)
         if kind == "ring":
             draw.line(pts + pts[:1], fill="white", width=max(2, int(r * 0.25)), joint="curve")
@@ -122,12 +122,12 @@ def draw_shape_image(kind: str, size: int, rng: np.random.Generator, bank: np.nd
     for _ in range(int(round(rng.integers(0, 3) * clutter))):  # small decoys of any class, so "a shape is present" is no cue
         decoy = DECOYS[rng.integers(len(DECOYS))]
         r = size * rng.uniform(0.03, 0.07)
-        pts = _rotate(_outline(decoy, r, 1.0), rng.uniform(0, 2 * np.pi), *rng.uniform(0, size, 2))
-        d.polygon(pts, fill=_colour(rng))
+        pts = rotate(_outline(decoy, r, 1.0), rng.uniform(0, 2 * np.pi), *rng.uniform(0, size, 2))
+        d.polygon(pts, fill=colour(rng))
     r = size * rng.uniform(0.2, 0.36)
     cx, cy = rng.uniform(r, size - r, 2)
-    fg = _colour(rng, c0, c1)
-    pts = _rotate(_outline(kind, r, rng.uniform(0.8, 1.0)), turn(rng.uniform(0, 2 * np.pi)), cx, cy)
+    fg = colour(rng, c0, c1)
+    pts = rotate(_outline(kind, r, rng.uniform(0.8, 1.0)), turn(rng.uniform(0, 2 * np.pi)), cx, cy)
     if kind == "ring":
         d.line(pts + pts[:1], fill=fg, width=max(2, int(r * rng.uniform(0.18, 0.3))), joint="curve")
     else:

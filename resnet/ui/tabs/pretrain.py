@@ -16,7 +16,7 @@ from ...checks import whole
 from ...i18n import t
 from ...models.resnet import ARCHS
 from ...train.pretrain import DEFAULTS, LIMITS, PretrainConfig, pretrain
-from ...weights import WeightsUnavailable, _stamp, find_source, read_source
+from ...weights import WeightsUnavailable, file_stamp, find_source, read_source
 from .. import sharing
 from ..common import duration_text, early, friendly, lang, on_gpu
 from ..progress import Steady, live, steadily, strip
@@ -40,7 +40,7 @@ def stored_line(arch: str, L: str) -> str:
     if path is None:
         return t("pretrain.status_idle", L, arch=title)
     try:
-        meta = _recorded(str(path), *_stamp(path))
+        meta = _recorded(str(path), *file_stamp(path))
     except (WeightsUnavailable, OSError):
         return t("pretrain.status_idle", L, arch=title)
     return t("pretrain.status_have", L, arch=title, file=path.name, acc=float(meta.get("val_acc", 0.0)),
