@@ -4,7 +4,8 @@ command is the one ``.ci/run`` runs.
 
 The build works on a copy of ``pyproject.toml``, ``requirements.txt`` and ``resnet/`` only (nothing else of the
 repository can leak into the package, and no ``build/`` or ``*.egg-info`` lands in the checkout); torch, gradio and
-the rest come from the system's site-packages (``--system-site-packages``), so nothing is downloaded.
+the rest come from the running interpreter's environment (``--system-site-packages``, and a ``.pth`` file when
+it is itself a virtual environment), so nothing is downloaded.
 """
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ import json
 import os
 import re
 import shutil
+import site
 import subprocess
 import sys
 import time
@@ -31,6 +33,18 @@ def run(argv: list, **kwargs) -> subprocess.CompletedProcess:
     return out
 
 
+def see_the_running_environment(python: Path) -> None:
+    """Let the inner venv import what this interpreter imports. ``--system-site-packages`` reaches the base
+    Python's site-packages only; run from inside a virtual environment (torch installed there), the inner venv would
+    lack torch, so a ``.pth`` file adds this environment's site-packages after the inner venv's own (as site dirs:
+    their own ``.pth`` files count, as the system's do)."""
+    if sys.prefix == sys.base_prefix:
+        return
+    inner = run([python, "-c", "import site; print(site.getsitepackages()[0])"]).stdout.strip()
+    lines = [f"import site; site.addsitedir({folder!r})" for folder in site.getsitepackages()]
+    (Path(inner) / "outer_environment.pth").write_text("\n".join(lines) + "\n")
+
+
 @pytest.fixture(scope="module")
 def installed(tmp_path_factory):
     """A fresh venv with the package installed from a wheel built from a copy of the sources; yields
@@ -47,6 +61,7 @@ def installed(tmp_path_factory):
     venv = root / "venv"
     run([sys.executable, "-m", "venv", "--system-site-packages", "--without-pip", venv])
     python = venv / "bin" / "python"
+    see_the_running_environment(python)
     # The system's pip, run by the venv's python, installs into the venv (even where the checkout is installed
     # editable in the system's site-packages: that copy is outside the venv and stays untouched).
     run([python, "-m", "pip", "install", "-q", "--no-deps", "--no-index", "--force-reinstall", wheel])
