@@ -16,13 +16,12 @@ import shutil
 import site
 import subprocess
 import sys
-import time
 import urllib.request
 from pathlib import Path
 
 import pytest
 
-from conftest import ROOT, free_port
+from conftest import ROOT, free_port, wait_for_app
 
 CJK = re.compile(r"[\u4e00-\u9fff]")
 
@@ -92,17 +91,7 @@ def installed_app(installed):
                                 stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}/"
     try:
-        deadline = time.monotonic() + 180  # generous: a cold start on a busy 2-core machine
-        while True:
-            assert proc.poll() is None, f"the installed app exited:\n{log_path.read_text()[-3000:]}"
-            try:
-                with urllib.request.urlopen(url, timeout=5) as r:
-                    if r.status == 200:
-                        break
-            except OSError:
-                pass
-            assert time.monotonic() < deadline, f"no answer from {url}:\n{log_path.read_text()[-3000:]}"
-            time.sleep(0.2)
+        wait_for_app(url, proc, log_path, timeout=180)
         yield url
     finally:
         proc.terminate()
