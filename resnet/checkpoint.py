@@ -18,8 +18,6 @@ layout, a shape that does not fit, NaN weights, or a class-index file that does 
 """
 from __future__ import annotations
 
-import functools
-import hashlib
 import json
 import os
 import pickle
@@ -34,6 +32,7 @@ from torch import nn
 
 from .errors import LabError
 from .i18n import error
+from .filehash import file_digest
 from .models.resnet import ARCHS, Bottleneck, build_model
 
 MAX_CHECKPOINT_BYTES = 512 * 2**20  # the largest torchvision ResNet here, ResNeXt-101 32×8d, is about 340 MB
@@ -245,24 +244,6 @@ def load_checkpoint(path: str | os.PathLike, *, classes=None, max_bytes: int = M
 
 
 # ---------------------------------------------------------------------------- a cache for servers
-
-def file_digest(path: str | os.PathLike | None) -> str:
-    """SHA-256 of a file's bytes ("" for None), remembered while its size, time and inode stay the same: a
-    classroom classifying with one uploaded checkpoint does not hash its 80 MiB on every request."""
-    if path is None:
-        return ""
-    st = os.stat(path)
-    return _digest(os.path.realpath(path), st.st_size, st.st_mtime_ns, st.st_ino)
-
-
-@functools.lru_cache(maxsize=256)
-def _digest(path: str, size: int, mtime_ns: int, inode: int) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
 
 class CheckpointCache:
     """Loaded checkpoints by the SHA-256 of their bytes and of their class-index file: the same upload classified

@@ -7,7 +7,6 @@ doubling per failure, at most an hour). ``http`` is accepted only on loopback (a
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import logging
 import threading
 import time
@@ -19,6 +18,7 @@ from pathlib import Path
 from . import config
 from .errors import DownloadFailed
 from .i18n import error
+from .filehash import sha256_file
 
 log = logging.getLogger("resnet.downloads")
 MAX_BACKOFF_S = 3600.0
@@ -80,14 +80,6 @@ def reachable(url: str) -> bool | None:
         return _reachable.get(_host(url))
 
 
-def file_sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 CHUNK = 64 << 10  # bytes read at a time: Stop is noticed within one chunk, even on a slow line
 
 
@@ -147,7 +139,7 @@ def fetch(url: str, dst: Path, *, max_bytes: int, sha256_prefix: str | None = No
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
-    if sha256_prefix and not file_sha256(tmp).startswith(sha256_prefix.lower()):
+    if sha256_prefix and not sha256_file(tmp).startswith(sha256_prefix.lower()):
         tmp.unlink(missing_ok=True)
         _failed(url)
         raise error(HashMismatch, "download.checksum")

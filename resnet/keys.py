@@ -1,4 +1,4 @@
-"""Identities: what makes two runs the same (``job_key``), and a file's SHA-256.
+"""Identities: what makes two runs the same (``job_key``), and a file's identity (its SHA-256, from ``filehash``).
 
 A job's key is everything that determines its result: the endpoint, its canonical settings with the seed, the
 data's identity (a built-in set's parameters, or the SHA-256 of the uploaded file), the weights' identity and the
@@ -10,22 +10,12 @@ import dataclasses
 import hashlib
 import json
 import math
-import os
-import threading
-from collections import OrderedDict
 from pathlib import Path
 from typing import Any
 
+from .filehash import file_digest
+
 _code_version: str | None = None
-
-
-def sha256_file(path: str | Path, chunk: int = 1 << 20) -> str:
-    """The hex SHA-256 of a file's bytes, read a megabyte at a time."""
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(chunk), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def code_version() -> str:
@@ -67,24 +57,9 @@ def job_key(endpoint: str, **parts) -> str:
     return hashlib.sha256(json.dumps(doc, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
 
 
-_file_hashes: OrderedDict = OrderedDict()
-_file_lock = threading.Lock()
-
-
 def file_identity(path: str | Path) -> str:
     """``sha256:<hex>`` of a file's bytes, remembered while its size, time and inode stay the same."""
-    st = os.stat(path)
-    stamp = (str(path), st.st_size, st.st_mtime_ns, st.st_ino)
-    with _file_lock:
-        if stamp in _file_hashes:
-            _file_hashes.move_to_end(stamp)
-            return _file_hashes[stamp]
-    digest = "sha256:" + sha256_file(path)
-    with _file_lock:
-        _file_hashes[stamp] = digest
-        while len(_file_hashes) > 256:
-            _file_hashes.popitem(last=False)
-    return digest
+    return "sha256:" + file_digest(path)
 
 
 def weights_identity(arch: str, *, path: str | None = None, allow_download: bool = False) -> str:

@@ -12,7 +12,6 @@ operator's version for the log and the command line.
 """
 from __future__ import annotations
 
-import functools
 import logging
 import os
 import re
@@ -23,7 +22,7 @@ from torch import nn
 from torchvision.models import get_model_weights
 
 from . import config, downloads
-from .downloads import file_sha256 as sha256
+from .filehash import file_digest, sha256_file
 from .errors import WeightsUnavailable
 from .i18n import Text
 from .models.resnet import ARCHS, build_model
@@ -112,17 +111,10 @@ def file_stamp(path) -> tuple[int, int, int]:
     return st.st_size, st.st_mtime_ns, st.st_ino
 
 
-@functools.lru_cache(maxsize=64)
-def _digest(path: str, size: int, mtime_ns: int, inode: int) -> str:
-    """SHA-256 of a file, remembered while its size, time and inode stay the same: every fine-tune run resolves
-    the weights again, and hashing a 100–340 MB checkpoint each time would be work done twice."""
-    return sha256(path)
-
-
 def check_hash(path: Path, name: str | None = None) -> None:
     """The SHA-256 of ``path`` must start with the prefix in its (or ``name``'s) file name, if there is one."""
     m = HASH_IN_NAME.search(name or Path(path).name)
-    if m and not _digest(str(path), *file_stamp(path)).startswith(m.group(1)):
+    if m and not file_digest(path).startswith(m.group(1)):
         raise WeightsHashMismatch(
             f"The weights file {Path(name or path).name} does not match the hash in its name: it is damaged or not "
             "the official one.", f"{path} does not match its expected hash ({m.group(1)}…): delete it and fetch "
@@ -296,7 +288,7 @@ def save_source(arch: str, state: dict[str, torch.Tensor], meta: dict, folder: s
     try:
         torch.save({**meta, "arch": arch, "state_dict": {k: v.detach().cpu().contiguous() for k, v in state.items()}},
                    tmp)
-        dst = folder / f"{arch}-{SOURCE_TAG}-{sha256(tmp)[:8]}.pth"
+        dst = folder / f"{arch}-{SOURCE_TAG}-{sha256_file(tmp)[:8]}.pth"
         os.replace(tmp, dst)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)

@@ -1,7 +1,8 @@
 """Shared fixtures: a test-made ResNet-18 checkpoint, real photos, and a launched app; the tiers.
 
 Tiers (markers registered in pyproject.toml): ``unit`` (library level, the fast tier: ``python -m pytest -m unit``),
-``served`` (a launched Gradio server), ``browser`` (Chromium through Playwright), ``load`` (many clients at once).
+``slow`` (library level, but trains for minutes), ``served`` (a launched Gradio server), ``browser`` (Chromium
+through Playwright), ``load`` (many clients at once).
 A module states its tier with ``pytestmark``; in a module that mixes tiers, a test without a tier of its own gets
 one from its fixtures (see ``pytest_collection_modifyitems``)."""
 from __future__ import annotations
@@ -20,7 +21,7 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 import torch  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
-TIERS = ("unit", "served", "browser", "load")
+TIERS = ("unit", "slow", "served", "browser", "load")
 # Fixtures that launch the app: a test using one (directly or through ``client``) is never ``unit``.
 SERVER_FIXTURES = {"app_server"}
 # Browser tests in modules of another tier, named until their module marks them ``@pytest.mark.browser`` itself.
@@ -92,6 +93,25 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+def wait_for_app(url: str, process, log: Path, timeout: float = 300) -> None:
+    """Return once ``GET url`` answers 200 from the app ``process`` started; fail with the tail of its ``log`` if it
+    exits first or does not answer within ``timeout`` seconds (a hang bound: a busy machine imports torch slowly)."""
+    import time
+    import urllib.request
+    deadline = time.monotonic() + timeout
+    while True:
+        assert process.poll() is None, f"the app exited:\n{log.read_text(errors='replace')[-3000:]}"
+        try:
+            with urllib.request.urlopen(url, timeout=5) as answer:
+                if answer.status == 200:
+                    return
+        except OSError:
+            pass
+        assert time.monotonic() < deadline, f"no answer from {url} in {timeout:.0f} s:\n" \
+                                            f"{log.read_text(errors='replace')[-3000:]}"
+        time.sleep(0.3)
 
 
 @pytest.fixture(scope="session")

@@ -4,7 +4,6 @@ import re
 import shutil
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -195,7 +194,7 @@ def readme_server(tmp_path_factory):
     (none of the test-made files named like one), only the backbone ``python -m resnet pretrain`` stores there
     first; downloads are off. So Classify and Feature maps say plainly that their weights are random, and the
     Fine-tune tab's pretrained strategies start from the built-in source, as the page says."""
-    from conftest import free_port
+    from conftest import free_port, wait_for_app
     root = tmp_path_factory.mktemp("readme")
     weights = root / "weights"
     weights.mkdir()
@@ -216,17 +215,7 @@ def readme_server(tmp_path_factory):
                               stdout=log, stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}/"
     try:
-        import httpx
-        deadline = time.monotonic() + 300  # a busy machine imports torch and gradio slowly
-        while True:
-            assert server.poll() is None, (root / "app.log").read_text(errors="replace")[-3000:]
-            try:
-                if httpx.get(url, timeout=5).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            assert time.monotonic() < deadline, "the app did not answer within 5 minutes"
-            time.sleep(1)
+        wait_for_app(url, server, root / "app.log")
         yield url
     finally:
         server.terminate()

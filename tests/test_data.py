@@ -8,7 +8,6 @@ import io
 import os
 import socket
 import threading
-import time
 import zipfile
 from pathlib import Path
 
@@ -44,11 +43,8 @@ def two_classes(prefix: str = "", n: int = 3, ext: str = ".png") -> dict[str, by
 
 # ---------------------------------------------------------------- synthetic
 
-def test_synthetic_is_deterministic_balanced_and_fast():
-    t = time.perf_counter()
+def test_synthetic_is_deterministic_and_balanced():
     ds = data.synthetic(400, image_size=128, seed=3)
-    seconds = time.perf_counter() - t
-    assert seconds < 6, f"400 images took {seconds:.2f} s (target 2 s on an idle 2-core machine)"
     assert len(ds.classes) >= 4 and ds.counts() == {"train": 300, "val": 100}
     assert ds.train[0][0].size == (128, 128) and ds.train[0][0].mode == "RGB"
     again = data.synthetic(400, image_size=128, seed=3)
@@ -199,15 +195,17 @@ def test_zip_size_and_count_limits(tmp_path):
     refused(tmp_path, two_classes(n=5), "more than the limit", limits={"max_bytes": 100})
 
 
-def test_zip_ten_thousand_tiny_files_is_bounded(tmp_path):
+def test_zip_ten_thousand_tiny_files_is_bounded(tmp_path, monkeypatch):
     path = tmp_path / "many.zip"
     with zipfile.ZipFile(path, "w", zipfile.ZIP_STORED) as zf:
         for i in range(10_000):
             zf.writestr(f"c{i % 2}/{i}.png", b"x")
-    t = time.perf_counter()
-    with pytest.raises(DatasetError, match="10,000 entries"):
-        data.from_zip(path)
-    assert time.perf_counter() - t < 5
+    opened = []
+    with monkeypatch.context() as m:
+        m.setattr(zipfile.ZipFile, "open", lambda self, *a, **k: opened.append(a) or pytest.fail("a member was read"))
+        with pytest.raises(DatasetError, match="10,000 entries"):
+            data.from_zip(path)
+    assert opened == []  # refused from the directory alone, before any member is read
     # Under a raised limit it is still bounded: every file is checked, none is an image, a clear error follows.
     with pytest.raises(DatasetError, match="No readable images"):
         data.from_zip(path, limits={"max_files": 20_000})

@@ -2,7 +2,6 @@
 before Start (the weights' source, the time estimate, presets) and after (standard errors, Best only when it is)."""
 import io
 import re
-import time
 import zipfile
 
 import pytest
@@ -75,12 +74,9 @@ def test_stop_ends_a_long_run_and_the_server_takes_the_next(client):
     for out in job:
         if "step" in str(out[0]):
             break
-    t = time.monotonic()
     assert "Stopped" in client.predict(api_name="/stop_finetune")
-    final = job.result(timeout=60)
-    stopped_after = time.monotonic() - t
+    final = job.result(timeout=60)  # a hang bound only: 50 epochs of `all` would take many minutes
     assert "Stopped" in final[0]
-    assert stopped_after < 30, stopped_after  # 50 epochs of `all` would take many minutes
     quick = client.predict(*finetune_args(["head"], epochs=1), api_name="/finetune")
     assert [r[0] for r in quick[2]["data"]] == ["head"]
 

@@ -4,7 +4,8 @@ command is the one ``.ci/run`` runs.
 
 The build works on a copy of ``pyproject.toml``, ``requirements.txt`` and ``resnet/`` only (nothing else of the
 repository can leak into the package, and no ``build/`` or ``*.egg-info`` lands in the checkout); torch, gradio and
-the rest come from the system's site-packages (``--system-site-packages``), so nothing is downloaded.
+the rest come from the running interpreter's environment (``--system-site-packages``, and a ``.pth`` file when
+it is itself a virtual environment), so nothing is downloaded.
 """
 from __future__ import annotations
 
@@ -12,15 +13,15 @@ import json
 import os
 import re
 import shutil
+import site
 import subprocess
 import sys
-import time
 import urllib.request
 from pathlib import Path
 
 import pytest
 
-from conftest import ROOT, free_port
+from conftest import ROOT, free_port, wait_for_app
 
 CJK = re.compile(r"[\u4e00-\u9fff]")
 
@@ -29,6 +30,18 @@ def run(argv: list, **kwargs) -> subprocess.CompletedProcess:
     out = subprocess.run([str(a) for a in argv], capture_output=True, text=True, timeout=180, **kwargs)
     assert out.returncode == 0, f"{' '.join(map(str, argv))} failed:\n{out.stdout[-3000:]}\n{out.stderr[-3000:]}"
     return out
+
+
+def see_the_running_environment(python: Path) -> None:
+    """Let the inner venv import what this interpreter imports. ``--system-site-packages`` reaches the base
+    Python's site-packages only; run from inside a virtual environment (torch installed there), the inner venv would
+    lack torch, so a ``.pth`` file adds this environment's site-packages after the inner venv's own (as site dirs:
+    their own ``.pth`` files count, as the system's do)."""
+    if sys.prefix == sys.base_prefix:
+        return
+    inner = run([python, "-c", "import site; print(site.getsitepackages()[0])"]).stdout.strip()
+    lines = [f"import site; site.addsitedir({folder!r})" for folder in site.getsitepackages()]
+    (Path(inner) / "outer_environment.pth").write_text("\n".join(lines) + "\n")
 
 
 @pytest.fixture(scope="module")
@@ -47,6 +60,7 @@ def installed(tmp_path_factory):
     venv = root / "venv"
     run([sys.executable, "-m", "venv", "--system-site-packages", "--without-pip", venv])
     python = venv / "bin" / "python"
+    see_the_running_environment(python)
     # The system's pip, run by the venv's python, installs into the venv (even where the checkout is installed
     # editable in the system's site-packages: that copy is outside the venv and stays untouched).
     run([python, "-m", "pip", "install", "-q", "--no-deps", "--no-index", "--force-reinstall", wheel])
@@ -77,17 +91,7 @@ def installed_app(installed):
                                 stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}/"
     try:
-        deadline = time.monotonic() + 180  # generous: a cold start on a busy 2-core machine
-        while True:
-            assert proc.poll() is None, f"the installed app exited:\n{log_path.read_text()[-3000:]}"
-            try:
-                with urllib.request.urlopen(url, timeout=5) as r:
-                    if r.status == 200:
-                        break
-            except OSError:
-                pass
-            assert time.monotonic() < deadline, f"no answer from {url}:\n{log_path.read_text()[-3000:]}"
-            time.sleep(0.2)
+        wait_for_app(url, proc, log_path, timeout=180)
         yield url
     finally:
         proc.terminate()

@@ -180,9 +180,8 @@ def test_a_server_that_cannot_reach_the_weights_host_prepares_the_source_and_its
     """``python app.py`` on a machine where the weights host refuses connections: the line before Start says there
     are no ImageNet weights and the server prepares the built-in source (its progress while it does), then names it;
     the first Start's pretrained strategies start from it."""
-    import httpx
     from gradio_client import Client
-    from conftest import free_port
+    from conftest import free_port, wait_for_app
     folder = tmp_path / "weights"
     port = free_port()
     env = {**os.environ, "RESNET_WEIGHTS_DIR": str(folder), "TORCH_HOME": str(tmp_path / "torch"),
@@ -196,16 +195,7 @@ def test_a_server_that_cannot_reach_the_weights_host_prepares_the_source_and_its
                               stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}/"
     try:
-        deadline = time.monotonic() + 300  # a busy machine imports torch and gradio slowly
-        while True:
-            assert server.poll() is None, log.read_text(errors="replace")[-3000:]
-            try:
-                if httpx.get(url, timeout=5).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            assert time.monotonic() < deadline, "the app did not start"
-            time.sleep(0.3)
+        wait_for_app(url, server, log)
         client = Client(url, verbose=False)
         lines = []
         deadline = time.monotonic() + 600

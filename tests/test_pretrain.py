@@ -66,6 +66,7 @@ def finished(events):
 
 # ---------------------------------------------------------------- the lesson
 
+@pytest.mark.slow
 @pytest.mark.timeout(1800)  # the pretraining takes about 3½ minutes on 2 quiet cores
 def test_with_the_source_backbone_head_and_last_beat_scratch_by_15_points(source_backbone, monkeypatch, tmp_path):
     monkeypatch.setenv("RESNET_WEIGHTS_DIR", str(source_backbone.parent))

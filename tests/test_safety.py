@@ -99,7 +99,7 @@ def test_only_uploaded_files_are_opened_on_every_file_endpoint(app_server, serve
             r = post(app_server, api.split("#")[0], endpoint_calls(fd)[api])
             answers[name] = (r.status_code, r.text)
             assert r.status_code == 422 and REFUSAL in r.text, (api, name, r.status_code, r.text[:300])
-            assert time.perf_counter() - t0 < 10, (api, name)  # the FIFO was never opened
+            assert time.perf_counter() - t0 < 10, (api, name)  # a hang bound: opening the FIFO would block forever
         # The refusal cannot be used to probe the disk: the same answer for an existing and a missing file.
         assert answers["tagged, outside the upload folder"] == answers["tagged, missing"] == answers["relative"]
         assert str(server_files["photo"]) not in answers["tagged, outside the upload folder"][1]
@@ -157,9 +157,8 @@ def test_a_visitor_holds_at_most_two_jobs_and_cannot_starve_the_layer_table(app_
         label, _ = neighbour.predict(handle_file(str(photos["lion"])), "resnet18", api_name="/classify")
         assert len(label["confidences"]) == 5
         # Everyone else's cheap request is answered while the training jobs hold the queue.
-        t0 = time.perf_counter()
         rows, summary, _ = student.predict("resnet50", 224, "v1", api_name="/layer_table")
-        assert "ResNet-50" in summary and time.perf_counter() - t0 < 30
+        assert "ResNet-50" in summary
         assert len(jobs) == 2 and not jobs[1].done(), "the jobs were too short to show that nothing waited"
         for job in jobs:
             job.result(timeout=300)
@@ -248,7 +247,7 @@ def test_downloads_time_out_and_back_off(silent_server, tmp_path, monkeypatch):
     t0 = time.perf_counter()
     with pytest.raises(downloads.DownloadFailed) as e:
         downloads.fetch(url, tmp_path / "w.pth", max_bytes=1 << 20)
-    assert time.perf_counter() - t0 < 10 and "127.0.0.1" not in str(e.value)
+    assert time.perf_counter() - t0 < 10 and "127.0.0.1" not in str(e.value)  # a hang bound: the server never answers
     with pytest.raises(downloads.DownloadFailed, match="next one is allowed"):  # backed off: not tried again now
         downloads.fetch(url, tmp_path / "w.pth", max_bytes=1 << 20)
     assert 0 < downloads.retry_in(url) <= 30
@@ -266,10 +265,9 @@ def test_a_request_never_waits_on_a_weights_download(silent_server, tmp_path, mo
     monkeypatch.setenv("RESNET_WEIGHTS_BASE_URL", silent_server)
     monkeypatch.setenv("RESNET_DOWNLOAD_TIMEOUT_S", "3")
     cache = ModelCache(allow_download=True)
-    t0 = time.perf_counter()
     entry = cache.get("resnet18")
     again = cache.get("resnet18")  # while the download hangs in the background
-    assert time.perf_counter() - t0 < 2.5
+    assert cache._fetching["resnet18"].is_alive()  # answered without waiting for the download to time out
     assert not entry.pretrained and again is entry and "being downloaded" in entry.source
     thread = cache._fetching["resnet18"]
     thread.join(timeout=30)
@@ -329,7 +327,7 @@ def test_a_finetune_over_the_budget_is_refused_before_it_queues(app_server, monk
     seconds = time.perf_counter() - t0
     assert r.status_code == 422 and "over this server's" in r.text, r.text[:400]
     assert "fits" in r.text or "brings it under this limit" in r.text, r.text[:400]
-    assert seconds < 30, seconds  # no job ran (about 0.05–0.5 s here): generous for a busy CI machine
+    assert seconds < 30, seconds  # a hang bound (it takes 0.05–0.5 s); the 422 says the join refused it, no job ran
 
 
 def test_every_lab_over_the_budget_is_refused_before_it_queues(app_server, monkeypatch, photos):
@@ -338,15 +336,11 @@ def test_every_lab_over_the_budget_is_refused_before_it_queues(app_server, monke
     calls = {"gradient_flow": [["cifar110", "resnet34", "cifar20"], ["none", "bn"], 64],
              "training_race": [600, 64, 0.05], "deep_network": [4, "bn"]}
     for api, data in calls.items():
-        t0 = time.perf_counter()
-        r = post(app_server, api, data)
+        r = post(app_server, api, data)  # 422: refused by the join request itself, so it never queued
         assert r.status_code == 422 and "over this server's" in r.text, (api, r.text[:300])
-        assert time.perf_counter() - t0 < 3, api
     client = Client(app_server, verbose=False)  # the BatchNorm lab takes an upload
     try:
-        t0 = time.perf_counter()
         with pytest.raises(Exception, match="over this server's"):
             client.predict(handle_file(str(photos["lion"])), "bn1", 0, 128, api_name="/bn_lab")
-        assert time.perf_counter() - t0 < 10  # the upload included
     finally:
         client.close()

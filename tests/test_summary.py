@@ -117,11 +117,9 @@ def test_layer_table_is_exact_while_other_threads_compute():
     assert not errors and all(t == alone for t in tables)
 
 
-def test_layer_table_is_counted_on_the_meta_device_in_milliseconds():
+def test_layer_table_is_counted_on_the_meta_device():
     """ResNet-152 at 1024 px, cold: no real forward pass (that took seconds and about a gigabyte). Every tensor
     any operation makes while the table is computed lives on the meta device: no activation memory at all."""
-    import time
-
     from torch.utils._python_dispatch import TorchDispatchMode
     from torch.utils._pytree import tree_leaves
 
@@ -136,9 +134,7 @@ def test_layer_table_is_counted_on_the_meta_device_in_milliseconds():
             return out
 
     _measure.cache_clear()
-    t = time.perf_counter()
-    table = resnet.layer_table("resnet152", 1024)
-    assert time.perf_counter() - t < 1.5
+    table = resnet.layer_table("resnet152", 1024)  # its time is bench/'s; what makes it quick is checked here
     assert table[-2]["output_size"] == (32, 32) and totals(table)["params"] == 60_192_808
     _measure.cache_clear()
     with Devices() as mode:

@@ -10,13 +10,13 @@ import shutil
 import tarfile
 import threading
 import zlib
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 
 from .. import config, downloads
-from ..downloads import file_sha256
+from ..filehash import sha256_file
 from ..errors import DatasetError
 from ..i18n import Text, error
-from .folders import extract_zip, from_folder, is_image_name
+from .folders import extract_zip, from_folder, is_image_name, member_parts
 from .imageset import HYMENOPTERA, ZIP_LIMITS, ImageSet
 
 # The note's tutorial trains ResNet-34 on TensorFlow's flower_photos (3,670 photos of 5 flowers, CC-BY 2.0, the
@@ -68,10 +68,10 @@ def hymenoptera(*, cache_dir: str | os.PathLike | None = None, url: str | None =
         archive = cache / "hymenoptera_data.zip"
         recorded = cache / "hymenoptera_data.zip.sha256"
         expected = pinned or (recorded.read_text().strip() if recorded.is_file() else None)
-        if not archive.is_file() or (expected and file_sha256(archive) != expected.lower()):
+        if not archive.is_file() or (expected and sha256_file(archive) != expected.lower()):
             download(url, archive, sha256=expected)
         if not recorded.is_file():
-            recorded.write_text(file_sha256(archive) + "\n")
+            recorded.write_text(sha256_file(archive) + "\n")
         staging = cache / (HYMENOPTERA["folder"] + ".partial")
         shutil.rmtree(staging, ignore_errors=True)
         extract_zip(archive, staging)
@@ -97,15 +97,6 @@ class _Capped:
         if self.n > self.cap:
             raise error(DatasetError, "flowers.tgz_too_big", name=self.label, mb=self.cap / 2**20)
         return data
-
-
-def _member_parts(name: str) -> list[str] | None:
-    """The safe relative parts of a tar member's name, or None if it is absolute or climbs out with ``..``."""
-    name = name.replace("\\", "/")
-    if name.startswith("/") or (len(name) > 1 and name[1] == ":"):
-        return None
-    parts = [p for p in PurePosixPath(name).parts if p not in ("", ".")]
-    return None if ".." in parts else parts
 
 
 def extract_tgz(archive: str | os.PathLike, dest: str | os.PathLike, *, limits: dict | None = None) -> dict:
@@ -134,7 +125,7 @@ def extract_tgz(archive: str | os.PathLike, dest: str | os.PathLike, *, limits: 
                 members += 1
                 if members > lim["max_files"]:
                     raise error(DatasetError, "flowers.tgz_entries", name=label, limit=lim["max_files"])
-                parts = _member_parts(member.name)
+                parts = member_parts(member.name)
                 shown = member.name[:80]
                 if parts is None:
                     raise error(DatasetError, "flowers.tgz_outside", name=label, entry=shown)
@@ -186,7 +177,7 @@ def flowers(*, cache_dir: str | os.PathLike | None = None, url: str | None = Non
     with _flowers_lock:
         if not (done.is_file() and done.read_text().split()[:1] == [expected]):
             archive = cache / "flower_photos.tgz"
-            if not archive.is_file() or file_sha256(archive) != expected:
+            if not archive.is_file() or sha256_file(archive) != expected:
                 download(url, archive, sha256=expected, max_bytes=FLOWERS["max_download_bytes"])
             staging = cache / (FLOWERS["folder"] + ".partial")
             shutil.rmtree(staging, ignore_errors=True)

@@ -150,8 +150,9 @@ def from_folder(path: str | os.PathLike, *, val_fraction: float = 0.2, seed: int
     return result
 
 
-def _entry_parts(name: str) -> list[str] | None:
-    """The safe relative path parts of a zip entry, or None if it is absolute or climbs out with ``..``."""
+def member_parts(name: str) -> list[str] | None:
+    """The safe relative path parts of an archive member (a zip entry, a tar member), or None if it is absolute
+    (``/…``, a drive ``C:…``) or climbs out with ``..``."""
     name = name.replace("\\", "/")
     if name.startswith("/") or re.match(r"^[A-Za-z]:", name):
         return None
@@ -191,7 +192,7 @@ def extract_zip(archive: str | os.PathLike, dest: str | os.PathLike, *, limits: 
         plan, skipped = [], 0
         root = dest.resolve()
         for info in infos:
-            parts = _entry_parts(info.filename)
+            parts = member_parts(info.filename)
             if parts is None:
                 raise error(DatasetError, "data.zip_outside", name=label, entry=info.filename[:80])
             if stat.S_ISLNK(info.external_attr >> 16):
