@@ -22,12 +22,12 @@ import resnet.train.finetune_run as finetune_run
 from resnet import budget, profile
 from resnet.analysis import labs
 from resnet.analysis.labs import cost as lab_cost
-from resnet.budget import BudgetExceeded, admit
+from resnet.budget import admit
+from resnet.errors import BudgetExceeded
 from resnet.train.finetune import LIMITS, FinetuneConfig
 from resnet.preprocess import to_rgb
 from resnet.models.resnet import ARCHS, build_model
 
-pytestmark = pytest.mark.unit
 
 ROOT = Path(__file__).resolve().parent.parent
 LARGEST = dict(image_size=LIMITS["image_size"][1], batch_size=LIMITS["batch_size"][1], allow_download=False)
@@ -96,6 +96,7 @@ print(json.dumps({"estimate": estimate.memory, "peak": rss("VmHWM") - base}))
                                            synthetic_images=32),
                                       dict(arch="resnet18", image_size=96, batch_size=32, strategies="all,last,head",
                                            synthetic_images=96)])
+@pytest.mark.slow  # trains or starts a process for a while: the slow tier
 def test_a_small_runs_peak_memory_is_within_a_factor_of_two_of_its_estimate(settings, tmp_path):
     cfg = dict(settings, epochs=1, allow_download=False)
     env = {"PYTHONPATH": str(ROOT), "TORCH_HOME": str(tmp_path), "PATH": "/usr/bin:/bin"}

@@ -5,7 +5,6 @@ import functools
 import hashlib
 import http.server
 import io
-import os
 import socket
 import threading
 import zipfile

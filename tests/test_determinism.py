@@ -16,7 +16,6 @@ from resnet.analysis.summary import _measure, layer_table
 from resnet.models.transfer import prepare
 from resnet.preprocess import transform
 
-pytestmark = pytest.mark.unit
 
 TINY = dict(arch="resnet18", dataset="synthetic", image_size=32, batch_size=16, epochs=1, synthetic_images=48,
             strategies="all,head,scratch", allow_download=False, seed=3)
@@ -105,6 +104,7 @@ def test_a_run_and_the_labs_leave_the_global_rng_state_unchanged(no_weights, pho
     assert torch.equal(torch.get_rng_state(), before)
 
 
+@pytest.mark.slow  # trains or starts a process for a while: the slow tier
 def test_two_seeded_fine_tunes_at_once_equal_one_alone(no_weights):
     cfg = FinetuneConfig(**TINY)
     alone = history(cfg)
@@ -114,6 +114,7 @@ def test_two_seeded_fine_tunes_at_once_equal_one_alone(no_weights):
     assert other["scratch"]["train_loss"] != alone["scratch"]["train_loss"]  # the seed matters
 
 
+@pytest.mark.slow  # trains or starts a process for a while: the slow tier
 def test_two_training_races_at_once_equal_one_alone():
     alone = race()
     assert in_threads(race) == [alone, alone]

@@ -8,7 +8,6 @@ import torch.nn.functional as F
 from resnet import build_model
 from resnet import device as devices
 
-pytestmark = pytest.mark.unit
 
 CPU = torch.device("cpu")
 
@@ -43,6 +42,7 @@ def test_cpu_bf16_only_for_large_inputs_and_never_for_inference(cpu_bf16):
     assert devices.amp_dtype(CPU, 224) is None and not devices.uses_channels_last(CPU, 224)
 
 
+@pytest.mark.slow  # trains or starts a process for a while: the slow tier
 def test_a_bf16_training_step_on_the_cpu_learns(cpu_bf16):
     """The mixed-precision path really trains: loss on a fixed batch drops over a few steps, weights stay fp32."""
     cpu_bf16(True)

@@ -77,7 +77,7 @@ def cli_run(shapes_zip, weights_dir, tmp_path_factory) -> tuple[dict, Path]:
     return resnet(["--dataset", str(shapes_zip), "--strategies", "all,head", *SETTINGS], weights_dir, out), out
 
 
-@pytest.mark.unit
+@pytest.mark.slow  # trains or starts a process for a while: the slow tier
 def test_torchrun_with_one_process_is_the_command_line_run(cli_run, shapes_zip, weights_dir, tmp_path):
     single, models = cli_run
     ddp = resnet(["--dataset", str(shapes_zip), "--strategies", "all,head", *SETTINGS], weights_dir, tmp_path,

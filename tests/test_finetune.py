@@ -21,7 +21,6 @@ from resnet.preprocess import transform
 from resnet.models.transfer import STRATEGIES, TransferNet, frozen_features, load_export, prepare
 from resnet.weights import read_state_dict
 
-pytestmark = pytest.mark.unit
 
 TINY = dict(image_size=32, batch_size=16, allow_download=False)
 
@@ -118,6 +117,7 @@ def test_cached_validation_agrees_with_the_full_forward_pass(frozen_run):
 
 # ---------------------------------------------------------------- learning, determinism, labels
 
+@pytest.mark.slow  # trains or starts a process for a while: the slow tier
 def test_short_run_clearly_beats_chance_for_all_and_scratch(checkpoint):
     """The plain synthetic set (same shapes, places, sizes and angles; white on black): random weights learn it in
     a few dozen steps. ``checkpoint`` stands in for pretrained weights, so both start from random weights here."""
@@ -262,6 +262,7 @@ def test_training_figure(frozen_run):
     assert len(training_figure(partial).axes[0].lines) == 1
 
 
+@pytest.mark.slow  # trains or starts a process for a while: the slow tier
 def test_cli_finetune_writes_the_summary(checkpoint, tmp_path, capsys):
     from resnet.cli import main
     out = tmp_path / "summary.json"

@@ -17,7 +17,6 @@ from resnet.ui.figures import labs as plots_labs
 from resnet.fonts import use_cjk_fallback
 from resnet.i18n import table
 
-pytestmark = pytest.mark.unit
 
 
 def test_shapes_dataset_is_deterministic_and_balanced():
@@ -249,6 +248,7 @@ def test_group_batchnorm_takes_its_statistics_from_groups_of_images():
                                                           eps=bn.eps))
 
 
+@pytest.mark.slow  # trains or starts a process for a while: the slow tier
 def test_bn_batch_run_at_its_defaults_shows_what_its_text_says():
     """The lab's default run (80 steps): BN statistics from 2 images learn more slowly than from 32, by more than
     the noise, so the text says so."""
@@ -289,6 +289,7 @@ def test_race_reading_says_what_the_curves_show():
     assert "NaN" not in labs_tab.race_reading(level, "zh-CN")
 
 
+@pytest.mark.slow  # trains or starts a process for a while: the slow tier
 def test_the_race_at_its_defaults_shows_what_the_text_says():
     """The explanation's claims, at the tab's defaults: plain-56 ends well above plain-20 (degradation), ResNet-56
     far below plain-56 and close to ResNet-20 (its gap less than half the plain nets')."""

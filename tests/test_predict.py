@@ -12,7 +12,6 @@ import resnet
 from resnet.preprocess import BadImage, open_image
 from resnet.weights import categories
 
-pytestmark = pytest.mark.unit
 
 MODES = ["1", "L", "LA", "P", "PA-transparency", "RGBA", "CMYK", "I;16", "F", "RGB"]
 
@@ -92,6 +91,7 @@ def test_bad_images_are_clear_errors(tmp_path):
         open_image(Image.new("L", (5000, 5000)), max_pixels=1_000_000)
 
 
+@pytest.mark.slow  # trains or starts a process for a while: the slow tier
 def test_cli_classify_json(weights_dir, photos):
     import json
     weights = str(next(weights_dir.glob("resnet18-*.pth")))

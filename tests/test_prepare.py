@@ -115,6 +115,7 @@ def test_the_preparation_is_the_pretrain_command_s_default_recipe(monkeypatch):
 
 # ---------------------------------------------------------------- preparing, and what the page says meanwhile
 
+@pytest.mark.slow  # trains or starts a process for a while: the slow tier
 def test_offline_the_source_is_prepared_in_the_background_and_the_line_follows_it(offline):
     from resnet.ui.tabs.finetune import source_line
     assert prepare.start("resnet18").state in ("checking", "preparing")

@@ -192,6 +192,7 @@ def test_pretraining_over_the_budget_is_refused_before_it_starts(monkeypatch):
     assert budget.admit(PretrainConfig()).work < 60e12
 
 
+@pytest.mark.slow  # trains or starts a process for a while: the slow tier
 def test_the_pretrain_command_stores_a_backbone(tmp_path):
     env = dict(os.environ, PYTHONPATH=str(ROOT), TORCH_HOME=str(tmp_path / "torch"), RESNET_ALLOW_DOWNLOAD="0",
                RESNET_WEIGHTS_DIR=str(tmp_path / "w"))

@@ -9,7 +9,6 @@ from torchvision.models import get_model_weights
 import resnet
 from resnet.analysis.summary import totals
 
-pytestmark = pytest.mark.unit
 
 NOTE_GMACS = {"resnet18": 1.8, "resnet34": 3.6, "resnet50": 3.8, "resnet101": 7.6, "resnet152": 11.3}
 
@@ -53,6 +52,7 @@ def test_bad_image_size_is_refused():
         resnet.layer_table("resnet18", 16)
 
 
+@pytest.mark.slow  # trains or starts a process for a while: the slow tier
 def test_cli_table_json_and_text():
     # Both commands at once: each spends most of its time importing torch on one core.
     json_run, text_run = (subprocess.Popen([sys.executable, "-m", "resnet", "table", *args], stdout=subprocess.PIPE,
