@@ -4,15 +4,10 @@ Why: one request with values the page itself allows (ResNeXt-101 at 512 px, batc
 gigabytes for one training step; it must be refused in a fraction of a second, with a sentence that names the
 limit and a setting that fits, before any data or weights are loaded.
 
-How: each network is run once per (network, image size) on the meta device (no memory, no arithmetic) with
-forward hooks that count, per part of the network, the elements of every leaf module's output (what autograd
-keeps for the backward pass, an over-count on the safe side: ResNet-18 and -50 at 64–128 px keep 0.67–0.75× of
-it, and whole runs peaked at 0.65–1.05× the total estimate; ``tests/test_budget.py`` measures both), the widest
-single output (the working set of a pass without gradients) and the multiply-adds. Those per-image counts are
-then scaled by the batch size and the bytes per element the run will use (bf16 / fp16 where
-``resnet.device.amp_dtype`` says so), and added to the parameters, gradients and optimiser state of the part
-that trains, and to the data held in memory, phase by phase, every copy that is alive at once
-(``resnet.train.finetune_cost`` lists them). Each job counts its own (``Job.cost``); this module only compares.
+How: each job counts its own memory and work (``Job.cost``: per-image counts from one pass on the meta device,
+``resnet.profile``, scaled by its batch, its bytes per element and every copy alive at once); this module only
+compares that cost with the machine's budget and, when it is over, asks the job for the best offer that fits
+(``admit``).
 
 Budgets (``machine_budget``): memory is ``RESNET_MEMORY_BUDGET_MB`` or 60 % of what is available when the job is
 checked (``MemAvailable``; free GPU memory for the part that lives on a GPU); work is ``RESNET_WORK_BUDGET_TMACS``
