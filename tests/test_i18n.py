@@ -212,7 +212,7 @@ def test_every_key_used_in_the_code_is_defined():
 
 @pytest.mark.unit
 def test_the_settings_named_in_budget_sentences_are_translated():
-    """``budget.whole(value, lo, hi, "batch size")``: each English setting name has its ``budget.what.*`` entry."""
+    """``checks.whole(value, lo, hi, "batch size")``: each English setting name has its ``budget.what.*`` entry."""
     names = set()
     for path in _python_files():
         for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
@@ -260,10 +260,10 @@ def test_language_from_browser_header_and_lookup():
 
 @pytest.mark.unit
 def test_a_sentence_made_below_the_ui_is_shown_in_the_visitors_language():
-    from resnet import budget
+    from resnet.checks import whole
     from resnet.errors import BadSetting, BudgetExceeded
     with pytest.raises(BadSetting) as e:
-        budget.whole(0, 1, 5, "batch size")
+        whole(0, 1, 5, "batch size")
     assert str(e.value) == "The batch size must be a whole number from 1 to 5, not 0."  # logs and the command line
     assert i18n.message(e.value, "zh-CN") == "批大小必须是 1 到 5 之间的整数，而不是 0。"
     nested = i18n.error(BudgetExceeded, "budget.fits_or", offer=i18n.Text("budget.offer.batch_size", n=8),
