@@ -80,6 +80,7 @@ class Job:
         """Settings that fit, best first, and whether they meet every limit (or only the one named)."""
         return [], False
 
-    def refusal(self, why: str, cost: Cost, budget, fits: Text) -> Exception:
-        """The ``BudgetExceeded`` to raise: what is over which limit, and ``fits`` (the offer, in words)."""
+    def refusal(self, why: str, cost: Cost, budget, fits: Text | None) -> Exception:
+        """The ``BudgetExceeded`` to raise: what is over which limit, and ``fits`` (the offer in words; None when
+        ``offers`` found none, and the job says what to change instead)."""
         raise NotImplementedError
