@@ -14,13 +14,12 @@ from ... import budget
 from ...checks import whole
 from ...data import SHAPES
 from ...errors import BadSetting
-from ...i18n import Text, error
+from ...i18n import error
 from ...train.engine import precise_bn
 from .data import shapes_dataset
-from .job import LabJob
 from .loop import sgd_trainer, train_together
 from .nets import lab_net
-from .race import RACE_WIDTHS, race_estimate
+from .race import RACE_WIDTHS, TrainingLabJob, race_estimate
 
 class GroupBatchNorm(nn.BatchNorm2d):
     """BatchNorm whose training-mode mean and variance come from groups of ``group`` images of the batch, each
@@ -126,7 +125,7 @@ def bn_batch_run(steps: int = 80, *, groups=BN_RUN_GROUPS, batch_size: int = BN_
 
 
 @dataclass(frozen=True)
-class BNBatchRunJob(LabJob):
+class BNBatchRunJob(TrainingLabJob):
     """``bn_batch_run``'s settings: one ResNet-20 per group size, all trained on the same batches, each evaluated
     on the held-out shapes."""
 
@@ -140,13 +139,11 @@ class BNBatchRunJob(LabJob):
     widths: tuple = RACE_WIDTHS
 
     kind = "bn_batch_run"
-    knob, offer_key = "steps", "budget.offer.steps"
+    max_steps = 2000
 
     def validated(self) -> "BNBatchRunJob":
         """Numbers in range; one to four group sizes, each at most the batch, duplicates collapsed."""
-        steps = whole(self.steps, 1, 2000, "number of steps")
-        batch_size = whole(self.batch_size, 2, 256, "batch size")
-        n_images = whole(self.n_images, 8, 4096, "number of images")
+        steps, batch_size, n_images = self.checked_sizes()
         if not isinstance(self.groups, (list, tuple)) or not 1 <= len(self.groups) <= 4:
             raise error(BadSetting, "budget.race.pairs")
         groups = tuple(dict.fromkeys(whole(g, 2, batch_size, "batch size") for g in self.groups))
@@ -159,12 +156,6 @@ class BNBatchRunJob(LabJob):
         nets = [("cifar20", True)] * len(self.groups)
         memory, work = race_estimate(self.steps, self.batch_size, nets, self.n_images + 512, self.widths)
         return memory, 1.7 * work
-
-    def what(self) -> Text:
-        return Text("budget.lab.race", steps=self.steps, batch=self.batch_size)
-
-    def otherwise(self) -> Text:
-        return Text("budget.offer.smaller_batch")
 
     def run(self, cancel=None) -> Iterator[BNRunUpdate]:
         return bn_batch_run(self.steps, groups=self.groups, batch_size=self.batch_size, lr=self.lr, every=self.every,

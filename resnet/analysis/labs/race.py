@@ -70,8 +70,27 @@ def race_estimate(steps: int, batch_size: int, nets, n_images: int, widths) -> t
     return steps_mem + SGD_BYTES * params + n_images * 3 * 32 * 32 * 4 * 3, work
 
 
+class TrainingLabJob(LabJob):
+    """A lab that trains nets on the built-in shapes for ``steps`` at ``batch_size`` (the race, the BN batch run):
+    the budget offers fewer steps, else a smaller batch."""
+
+    knob, offer_key = "steps", "budget.offer.steps"
+    max_steps = 5000
+
+    def checked_sizes(self) -> tuple[int, int, int]:
+        """(steps, batch size, images), each a whole number in its range."""
+        return (whole(self.steps, 1, self.max_steps, "number of steps"), whole(self.batch_size, 2, 256, "batch size"),
+                whole(self.n_images, 8, 4096, "number of images"))
+
+    def what(self) -> Text:
+        return Text("budget.lab.race", steps=self.steps, batch=self.batch_size)
+
+    def otherwise(self) -> Text:
+        return Text("budget.offer.smaller_batch")
+
+
 @dataclass(frozen=True)
-class RaceJob(LabJob):
+class RaceJob(TrainingLabJob):
     """``training_race``'s settings."""
 
     steps: int = 120
@@ -84,13 +103,10 @@ class RaceJob(LabJob):
     widths: tuple = RACE_WIDTHS
 
     kind = "training_race"
-    knob, offer_key = "steps", "budget.offer.steps"
 
     def validated(self) -> "RaceJob":
         """Numbers in range, racers deduplicated (at most 8), three widths, a learning rate in (0, 1]."""
-        steps = whole(self.steps, 1, 5000, "number of steps")
-        batch_size = whole(self.batch_size, 2, 256, "batch size")
-        n_images = whole(self.n_images, 8, 4096, "number of images")
+        steps, batch_size, n_images = self.checked_sizes()
         nets = racers(self.nets)
         if not (isinstance(self.widths, (list, tuple)) and len(self.widths) == 3):
             raise error(BadSetting, "budget.race.widths")
@@ -104,12 +120,6 @@ class RaceJob(LabJob):
 
     def need(self) -> tuple[int, float]:
         return race_estimate(self.steps, self.batch_size, self.nets, self.n_images, self.widths)
-
-    def what(self) -> Text:
-        return Text("budget.lab.race", steps=self.steps, batch=self.batch_size)
-
-    def otherwise(self) -> Text:
-        return Text("budget.offer.smaller_batch")
 
     def run(self, cancel=None) -> Iterator[RaceUpdate]:
         return training_race(self.steps, batch_size=self.batch_size, lr=self.lr, nets=self.nets, every=self.every,
