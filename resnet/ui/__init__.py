@@ -14,13 +14,13 @@ from ..i18n import ASSETS, t, translations
 from ..serving import ModelCache, Settings
 from ..train import prepare
 from ..train.estimate import DEFAULT_PRESET, PRESETS
-from .tabs import about, architecture, classify, features, finetune, labs
+from .tabs import about, architecture, classify, features, finetune, labs, lesson
 from . import disk, fairshare, links
 from .common import Context, lang
 from .pages import PageTracker
 from .uploads import UploadGuard
 
-TABS = (architecture, classify, features, finetune, labs, about)
+TABS = (lesson, architecture, classify, features, finetune, labs, about)
 
 
 def device_line(device: torch.device, L: str) -> str:

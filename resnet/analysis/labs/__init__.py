@@ -20,4 +20,5 @@ from .group_conv import (BLOCK_PAIR, BlockCost, ConvCost, GroupConvJob, block_co
                          count_flops, measure_conv)
 from .nets import (CIFAR_NETS, CIFAR_WIDTHS, IMAGENET_NETS, LAB_NETS, SETTINGS, CifarResNet, Setting, count_params,
                    default_size, lab_net, main_path_layers, net_depth, net_title, strip_batchnorm)
-from .race import RACE_IMAGES, RACE_NETS, RACE_WIDTHS, RaceJob, RaceUpdate, race_estimate, training_race
+from .race import (RACE_IMAGES, RACE_NETS, RACE_WIDTHS, RaceJob, RaceUpdate, race_estimate, racer_title,
+                   training_race)

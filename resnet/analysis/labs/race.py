@@ -14,7 +14,7 @@ from .cost import lab_step
 from .data import shapes_dataset
 from .job import LabJob
 from .loop import sgd_trainer, train_together
-from .nets import LAB_NETS, lab_net, net_title
+from .nets import LAB_NETS, SETTINGS, lab_net, net_title
 
 # The race: plain and residual, shallow and deep, trained side by side on the same batches.
 RACE_NETS = (("cifar20", False), ("cifar56", False), ("cifar20", True), ("cifar56", True))
@@ -46,8 +46,9 @@ def training_race(steps: int = 120, *, batch_size: int = 16, lr: float = 0.05, n
     job = RaceJob(steps, batch_size, lr, nets, every, seed, n_images, widths).validated()
     budget.admit(job)
     x, y = shapes_dataset(job.n_images, 32, seed)
-    runners = {net_title(name, residual): sgd_trainer(lab_net(name, residual, seed=seed, widths=job.widths).train(),
-                                                      job.lr, x.shape[-1]) for name, residual in job.nets}
+    runners = {racer_title(*racer): sgd_trainer(lab_net(racer[0], racer[1], setting=racer_setting(racer), seed=seed,
+                                                        widths=job.widths).train(), job.lr, x.shape[-1])
+               for racer in job.nets}
     losses = {title: [] for title in runners}
     recorded: list[int] = []
     start = time.perf_counter()
@@ -64,8 +65,8 @@ def race_estimate(steps: int, batch_size: int, nets, n_images: int, widths) -> t
     """All nets and their SGD state live together; one net's step runs at a time; the set of shapes (and numpy's
     copies while it is drawn)."""
     steps_mem, params, work = 0, 0, 0.0
-    for name, residual in nets:
-        acts, p, w = lab_step(name, residual, "bn", tuple(widths), 32, batch_size)
+    for racer in nets:
+        acts, p, w = lab_step(racer[0], racer[1], racer_setting(racer), tuple(widths), 32, batch_size)
         steps_mem, params, work = max(steps_mem, acts), params + p, work + w * steps
     return steps_mem + SGD_BYTES * params + n_images * 3 * 32 * 32 * 4 * 3, work
 
@@ -126,17 +127,29 @@ class RaceJob(TrainingLabJob):
                              seed=self.seed, n_images=self.n_images, widths=self.widths, cancel=cancel)
 
 
+def racer_setting(racer: tuple) -> str:
+    """A racer's normalisation (``nets.SETTINGS``): the third item of (network, residual, setting), else the paper's."""
+    return racer[2] if len(racer) > 2 else "bn"
+
+
+def racer_title(name: str, residual: bool, setting: str = "bn") -> str:
+    """``ResNet-20``, or ``ResNet-20 (no BN)`` for a net raced without BatchNorm."""
+    return net_title(name, residual) + ("" if setting == "bn" else " (no BN)")
+
+
 def racers(nets) -> tuple:
-    """The race's (network, residual) pairs from the API: a list of pairs, duplicates collapsed, at most 8."""
+    """The race's (network, residual) pairs from the API, or (network, residual, setting) triples for a race with
+    and without BatchNorm: a list of them, duplicates collapsed, at most 8."""
     if not isinstance(nets, (list, tuple)) or not nets or len(nets) > 32:
         raise error(BadSetting, "budget.race.pairs")
     pairs = []
     for item in nets:
-        if not (isinstance(item, (list, tuple)) and len(item) == 2 and item[0] in LAB_NETS
-                and isinstance(item[1], bool)):
+        if not (isinstance(item, (list, tuple)) and len(item) in (2, 3) and item[0] in LAB_NETS
+                and isinstance(item[1], bool) and (len(item) == 2 or item[2] in SETTINGS)):
             raise error(BadSetting, "budget.race.pair", value=short(item))
-        if tuple(item) not in pairs:
-            pairs.append(tuple(item))
+        racer = tuple(item[:2]) if racer_setting(item) == "bn" else tuple(item)
+        if racer not in pairs:
+            pairs.append(racer)
     if len(pairs) > 8:
         raise error(BadSetting, "budget.race.at_most")
     return tuple(pairs)

@@ -21,6 +21,8 @@ KIND_COLOURS = {"normal": "#4a5568", "grouped": "#2b6cb0", "depthwise": "#2f855a
 def net_name(title: str, L: str = "en") -> str:
     """A lab net's title (``resnet.analysis.labs.net_title``) as the page shows it: ``plain-56`` in the visitor's
     words (``name.plain_net``), ``ResNet-56`` unchanged (a name)."""
+    if title.endswith(" (no BN)"):
+        return t("name.no_bn", L, net=net_name(title[:-len(" (no BN)")], L))
     return t("name.plain_net", L, rest=title[len("plain-"):]) if title.startswith("plain-") else title
 
 
@@ -97,7 +99,8 @@ def race_figure(update: RaceUpdate, L: str = "en") -> Figure:
     ax = fig.subplots()
     for title, losses in update.losses.items():
         depth = int(title.split("-")[1].split()[0])
-        ax.plot(update.recorded_steps, losses, color=_colour(depth), ls="--" if title.startswith("plain") else "-",
+        style = ":" if title.endswith("(no BN)") else "--" if title.startswith("plain") else "-"
+        ax.plot(update.recorded_steps, losses, color=_colour(depth), ls=style,
                 lw=1.8, label=net_name(title, L))
     # Guessing among the classes evenly: the loss every net starts near.
     ax.axhline(np.log(len(SHAPES)), color="#718096", ls=":", lw=1,

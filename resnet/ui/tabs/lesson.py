@@ -1,0 +1,165 @@
+"""Lesson tab: the note in ten steps (``resnet.lesson``), each one predict → run → see.
+
+A step's run is shared by everyone who asks for it (``resnet.train.jobs``): its key is the step's settings, not the
+visitor's language or prediction, so a class pressing Run together costs one run, and a later press replays it. Each
+visitor's figure is drawn once per update and language; the takeaway, which compares the visitor's own committed
+prediction with the run, is written for each visitor at the end and is hidden until then.
+"""
+from __future__ import annotations
+
+import math
+import time
+
+import gradio as gr
+
+from ...errors import BadSetting
+from ...i18n import error, t
+from ...keys import job_key
+from ...lesson import STEPS, Step, answer_text, choice_text, step_at, takeaway
+from .. import sharing
+from ..common import friendly, lang
+from ..figures.lesson import step_figure
+from ..progress import live, strip
+
+
+def _step(number) -> Step:
+    try:
+        return step_at(number)
+    except ValueError:
+        raise error(BadSetting, "lesson.bad_step", step=sharing.identity(number), n=len(STEPS)) from None
+
+
+def _answer(step: Step, choice, number):
+    """The prediction as committed: one of the step's choices, or a finite number."""
+    if step.numeric:
+        value = choice if number is None and isinstance(choice, (int, float)) else number
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+            raise error(BadSetting, "lesson.need_answer")
+        return float(value)
+    if choice is None or choice == "":
+        raise error(BadSetting, "lesson.need_answer")
+    if choice not in step.choices:
+        raise error(BadSetting, "lesson.bad_answer", answer=str(choice)[:40])
+    return choice
+
+
+def step_key(step: Step) -> str:
+    """The run's identity: the step and its settings (the same for every visitor and language)."""
+    return job_key("lesson", step=step.id, settings=step.key)
+
+
+@friendly
+def show_step(step: float, request: gr.Request = None):
+    """A step's title, explanation and question, its answers open, nothing of a run shown yet."""
+    L = lang(request)
+    s = _step(step)
+    choices = [(choice_text(s, c, L), c) for c in s.choices]
+    link = t("lesson.full_tab", L, tab=t(f"tab.{s.tab}", L), link=f"?tab={s.tab}")
+    return (f"### {t(f'lesson.{s.id}.title', L)}\n\n{t(f'lesson.{s.id}.explain', L)}",
+            f"**{t(f'lesson.{s.id}.question', L)}**",
+            gr.update(choices=choices, value=None, visible=not s.numeric, interactive=True),
+            gr.update(value=None, visible=s.numeric, interactive=True),
+            "", gr.update(interactive=False), None, "", gr.update(value="", visible=False), link, None)
+
+
+@friendly
+def commit(step: float, choice, number, request: gr.Request = None):
+    """Lock the visitor's prediction; only then can the run be started."""
+    L = lang(request)
+    s = _step(step)
+    answer = _answer(s, choice, number)
+    return (answer, t("lesson.committed", L, answer=answer_text(s, answer, L)), gr.update(interactive=False),
+            gr.update(interactive=False), gr.update(interactive=True))
+
+
+def _status(s: Step, item, L: str) -> str:
+    """One line of a run's progress from its latest update."""
+    if s.id in ("degradation", "residual", "bn_on_off", "bn_batch"):
+        return t("lesson.progress.race", L, step=item.step, steps=item.steps)
+    if s.id == "deep" and item.plain is None:
+        return t("lesson.progress.deep", L)
+    if s.id == "transfer":
+        ev = item.event
+        if ev.kind == "epoch":
+            return t("lesson.progress.finetune", L, strategy=t(f"strategy.{ev.strategy}.title", L), epoch=ev.epoch,
+                     epochs=ev.epochs)
+        return t("lesson.progress.prepare", L)
+    return ""
+
+
+def _produce(s: Step):
+    def produce(cancel):
+        yield from s.run(cancel)
+    return produce
+
+
+@sharing.keyed(lambda step, answer, L: step_key(step_at(step)))
+@friendly
+async def run_step(step: float, answer, request: gr.Request = None):
+    """A generator: the step's figure as the run goes, a progress line, then the takeaway (the visitor's
+    prediction, what this run showed, and the claim it tests)."""
+    L = lang(request)
+    s = _step(step)
+    if answer is None:
+        raise error(BadSetting, "lesson.need_commit")
+    answer = _answer(s, answer, answer if s.numeric else None)
+    start = time.perf_counter()
+    sub = sharing.JOBS.subscribe(step_key(s), _produce(s), limited=s.trains, label="lesson")
+    last = None
+    try:
+        async for item in sub.aevents(timeout=1.0):
+            if item is sharing.TICK:
+                if sub.state == "waiting":
+                    yield gr.skip(), sharing.waiting(sub, L), gr.skip()
+                continue
+            last = item
+            if sub.behind:
+                continue
+            plot = await sharing.shared_plot(sub, (id(item), L), lambda item=item: step_figure(s, item, L))
+            yield plot, t("lesson.running", L, status=_status(s, item, L)), gr.skip()
+        if last is None:
+            return
+        numbers = sub.memo(("numbers", id(last)), lambda: s.numbers(last))
+        plot = await sharing.shared_plot(sub, (id(last), L), lambda: step_figure(s, last, L))
+        done = t("lesson.done", L, seconds=time.perf_counter() - start)
+        note = sharing.note(sub, L)
+        yield (plot, note + "\n\n" + done if note else done,
+               gr.update(value=takeaway(s, numbers, answer, L), visible=True))
+    finally:
+        sub.close()
+
+
+def build(ctx) -> None:
+    with gr.Tab(ctx("tab.lesson"), id="lesson"):
+        gr.Markdown(ctx("lesson.intro"))
+        with gr.Row(equal_height=True):
+            prev = gr.Button(ctx("lesson.prev"), size="sm", scale=0, min_width=90)
+            step = gr.Dropdown([(ctx(f"lesson.{s.id}.title"), i) for i, s in enumerate(STEPS, 1)], value=1,
+                               label=ctx("lesson.step"), elem_id="lesson-step", scale=4)
+            nxt = gr.Button(ctx("lesson.next"), size="sm", scale=0, min_width=90)
+        explain = gr.Markdown(elem_id="lesson-explain")
+        question = gr.Markdown(elem_id="lesson-question")
+        choice = gr.Radio([], label=ctx("lesson.predict"), elem_id="lesson-choice")
+        number = gr.Number(None, label=ctx("lesson.number"), visible=False, elem_id="lesson-number")
+        committed_answer = gr.State(None)
+        with gr.Row():
+            commit_button = gr.Button(ctx("lesson.commit"), elem_id="lesson-commit")
+            run_button = gr.Button(ctx("lesson.run"), variant="primary", interactive=False, elem_id="lesson-run")
+            stop_button = gr.Button(ctx("finetune.stop"), size="sm", scale=0, min_width=80)
+        committed = gr.Markdown(elem_id="lesson-committed")
+        bar = strip("lesson-progress", bar=False)
+        plot = gr.Plot(show_label=False, elem_id="lesson-plot")
+        status = gr.Markdown(elem_id="lesson-status")
+        see = gr.Markdown(visible=False, elem_id="lesson-takeaway")
+        link = gr.Markdown(elem_id="lesson-link")
+        shown = [explain, question, choice, number, committed, run_button, plot, status, see, link, committed_answer]
+        step.change(show_step, [step], shown, api_name="lesson", **ctx.cheap)
+        ctx.on_load(show_step, [step], shown)
+        prev.click(lambda n: max(1, int(n or 1) - 1), [step], [step], api_visibility="private", **ctx.cheap)
+        nxt.click(lambda n: min(len(STEPS), int(n or 1) + 1), [step], [step], api_visibility="private", **ctx.cheap)
+        commit_button.click(commit, [step, choice, number], [committed_answer, committed, choice, number, run_button],
+                            api_name="lesson_commit", **ctx.cheap)
+        run = run_button.click(run_step, [step, committed_answer], [plot, status, see], api_name="lesson_run",
+                               **ctx.train, **live(bar))
+        stop_button.click(None, None, None, cancels=[run], api_visibility="private")
+        ctx.copy_link("lesson")
