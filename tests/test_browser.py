@@ -8,6 +8,8 @@ from pathlib import Path
 
 import pytest
 
+from resnet.i18n import t
+
 playwright = pytest.importorskip("playwright.sync_api")
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
@@ -148,8 +150,8 @@ def test_finetune_curves_then_stop(browser, app_server, tmp_path):
     # A quick first run: two cheap strategies, two epochs, small images.
     strategies = page.locator("#ft-strategies")
     for name in ("all", "last", "scratch"):
-        strategies.get_by_label(name, exact=True).uncheck()
-    strategies.get_by_label("replace", exact=True).check()
+        strategies.get_by_label(t(f"finetune.name_{name}", "en"), exact=True).uncheck()
+    strategies.get_by_label(t("finetune.name_replace", "en"), exact=True).check()
     set_slider(page, "ft-epochs", 2)
     set_slider(page, "ft-size", 64)
     page.locator("#ft-start").click()
@@ -159,7 +161,7 @@ def test_finetune_curves_then_stop(browser, app_server, tmp_path):
     playwright.expect(page.locator("#ft-results")).to_contain_text("4,004")
     shot(page, tmp_path, "finetune")
     # A long run, stopped from the page once it is training.
-    strategies.get_by_label("all", exact=True).check()
+    strategies.get_by_label(t("finetune.name_all", "en"), exact=True).check()
     set_slider(page, "ft-epochs", 40)
     page.locator("#ft-start").click()
     playwright.expect(status).to_contain_text("train loss", timeout=120_000)

@@ -5,6 +5,8 @@ import re
 import zipfile
 
 import pytest
+
+from resnet.i18n import t
 import torch
 from gradio_client import handle_file
 from PIL import Image
@@ -45,7 +47,8 @@ def test_tiny_finetune_streams_results_and_exports_models(client, photos):
     assert any(o[1] and o[1].get("type") == "matplotlib" for o in seen[:-1])
     status, curves, table, files, _choices = final[:5]
     assert curves["type"] == "matplotlib"
-    rows = {r[0]: r for r in table["data"]}
+    names = {t(f"finetune.name_{s}", "en"): s for s in ("head", "replace")}  # the rows name them, code name aside
+    rows = {names.get(r[0], r[0]): r for r in table["data"]}
     assert set(rows) == {"head", "replace"}
     assert rows["head"][2] == "4,004"  # 1000 → 4 new fc: 4,000 weights + 4 biases
     assert rows["replace"][2] == "2,052"  # 512 → 4
@@ -78,7 +81,7 @@ def test_stop_ends_a_long_run_and_the_server_takes_the_next(client):
     final = job.result(timeout=60)  # a hang bound only: 50 epochs of `all` would take many minutes
     assert "Stopped" in final[0]
     quick = client.predict(*finetune_args(["head"], epochs=1), api_name="/finetune")
-    assert [r[0] for r in quick[2]["data"]] == ["head"]
+    assert [r[0] for r in quick[2]["data"]] == [t("finetune.name_head", "en")]
 
 
 def colour_zip(tmp_path, per_class=10):

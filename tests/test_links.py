@@ -254,11 +254,11 @@ def test_copy_link_gives_a_link_that_restores_the_same_settings(browser, app_ser
     box = page.locator("#ft-epochs input[type=number]")
     box.fill("7")
     box.press("Enter")
-    page.locator("#ft-strategies").get_by_label("scratch", exact=True).check()
+    page.locator("#ft-strategies").get_by_label(t("finetune.name_scratch", "en"), exact=True).check()
     page.locator("#ft-arch input").click()
     page.get_by_role("option", name="ResNet-34", exact=True).click()
     expect(page.locator("#ft-arch input")).to_have_value("ResNet-34")
-    expect(page.locator("#ft-strategies").get_by_label("scratch", exact=True)).to_be_checked()
+    expect(page.locator("#ft-strategies").get_by_label(t("finetune.name_scratch", "en"), exact=True)).to_be_checked()
     before = _finetune_values(page)
     assert before["epochs"] == "7" and "scratch" in before["checked"]
     page.wait_for_url("**epochs=7**")  # the address bar follows the settings

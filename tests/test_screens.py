@@ -7,6 +7,8 @@ from pathlib import Path
 
 import pytest
 
+from resnet.i18n import t
+
 playwright = pytest.importorskip("playwright.sync_api")
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
@@ -86,9 +88,9 @@ def test_the_finetune_curves_and_results_stay_in_view_and_change_while_it_trains
     # head (features cached: quick) then scratch (long enough to be watched, then stopped): a run of this test alone.
     strategies = page.locator("#ft-strategies")
     for name in ("all", "last", "replace"):
-        strategies.get_by_label(name, exact=True).uncheck()
+        strategies.get_by_label(t(f"finetune.name_{name}", "en"), exact=True).uncheck()
     for name in ("head", "scratch"):
-        strategies.get_by_label(name, exact=True).check()
+        strategies.get_by_label(t(f"finetune.name_{name}", "en"), exact=True).check()
     set_slider(page, "ft-epochs", 40)
     set_slider(page, "ft-size", 32)
     page.locator("#ft-start").click()

@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 import gradio as gr
 
 from ..errors import LabError
-from ..i18n import lang_from_header, message, t
+from ..i18n import has, lang_from_header, message, t
 from ..serving import ModelCache, Settings
 from .uploads import uploaded_path
 
@@ -172,6 +172,15 @@ def weights_reason(entry, L: str) -> str:
 def arch_choices() -> list[tuple[str, str]]:
     from ..models.resnet import ARCHS
     return [(spec.title, name) for name, spec in ARCHS.items()]
+
+
+def explained(ctx, key: str, **markdown) -> None:
+    """A page text and, where it has one, its longer part ``<key>.more`` behind a closed "More" fold: what is on the
+    page stays short enough to read in class, and the rest is one click away."""
+    gr.Markdown(ctx(key), **markdown)
+    if has(key + ".more"):
+        with gr.Accordion(ctx("app.fold"), open=False):
+            gr.Markdown(ctx(key + ".more"))
 
 
 def payload_path(value, lang: str = "en") -> str | None:

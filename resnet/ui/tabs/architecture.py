@@ -12,7 +12,7 @@ from ...i18n import error, has, t
 from ...models.resnet import ARCHS, BasicBlock
 from ..figures.blocks import block_diagram
 from ...analysis.summary import display_rows, layer_table, totals
-from ..common import arch_choices, friendly, lang
+from ..common import arch_choices, explained, friendly, lang
 from ..sharing import plot_data
 
 HEADER_KEYS = ("arch.col.layer", "arch.col.output_size", "arch.col.block", "arch.col.params", "arch.col.macs")
@@ -98,7 +98,7 @@ def build(ctx) -> None:
                              column_widths=COLUMN_WIDTHS, elem_classes=["table-fits"])
         with gr.Row():
             diagram = gr.Plot(label=ctx("arch.block"), show_label=True, elem_id="arch-diagram")
-            gr.Markdown(ctx("arch.why"))
+            explained(ctx, "arch.why")
         inputs, outputs = [arch, size, version], [table, summary, diagram]
         arch.change(show_layer_table, inputs, outputs, api_name="layer_table", **ctx.cheap)
         for trigger in (size.submit, version.change):

@@ -20,7 +20,7 @@ from ...errors import BadSetting
 from ...i18n import error, t
 from ...predict import model_categories
 from .. import sharing
-from ..common import early, example_photos, friendly, lang, payload_path
+from ..common import early, example_photos, explained, friendly, lang, payload_path
 from ..progress import live, strip
 
 FLOW_NETS = ("cifar20", "cifar56", "cifar110", "resnet18", "resnet34")  # labels: labs.net.<name>
@@ -71,8 +71,29 @@ def run_gradient_flow(nets: list[str], settings: list[str], batch_size: float, r
             lines.append("- " + t("labs.flow.line", L, res=by[True].title, plain=plots.net_name(by[False].title, L),
                                   res_first=_sci(by[True].first), plain_first=_sci(by[False].first),
                                   ratio=_sci(ratio)))
-    lines.append("\n" + t("labs.flow.reading", L))
+    lines.append("\n" + "\n\n".join(flow_reading(profiles, L)))
     return plots.gradient_flow_figure(profiles, L), "\n".join(lines)
+
+
+def flow_reading(profiles: list, L: str) -> list[str]:
+    """What the run shows, from its numbers, for each setting's deepest pair: the plain net's first layer starved
+    (vanishing), flooded (growing towards the input), or level with the residual net's (within a factor of 10)."""
+    readings = []
+    for setting in dict.fromkeys(p.setting for p in profiles):
+        deepest = max((p for p in profiles if p.setting == setting), key=lambda p: len(p.norms)).net
+        by = {p.residual: p for p in profiles if p.net == deepest and p.setting == setting}
+        ratio = labs.gradient_ratio(profiles, deepest, setting)  # residual / plain, first layer
+        names = dict(setting=t(f"labs.setting.{setting}", L), res=by[True].title,
+                     plain=plots.net_name(by[False].title, L))
+        if math.isnan(ratio):  # an overflowed gradient: the plot's red band says it
+            continue
+        if ratio > 10:
+            readings.append(t("labs.flow.reading_vanish", L, ratio=_sci(ratio), **names))
+        elif ratio < 0.1:
+            readings.append(t("labs.flow.reading_grow", L, ratio=_sci(1 / ratio if ratio else math.inf), **names))
+        else:
+            readings.append(t("labs.flow.reading_close", L, **names))
+    return readings
 
 
 def race_args(steps, batch_size, lr, L: str) -> tuple[int, int, float]:
@@ -371,7 +392,7 @@ def compare_text(costs: list[labs.ConvCost], L: str) -> str:
 def flow_section(ctx) -> None:
     """The gradient-flow lab and the training race: why depth needs shortcuts and normalisation."""
     with gr.Accordion(ctx("labs.flow.title"), open=True, elem_id="labs-flow"):
-        gr.Markdown(ctx("labs.flow.explain"))
+        explained(ctx, "labs.flow.explain")
         with gr.Row():
             nets = gr.CheckboxGroup([(ctx(f"labs.net.{k}"), k) for k in FLOW_NETS], value=["cifar20", "cifar56"],
                                     label=ctx("labs.flow.nets"))
@@ -386,7 +407,7 @@ def flow_section(ctx) -> None:
                           api_name="gradient_flow", preprocess=False, validator=early(check_flow),
                           **ctx.quick)
 
-        gr.Markdown(ctx("labs.race.explain"))
+        explained(ctx, "labs.race.explain")
         with gr.Row():
             steps = gr.Slider(*LIMITS["race_steps"], DEFAULTS["race_steps"], step=10, label=ctx("labs.race.steps"),
                               elem_id="labs-race-steps")
@@ -408,7 +429,7 @@ def flow_section(ctx) -> None:
 def deep_section(ctx) -> None:
     """The deep-network lab: a plain and a residual net of the same depth, trained side by side."""
     with gr.Accordion(ctx("labs.deep.title"), open=False, elem_id="labs-deep"):
-        gr.Markdown(ctx("labs.deep.explain"))
+        explained(ctx, "labs.deep.explain")
         with gr.Row():
             deep_batch = gr.Slider(*LIMITS["deep_batch"], DEFAULTS["deep_batch"], step=1,
                                    label=ctx("labs.batch_size"))
@@ -426,7 +447,7 @@ def deep_section(ctx) -> None:
 def bn_section(ctx) -> None:
     """The batch-norm lab: one channel's statistics step by step, train vs eval, batch size; and its training run."""
     with gr.Accordion(ctx("labs.bn.title"), open=False, elem_id="labs-bn"):
-        gr.Markdown(ctx("labs.bn.explain"))
+        explained(ctx, "labs.bn.explain")
         with gr.Row():
             image = gr.Image(value=example_photos()[0], type="filepath", sources=["upload", "clipboard"],
                              label=ctx("labs.bn.image"), height=240)
@@ -449,7 +470,7 @@ def bn_section(ctx) -> None:
                         validator=early(check_bn), **ctx.quick)
         layer.change(channel_slider, [layer, channel], [channel], api_visibility="private", **ctx.cheap)
 
-        gr.Markdown(ctx("labs.bn.run_explain"))
+        explained(ctx, "labs.bn.run_explain")
         with gr.Row():
             bn_train_steps = gr.Slider(*LIMITS["bn_train_steps"], DEFAULTS["bn_train_steps"], step=8,
                                        label=ctx("labs.race.steps"))
@@ -469,7 +490,7 @@ def bn_section(ctx) -> None:
 def group_section(ctx) -> None:
     """The grouped-convolution lab: the cost of a convolution by groups, and a ResNeXt block drawn."""
     with gr.Accordion(ctx("labs.group.title"), open=False, elem_id="labs-group"):
-        gr.Markdown(ctx("labs.group.explain"))
+        explained(ctx, "labs.group.explain")
         with gr.Row():
             cin = gr.Number(DEFAULTS["cin"], label=ctx("labs.group.cin"), precision=0, minimum=1, maximum=4096)
             cout = gr.Number(DEFAULTS["cout"], label=ctx("labs.group.cout"), precision=0, minimum=1, maximum=4096)
