@@ -79,7 +79,7 @@ def _table(cancel):
 
 def _table_truth(n: dict) -> str:
     ratio = n["resnet50"]["gmacs"] / n["resnet34"]["gmacs"]
-    return "same" if abs(ratio - 1) <= SAME else ("more" if ratio > 1 else "fewer")
+    return "same" if abs(ratio - 1) <= SAME else ("higher" if ratio > 1 else "lower")
 
 
 # ---- 2 · the bottleneck ------------------------------------------------------------------------------------------
@@ -184,7 +184,7 @@ def _group_numbers(costs) -> dict:
 
 
 STEPS: tuple[Step, ...] = (
-    Step("table", "architecture", _table, lambda n: n, _table_truth, ("fewer", "same", "more")),
+    Step("table", "architecture", _table, lambda n: n, _table_truth, ("lower", "same", "higher")),
     Step("bottleneck", "architecture", _blocks, lambda n: n,
          lambda n: n["basic"]["params"] / n["bottleneck"]["params"]),
     Step("degradation", "labs", _lab(RACE), _race_numbers,
