@@ -9,6 +9,12 @@ from .models.resnet import ARCHS
 
 
 def cmd_table(args) -> int:
+    if args.note:
+        return cmd_note_table(args)
+    if args.arch is None:
+        print("error: name a network (one of: " + ", ".join(ARCHS) + "), or give --note for the note's table",
+              file=sys.stderr)
+        return 2
     from .analysis.summary import format_table, layer_table, totals
     table = layer_table(args.arch, args.image_size, stride_in_1x1=args.stride_in_1x1)
     if args.json:
@@ -16,6 +22,28 @@ def cmd_table(args) -> int:
                           "rows": table, "totals": totals(table)}, indent=2))
     else:
         print(format_table(args.arch, table))
+    return 0
+
+
+def cmd_note_table(args) -> int:
+    """``table --note``: the note's five depths side by side (v1 unless --v15), then the bottleneck beside a basic
+    block."""
+    from .analysis.note_table import block_comparison, block_sentence, comparison_dict, note_table
+    if args.arch is not None:
+        print("error: --note shows all five depths; leave out the network's name", file=sys.stderr)
+        return 2
+    table = note_table(v1=not args.v15, image_size=args.image_size)
+    blocks = block_comparison()
+    if args.json:
+        print(json.dumps({**table.as_dict(), "block_comparison": comparison_dict(blocks)}, indent=2,
+                         ensure_ascii=False))
+        return 0
+    print(table.text())
+    print()
+    print(f"One block at {blocks[0].size}×{blocks[0].size}, counted on the real modules:")
+    for b in blocks:
+        print(f"  {b.kind:<12} {b.block:<30} {b.params:>11,} params {b.macs:>15,} multiply-adds")
+    print(block_sentence(blocks, v1=not args.v15))
     return 0
 
 
@@ -108,10 +136,13 @@ def parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="python -m resnet", description="ResNet Lab from the command line.")
     sub = ap.add_subparsers(dest="command", required=True)
 
-    p = sub.add_parser("table", help="the layer table of one depth")
-    p.add_argument("arch", choices=list(ARCHS))
+    p = sub.add_parser("table", help="the layer table of one depth, or the note's table of five (--note)")
+    p.add_argument("arch", nargs="?", choices=list(ARCHS), help="the network (leave out with --note)")
     p.add_argument("--image-size", type=int, default=224)
     p.add_argument("--stride-in-1x1", action="store_true", help="the paper's original bottleneck (v1)")
+    p.add_argument("--note", action="store_true", help="the note's table: ResNet-18 … 152 side by side with the "
+                   "FLOPs row (v1, as the paper), and the bottleneck beside a basic block")
+    p.add_argument("--v15", action="store_true", help="with --note: torchvision's bottleneck (stride in the 3×3)")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_table)
 

@@ -397,6 +397,7 @@ def test_every_figure_draws_its_words_in_chinese():
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from resnet.analysis import labs
     from resnet.analysis.features import feature_maps
+    from resnet.analysis.note_table import block_comparison
     from resnet.fonts import use_cjk_fallback
     from resnet.models.resnet import build_model
     from resnet.ui.figures import blocks, features, labs as lab_plots, training
@@ -411,6 +412,7 @@ def test_every_figure_draws_its_words_in_chinese():
         "blocks.resnet18": blocks.block_diagram("resnet18", L),
         "blocks.resnet50": blocks.block_diagram("resnet50", L),
         "blocks.resnext50_32x4d": blocks.block_diagram("resnext50_32x4d", L),
+        "blocks.compare": blocks.block_compare_figure(block_comparison(), L),
     }
     history = {s: {"epoch": [1, 2], "val_acc": [0.3, 0.5], "val_loss": [1.3, 1.1], "train_loss": [1.4, 1.2]}
                for s in ("all", "last", "head", "replace", "scratch")}

@@ -68,6 +68,24 @@ def run_counting_macs(modules, x: torch.Tensor) -> tuple[torch.Tensor, int]:
     return x, counter[0]
 
 
+def branch_layers(block: nn.Module, x: torch.Tensor) -> list[tuple[str, int, int]]:
+    """(text such as ``3×3, 64→64``, parameters, multiply-adds) of each conv on a residual block's branch (``conv1``,
+    ``conv2`` and a bottleneck's ``conv3``), run in turn on ``x`` with the block's BN and ReLU between them: a basic
+    block and a bottleneck counted by the same walk (the Labs' ResNeXt block, the note's bottleneck lesson)."""
+    convs = [getattr(block, f"conv{i}") for i in (1, 2, 3) if isinstance(getattr(block, f"conv{i}", None), nn.Conv2d)]
+    layers = []
+    with torch.no_grad():
+        for i, conv in enumerate(convs, 1):
+            x, macs = run_counting_macs([conv], x)
+            k = conv.kernel_size[0]
+            g = f", {conv.groups} groups" if conv.groups > 1 else ""
+            layers.append((f"{k}×{k}, {conv.in_channels}→{conv.out_channels}{g}",
+                           sum(p.numel() for p in conv.parameters()), macs))
+            if i < len(convs):
+                x = torch.relu(getattr(block, f"bn{i}")(x))
+    return layers
+
+
 def layer_table(arch: str, image_size: int = 224, *, stride_in_1x1: bool = False) -> list[dict]:
     """One dict per row (conv1, pool, conv2_x … conv5_x, fc): name, output_size, block, params, macs.
 

@@ -16,7 +16,7 @@ from ...errors import BadSetting
 from ...i18n import error
 from ...job import Cost, Job
 from ...models.resnet import ARCHS, build_model
-from ..summary import layer_table, run_counting_macs, totals
+from ..summary import branch_layers, layer_table, totals
 from .nets import count_params
 
 @dataclass
@@ -146,17 +146,7 @@ def block_cost(arch: str, image_size: int = 224) -> BlockCost:
     spec = ARCHS[arch]
     block = build_model(arch, device="meta").layer1[1]  # conv2_x's; weightless: shapes and counts only, no memory
     size = image_size // 4
-    x = torch.zeros(1, block.conv1.in_channels, size, size, device="meta")
-    layers = []
-    with torch.no_grad():
-        for conv, bn, relu in ((block.conv1, block.bn1, True), (block.conv2, block.bn2, True), (block.conv3, None, False)):
-            x, macs = run_counting_macs([conv], x)
-            k = conv.kernel_size[0]
-            g = f", {conv.groups} groups" if conv.groups > 1 else ""
-            layers.append((f"{k}×{k}, {conv.in_channels}→{conv.out_channels}{g}", count_params(conv),
-                           macs))
-            if bn is not None:
-                x = torch.relu(bn(x))
+    layers = branch_layers(block, torch.zeros(1, block.conv1.in_channels, size, size, device="meta"))
     tot = totals(layer_table(arch, image_size))
     return BlockCost(arch, spec.title, layers, sum(p for _, p, _ in layers), sum(m for _, _, m in layers),
                      tot["params"], tot["macs"])

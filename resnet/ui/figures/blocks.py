@@ -70,3 +70,40 @@ def block_diagram(arch: str, L: str = "en") -> Figure:
     fig.tight_layout()
     return fig
 
+
+
+def _human(n: float) -> str:
+    for unit, scale in (("G", 1e9), ("M", 1e6), ("k", 1e3)):
+        if abs(n) >= scale:
+            return f"{n / scale:.3g} {unit}"
+    return f"{n:.0f}"
+
+
+COMPARE_COLOURS = {"basic": "#f6ad55", "bottleneck": "#4299e1", "basic_inner": "#cbd5e0"}
+
+
+def block_compare_figure(blocks, L: str = "en") -> Figure:
+    """``note_table.block_comparison``'s blocks as bars: parameters and multiply-adds of a basic block, the
+    bottleneck at the same width, and a basic block at the bottleneck's inner width, each bar labelled with its
+    count; the words in language ``L``."""
+    # One panel above the other: at a phone's width each keeps a readable size. Room at the top for the plot's label.
+    fig = Figure(figsize=(6, 4.6), dpi=100)
+    axes = fig.subplots(2, 1)
+    names = [t(f"plot.compare.{b.kind}", L, c=b.channels, inner=b.channels // 4) for b in blocks]
+    ys = list(range(len(blocks)))[::-1]  # the first block on top
+    size = blocks[0].size
+    for ax, what, title in ((axes[0], "params", t("plot.compare.params", L)),
+                            (axes[1], "macs", t("plot.compare.macs", L, size=size))):
+        values = [getattr(b, what) for b in blocks]
+        ax.barh(ys, values, color=[COMPARE_COLOURS.get(b.kind, "#a0aec0") for b in blocks], height=0.6)
+        top = max(values)
+        for y, v in zip(ys, values):
+            ax.text(v + top * 0.02, y, _human(v), va="center", fontsize=10)
+        ax.set_xlim(0, top * 1.3)
+        ax.set_title(title, fontsize=10)
+        ax.set_xticks([])
+        ax.set_yticks(ys, names, fontsize=9)
+        for side in ("top", "right", "bottom"):
+            ax.spines[side].set_visible(False)
+    fig.tight_layout(rect=(0, 0, 1, 0.93))
+    return fig

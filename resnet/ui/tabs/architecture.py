@@ -10,7 +10,8 @@ import gradio as gr
 from ...errors import BadSetting
 from ...i18n import error, has, t
 from ...models.resnet import ARCHS, BasicBlock
-from ..figures.blocks import block_diagram
+from ..figures.blocks import block_compare_figure, block_diagram
+from ...analysis.note_table import NoteTable, block_comparison, block_sentence, cell_lines, note_table
 from ...analysis.summary import display_rows, layer_table, totals
 from ..common import arch_choices, explained, friendly, lang
 from ..sharing import plot_data
@@ -21,6 +22,8 @@ MIN_SIZE, MAX_SIZE = 32, 1024
 # Shares of the table's width, not widths of the content: on a phone the five columns fit the screen (the block's
 # text wraps) instead of pushing parameters and multiply-adds, the numbers the table is for, out of sight.
 COLUMN_WIDTHS = ["15%", "15%", "34%", "18%", "18%"]
+# The note's table: the row name, the output size, then five networks sharing the rest (style.css: .table-fits).
+NOTE_COLUMN_WIDTHS = ["14%", "13%", *["14.6%"] * 5]
 
 
 def headers(L: str) -> list[str]:
@@ -85,6 +88,32 @@ def answer(arch: str, size: int, v1: bool, L: str) -> tuple:
     return table_value(arch, table, L), summary, plot_data(block_diagram(arch, L))
 
 
+def note_value(table: NoteTable, L: str) -> dict:
+    """The note's table as the Dataframe's value: row names and the paper's words in ``L``, the networks' names as
+    column headers, the brackets and counts as they are."""
+    rows = []
+    for row in table.rows:
+        name = t(f"arch.row.{row.name}", L) if has(f"arch.row.{row.name}") else row.name
+        # A bracket's layers one under the other, as the note draws them; 10⁹ is narrower than 10^9 on a phone.
+        rows.append([name, row.output_size, *("\n".join(cell_lines(_block(row.name, cell, L))).replace("^9", "⁹")
+                                              for cell in row.cells)])
+    return {"headers": [t("arch.col.layer", L), t("arch.col.output_size", L), *table.titles], "data": rows}
+
+
+@friendly
+def show_note_table(version: str, request: gr.Request = None):
+    """The note's table for the chosen bottleneck variant, the bottleneck beside a basic block, and its sentence."""
+    return copy.deepcopy(note_answer(version == "v1", lang(request)))
+
+
+@lru_cache(maxsize=8)
+def note_answer(v1: bool, L: str) -> tuple:
+    """Two variants × two languages: computed and drawn once each (the counts underneath are cached too)."""
+    blocks = block_comparison()
+    return (note_value(note_table(v1=v1), L), plot_data(block_compare_figure(blocks, L)),
+            block_sentence(blocks, L, v1=v1))
+
+
 def build(ctx) -> None:
     with gr.Tab(ctx("tab.architecture"), id="architecture"):
         gr.Markdown(ctx("arch.intro"))
@@ -99,6 +128,15 @@ def build(ctx) -> None:
         with gr.Row():
             diagram = gr.Plot(label=ctx("arch.block"), show_label=True, elem_id="arch-diagram")
             explained(ctx, "arch.why")
+        gr.Markdown(ctx("arch.note.intro"))
+        note = gr.Dataframe(column_count=len(NOTE_COLUMN_WIDTHS), interactive=False, wrap=True,
+                            elem_id="arch-note-table", column_widths=NOTE_COLUMN_WIDTHS, elem_classes=["table-fits"],
+                            datatype=["str", "str", *["markdown"] * 5], line_breaks=True, max_height=2000)
+        with gr.Row():
+            compare = gr.Plot(label=ctx("arch.compare.label"), show_label=True, elem_id="arch-compare")
+            compare_text = gr.Markdown(elem_id="arch-compare-text")
+        version.change(show_note_table, [version], [note, compare, compare_text], api_name="note_table", **ctx.cheap)
+        ctx.on_load(show_note_table, [version], [note, compare, compare_text])
         inputs, outputs = [arch, size, version], [table, summary, diagram]
         arch.change(show_layer_table, inputs, outputs, api_name="layer_table", **ctx.cheap)
         for trigger in (size.submit, version.change):
