@@ -62,9 +62,10 @@ def reading(step: Step, n: dict, L: str) -> str:
                  m152=n["resnet152"]["gmacs"], ratio=m50 / m34, p34=n["resnet34"]["params_m"],
                  p50=n["resnet50"]["params_m"])
     if sid == "bottleneck":
-        basic, bott = n["basic"], n["bottleneck"]
+        basic, bott, inner = n["basic"], n["bottleneck"], n["basic_inner"]
         return t("lesson.bottleneck.see", L, basic=basic["params"], bottleneck=bott["params"],
-                 ratio=basic["params"] / bott["params"], basic_g=basic["macs"] / 1e9, bottleneck_g=bott["macs"] / 1e9)
+                 ratio=basic["params"] / bott["params"], basic_g=basic["macs"] / 1e9, bottleneck_g=bott["macs"] / 1e9,
+                 inner=inner["params"], inner_g=inner["macs"] / 1e9)
     if sid == "degradation":
         return _race(n, "plain-20", "plain-56", L, "degradation")
     if sid == "residual":

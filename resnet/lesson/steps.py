@@ -12,16 +12,12 @@ import threading
 from dataclasses import dataclass, field
 from typing import Callable, Iterator
 
-import torch
-
 from .. import budget
 from ..analysis import labs
-from ..analysis.summary import layer_table, run_counting_macs, totals
-from ..models.resnet import ARCHS, BasicBlock, Bottleneck
+from ..analysis.note_table import block_comparison, note_table
 from ..train.finetune import FinetuneConfig
 from ..train.results import verdict
 
-NOTE_ARCHS = ("resnet18", "resnet34", "resnet50", "resnet101", "resnet152")
 SAME = 0.25      # two costs or losses within this fraction of each other read as "about the same"
 LOSS_TIE = 0.05  # smoothed training losses closer than this are level (the race reading's threshold)
 
@@ -70,11 +66,9 @@ def _level(a: float, b: float, tie: float) -> int:
 # ---- 1 · the table and its multiply-adds ----------------------------------------------------------------------
 
 def _table(cancel):
-    rows = {}
-    for arch in NOTE_ARCHS:
-        tot = totals(layer_table(arch, 224, stride_in_1x1=True))  # the note's FLOPs row counts the v1 block
-        rows[arch] = {"gmacs": tot["macs"] / 1e9, "params_m": tot["params"] / 1e6, "paper": ARCHS[arch].paper_gmacs}
-        yield dict(rows)
+    table = note_table(v1=True)  # the note's FLOPs row counts the paper's v1 block
+    yield {arch: {"gmacs": table.gmacs[arch], "params_m": table.params[arch] / 1e6,
+                  "paper": table.paper_gmacs[arch]} for arch in table.archs}
 
 
 def _table_truth(n: dict) -> str:
@@ -84,24 +78,9 @@ def _table_truth(n: dict) -> str:
 
 # ---- 2 · the bottleneck ------------------------------------------------------------------------------------------
 
-def block_costs(width: int = 256, size: int = 56) -> dict:
-    """A basic block (two 3×3 convs, ``width`` → ``width``) and a bottleneck (1×1 to ``width``/4, 3×3, 1×1 back)
-    at the same width: parameters and multiply-adds of their convs, counted on weightless modules."""
-    out = {}
-    for name, block in (("basic", BasicBlock(width, width)), ("bottleneck", Bottleneck(width, width // 4))):
-        block = block.to("meta")
-        convs = [m for m in block.modules() if isinstance(m, torch.nn.Conv2d)]
-        x = torch.zeros(1, width, size, size, device="meta")
-        macs = 0
-        for conv in convs:
-            x, m = run_counting_macs([conv], x)
-            macs += m
-        out[name] = {"params": sum(c.weight.numel() for c in convs), "macs": macs}
-    return out
-
-
 def _blocks(cancel):
-    yield block_costs()
+    """A basic block and a bottleneck at 256 channels, and the basic block at 64 that ResNet-34 has in their place."""
+    yield {b.kind: {"params": b.params, "macs": b.macs} for b in block_comparison(256, 56)}
 
 
 # ---- 9 · the three transfer strategies -------------------------------------------------------------------------

@@ -12,7 +12,7 @@ from ...train.finetune import STRATEGIES
 from . import labs as lab_figures
 from .training import training_figure
 
-BLOCK_COLOURS = {"basic": "#2b6cb0", "bottleneck": "#c05621"}
+BLOCK_COLOURS = {"basic": "#2b6cb0", "bottleneck": "#c05621", "basic_inner": "#2f855a"}
 
 
 def flops_figure(rows: dict, L: str = "en") -> Figure:
