@@ -80,7 +80,7 @@ def _table_truth(n: dict) -> str:
 
 def _blocks(cancel):
     """A basic block and a bottleneck at 256 channels, and the basic block at 64 that ResNet-34 has in their place."""
-    yield {b.kind: {"params": b.params, "macs": b.macs} for b in block_comparison(256, 56)}
+    yield block_comparison(256, 56)
 
 
 # ---- 9 · the three transfer strategies -------------------------------------------------------------------------
@@ -164,7 +164,7 @@ def _group_numbers(costs) -> dict:
 
 STEPS: tuple[Step, ...] = (
     Step("table", "architecture", _table, lambda n: n, _table_truth, ("lower", "same", "higher")),
-    Step("bottleneck", "architecture", _blocks, lambda n: n,
+    Step("bottleneck", "architecture", _blocks, lambda blocks: {b.kind: {"params": b.params, "macs": b.macs} for b in blocks},
          lambda n: n["basic"]["params"] / n["bottleneck"]["params"]),
     Step("degradation", "labs", _lab(RACE), _race_numbers,
          lambda n: ("plain20", "same", "plain56")[1 + _level(n["final"]["plain-20"], n["final"]["plain-56"], LOSS_TIE)],

@@ -1,5 +1,5 @@
-"""The lesson's figures: each step's run drawn with the figure its full tab uses, and two of its own (the note's
-FLOPs row, the bottleneck beside the basic block). Figure objects, never pyplot; labels from the string table."""
+"""The lesson's figures: each step's run drawn with the figure its full tab uses, and one of its own (the counted
+multiply-adds beside the note's FLOPs row). Figure objects, never pyplot; labels from the string table."""
 from __future__ import annotations
 
 from matplotlib.figure import Figure
@@ -10,10 +10,8 @@ from ...lesson.steps import BN_BATCH
 from ...models.resnet import ARCHS
 from ...train.finetune import STRATEGIES
 from . import labs as lab_figures
+from .blocks import block_compare_figure
 from .training import training_figure
-
-BLOCK_COLOURS = {"basic": "#2b6cb0", "bottleneck": "#c05621", "basic_inner": "#2f855a"}
-
 
 def flops_figure(rows: dict, L: str = "en") -> Figure:
     """Multiply-adds of ResNet-18 … 152 as counted, with the note's FLOPs row marked beside each bar."""
@@ -23,7 +21,7 @@ def flops_figure(rows: dict, L: str = "en") -> Figure:
     values = [rows[a]["gmacs"] for a in archs]
     ax.bar(range(len(archs)), values, color="#2b6cb0", label=t("lesson.plot.counted", L))
     for i, arch in enumerate(archs):
-        ax.text(i, values[i], f"{values[i]:.1f}", ha="center", va="bottom", fontsize=9)
+        ax.text(i, values[i], f"{values[i]:.2f}", ha="center", va="bottom", fontsize=9)
         if rows[arch].get("paper"):
             ax.plot([i - 0.4, i + 0.4], [rows[arch]["paper"]] * 2, color="#c53030", lw=2,
                     label=t("lesson.plot.note_row", L) if i == 0 else None)
@@ -32,25 +30,6 @@ def flops_figure(rows: dict, L: str = "en") -> Figure:
     ax.set_ylim(0, max(values) * 1.2)
     ax.grid(True, axis="y", alpha=0.3)
     ax.legend(fontsize=8, loc="upper left")
-    fig.tight_layout()
-    return fig
-
-
-def blocks_figure(costs: dict, L: str = "en") -> Figure:
-    """Weights and multiply-adds of a basic block and a bottleneck at the same width."""
-    fig = Figure(figsize=(7.5, 3.4), dpi=100)
-    axes = fig.subplots(1, 2)
-    names = list(costs)
-    for ax, attr, key, scale in ((axes[0], "params", "lesson.plot.weights_m", 1e6),
-                                 (axes[1], "macs", "lesson.plot.gmacs", 1e9)):
-        vals = [costs[n][attr] / scale for n in names]
-        ax.bar(range(len(names)), vals, color=[BLOCK_COLOURS[n] for n in names])
-        for i, v in enumerate(vals):
-            ax.text(i, v, f"{v:.2f}", ha="center", va="bottom", fontsize=9)
-        ax.set_xticks(range(len(names)), [t(f"lesson.plot.{n}", L) for n in names], fontsize=9)
-        ax.set_title(t(key, L), fontsize=10)
-        ax.set_ylim(0, max(vals) * 1.25)
-        ax.grid(True, axis="y", alpha=0.3)
     fig.tight_layout()
     return fig
 
@@ -66,7 +45,7 @@ def step_figure(step: Step, item, L: str = "en") -> Figure:
     """The figure of ``step``'s run as it stands at ``item`` (one of the run's updates)."""
     draw = {
         "table": flops_figure,
-        "bottleneck": blocks_figure,
+        "bottleneck": block_compare_figure,
         "degradation": lab_figures.race_figure,
         "residual": lab_figures.race_figure,
         "bn_on_off": lab_figures.race_figure,

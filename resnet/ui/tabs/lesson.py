@@ -43,6 +43,16 @@ def _answer(step: Step, choice, number):
     return choice
 
 
+def _number(text) -> float | None:
+    """A committed number, sent as text (or as a number by an API client)."""
+    if isinstance(text, (int, float)) and not isinstance(text, bool):
+        return float(text)
+    try:
+        return float(str(text)[:40])
+    except ValueError:
+        return None
+
+
 def step_key(step: Step) -> str:
     """The run's identity: the step and its settings (the same for every visitor and language)."""
     return job_key("lesson", step=step.id, settings=step.key)
@@ -59,7 +69,7 @@ def show_step(step: float, request: gr.Request = None):
             f"**{t(f'lesson.{s.id}.question', L)}**",
             gr.update(choices=choices, value=None, visible=not s.numeric, interactive=True),
             gr.update(value=None, visible=s.numeric, interactive=True),
-            "", gr.update(interactive=False), None, "", gr.update(value="", visible=False), link, None)
+            "", gr.update(interactive=False), None, "", gr.update(value="", visible=False), link, "")
 
 
 @friendly
@@ -68,7 +78,7 @@ def commit(step: float, choice, number, request: gr.Request = None):
     L = lang(request)
     s = _step(step)
     answer = _answer(s, choice, number)
-    return (answer, t("lesson.committed", L, answer=answer_text(s, answer, L)), gr.update(interactive=False),
+    return (str(answer), t("lesson.committed", L, answer=answer_text(s, answer, L)), gr.update(interactive=False),
             gr.update(interactive=False), gr.update(interactive=True))
 
 
@@ -93,16 +103,27 @@ def _produce(s: Step):
     return produce
 
 
+def _json(value):
+    """Numbers as JSON can hold them: a loss that overflowed becomes the text "nan" or "inf"."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return str(value)
+    if isinstance(value, dict):
+        return {str(k): _json(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_json(v) for v in value]
+    return value
+
+
 @sharing.keyed(lambda step, answer, L: step_key(step_at(step)))
 @friendly
 async def run_step(step: float, answer, request: gr.Request = None):
     """A generator: the step's figure as the run goes, a progress line, then the takeaway (the visitor's
-    prediction, what this run showed, and the claim it tests)."""
+    prediction, what this run showed, and the claim it tests) and the run's numbers (for the API)."""
     L = lang(request)
     s = _step(step)
-    if answer is None:
+    if answer is None or answer == "":
         raise error(BadSetting, "lesson.need_commit")
-    answer = _answer(s, answer, answer if s.numeric else None)
+    answer = _answer(s, answer, _number(answer) if s.numeric else None)
     start = time.perf_counter()
     sub = sharing.JOBS.subscribe(step_key(s), _produce(s), limited=s.trains, label="lesson")
     last = None
@@ -110,13 +131,13 @@ async def run_step(step: float, answer, request: gr.Request = None):
         async for item in sub.aevents(timeout=1.0):
             if item is sharing.TICK:
                 if sub.state == "waiting":
-                    yield gr.skip(), sharing.waiting(sub, L), gr.skip()
+                    yield gr.skip(), sharing.waiting(sub, L), gr.skip(), gr.skip()
                 continue
             last = item
             if sub.behind:
                 continue
             plot = await sharing.shared_plot(sub, (id(item), L), lambda item=item: step_figure(s, item, L))
-            yield plot, t("lesson.running", L, status=_status(s, item, L)), gr.skip()
+            yield plot, t("lesson.running", L, status=_status(s, item, L)), gr.skip(), gr.skip()
         if last is None:
             return
         numbers = sub.memo(("numbers", id(last)), lambda: s.numbers(last))
@@ -124,7 +145,7 @@ async def run_step(step: float, answer, request: gr.Request = None):
         done = t("lesson.done", L, seconds=time.perf_counter() - start)
         note = sharing.note(sub, L)
         yield (plot, note + "\n\n" + done if note else done,
-               gr.update(value=takeaway(s, numbers, answer, L), visible=True))
+               gr.update(value=takeaway(s, numbers, answer, L), visible=True), _json(numbers))
     finally:
         sub.close()
 
@@ -141,7 +162,8 @@ def build(ctx) -> None:
         question = gr.Markdown(elem_id="lesson-question")
         choice = gr.Radio([], label=ctx("lesson.predict"), elem_id="lesson-choice")
         number = gr.Number(None, label=ctx("lesson.number"), visible=False, elem_id="lesson-number")
-        committed_answer = gr.State(None)
+        # The committed prediction, as text: a hidden box rather than a State, so that an API client can send one.
+        committed_answer = gr.Textbox(visible=False)
         with gr.Row():
             commit_button = gr.Button(ctx("lesson.commit"), elem_id="lesson-commit")
             run_button = gr.Button(ctx("lesson.run"), variant="primary", interactive=False, elem_id="lesson-run")
@@ -152,6 +174,7 @@ def build(ctx) -> None:
         status = gr.Markdown(elem_id="lesson-status")
         see = gr.Markdown(visible=False, elem_id="lesson-takeaway")
         link = gr.Markdown(elem_id="lesson-link")
+        numbers = gr.JSON(visible=False)  # the run's numbers, for API clients (the takeaway quotes them)
         shown = [explain, question, choice, number, committed, run_button, plot, status, see, link, committed_answer]
         step.change(show_step, [step], shown, api_name="lesson", **ctx.cheap)
         ctx.on_load(show_step, [step], shown)
@@ -159,7 +182,7 @@ def build(ctx) -> None:
         nxt.click(lambda n: min(len(STEPS), int(n or 1) + 1), [step], [step], api_visibility="private", **ctx.cheap)
         commit_button.click(commit, [step, choice, number], [committed_answer, committed, choice, number, run_button],
                             api_name="lesson_commit", **ctx.cheap)
-        run = run_button.click(run_step, [step, committed_answer], [plot, status, see], api_name="lesson_run",
+        run = run_button.click(run_step, [step, committed_answer], [plot, status, see, numbers], api_name="lesson_run",
                                **ctx.train, **live(bar))
         stop_button.click(None, None, None, cancels=[run], api_visibility="private")
         ctx.copy_link("lesson")

@@ -1,0 +1,150 @@
+"""The Lesson tab on the launched app: through gradio_client (refusals, one run for a class) and in Chromium, every
+step in English and in Chinese: the takeaway hidden until the run ends, the run's plot shown, the takeaway quoting
+this run's numbers (read back through the API, a replay of the same run) and comparing the prediction."""
+import math
+import re
+import shutil
+import threading
+from pathlib import Path
+
+import pytest
+
+from resnet.i18n import t
+from resnet.lesson import STEPS, choice_text
+from resnet.train.jobs import JOBS
+
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+WAIT_MS = 60_000
+RUN_MS = 900_000  # a lesson run on a busy 2-core machine (the transfer step trains three ways)
+
+
+def refused(client, *args) -> str:
+    with pytest.raises(Exception) as e:
+        client.predict(*args, api_name="/lesson_run")
+    message = str(e.value)
+    assert "Traceback" not in message and "/tmp" not in message
+    return message
+
+
+@pytest.mark.served
+def test_a_run_needs_a_committed_prediction_a_real_step_and_one_of_its_answers(client):
+    assert "Commit your prediction" in refused(client, 1, None)
+    assert "99" in refused(client, 99, "same")  # the step list refuses it (Gradio's own check on the choices)
+    assert "not one of this step's answers" in refused(client, 1, "<script>")
+    assert "Choose or type your prediction" in refused(client, 2, "many")
+    with pytest.raises(Exception, match="Choose or type"):
+        client.predict(1, None, None, api_name="/lesson_commit")
+
+
+@pytest.mark.served
+def test_a_class_pressing_run_together_costs_one_run_and_each_gets_its_own_comparison(app_server):
+    """Three students, three different predictions, the same step at the same moment: the server runs it once (a
+    later press replays it), and each takeaway compares that student's own prediction."""
+    from gradio_client import Client
+    step = next(i for i, s in enumerate(STEPS, 1) if s.id == "gradient")
+    JOBS.forget()
+    before = JOBS.stats()["runs"]
+    answers = ("plain_less", "same", "plain_more")
+    results = {}
+
+    def press(answer):
+        results[answer] = Client(app_server, verbose=False).predict(step, answer, api_name="/lesson_run")
+    threads = [threading.Thread(target=press, args=(a,)) for a in answers]
+    for th in threads:
+        th.start()
+    for th in threads:
+        th.join(timeout=600)
+    assert set(results) == set(answers)
+    assert JOBS.stats()["runs"] - before == 1
+    numbers = [r[3] for r in results.values()]
+    assert numbers[0] == numbers[1] == numbers[2]
+    truth = STEPS[step - 1].truth(numbers[0])
+    for answer, (_plot, _status, see, _numbers) in results.items():
+        see = see["value"] if isinstance(see, dict) else see
+        assert see.startswith("✅" if answer == truth else "❌")
+        assert choice_text(STEPS[step - 1], answer, "en") in see
+
+
+def quoted(step, n: dict) -> list[str]:
+    """Numbers of this run the takeaway must quote, formatted as the takeaway formats them."""
+    if step.id == "table":
+        return [f"{n['resnet34']['gmacs']:.2f}", f"{n['resnet50']['gmacs']:.2f}"]
+    if step.id == "bottleneck":
+        return [f"{n['basic']['params']:,}", f"{n['bottleneck']['params']:,}"]
+    if step.id in ("degradation", "residual", "bn_on_off"):
+        a, b = {"degradation": ("plain-20", "plain-56"), "residual": ("ResNet-20", "ResNet-56"),
+                "bn_on_off": ("ResNet-20", "ResNet-20 (no BN)")}[step.id]
+        values = [n["final"][a], n["final"][b]]
+        return [f"{v:.3f}" for v in values] if all(isinstance(v, float) and math.isfinite(v) for v in values) else []
+    if step.id == "gradient":
+        return [f"{n['none']['ratio']:.3g}" if 1e-3 <= abs(n["none"]["ratio"]) < 1e4 else f"{n['none']['ratio']:.2e}"]
+    if step.id == "deep":
+        return [str(n["residual"]["layers"])]
+    if step.id == "bn_batch":
+        return [f"{n['2']['acc']:.1%}", f"{n['32']['acc']:.1%}"]
+    if step.id == "transfer":
+        return [f"{s['best_val_acc']:.0%}" for s in n["summaries"]]
+    if step.id == "group_conv":
+        return [f"{n['grouped']['params']:,}"]
+    raise KeyError(step.id)
+
+
+@pytest.fixture(scope="module")
+def browser():
+    playwright = pytest.importorskip("playwright.sync_api")
+    if not Path(CHROMIUM).exists():
+        pytest.skip("Chromium is not installed (.ci/run installs it)")
+    playwright.expect.set_options(timeout=WAIT_MS)
+    with playwright.sync_playwright() as p:
+        b = p.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox", "--disable-dev-shm-usage"])
+        yield b
+        b.close()
+
+
+@pytest.mark.browser
+@pytest.mark.parametrize("L", ["en", "zh-CN"])
+def test_every_lesson_step_in_the_browser_predict_run_see(browser, app_server, client, L):
+    """English first: every step runs; Chinese then replays the same runs (the runs are shared across languages)."""
+    from playwright.sync_api import expect
+    context = browser.new_context(locale=L, extra_http_headers={"Accept-Language": f"{L},en;q=0.5"},
+                                  viewport={"width": 1280, "height": 1000})
+    page = context.new_page()
+    page.set_default_timeout(WAIT_MS)
+    try:
+        for number, step in enumerate(STEPS, 1):
+            page.goto(f"{app_server}?tab=lesson&step={number}")
+            expect(page.locator("#lesson-explain")).to_contain_text(t(f"lesson.{step.id}.title", L))
+            takeaway = page.locator("#lesson-takeaway")
+            expect(takeaway).to_be_hidden()
+            if step.numeric:
+                answer = 10.0
+                page.locator("#lesson-number input").fill("10")
+                said = "10"
+            else:
+                answer = step.choices[0]
+                said = choice_text(step, answer, L)
+                page.locator("#lesson-choice").get_by_text(said, exact=True).click()
+            page.locator("#lesson-commit").click()
+            expect(page.locator("#lesson-committed")).to_contain_text(said)
+            run = page.locator("#lesson-run")
+            expect(run).to_be_enabled()
+            run.click()
+            # While it runs (or, for the instant steps, until it ends) the takeaway stays hidden.
+            status = page.locator("#lesson-status")
+            expect(status).to_contain_text(re.compile(r"\S"), timeout=RUN_MS)
+            if t("lesson.running", L, status="").split()[0] in status.inner_text():
+                expect(takeaway).to_be_hidden()
+            expect(takeaway).to_be_visible(timeout=RUN_MS)
+            expect(page.locator("#lesson-plot img, #lesson-plot canvas, #lesson-plot svg").first).to_be_visible()
+            text = takeaway.inner_text()
+            # The same run, read back through the API (a replay): its numbers are the ones the takeaway quotes.
+            *_, numbers = client.predict(number, str(answer), api_name="/lesson_run")
+            for value in quoted(step, numbers):
+                assert value in text, (step.id, L, value, text)
+            truth = step.truth(numbers)
+            right = (abs(answer - truth) <= 0.25 * abs(truth)) if step.numeric else answer == truth
+            assert text.startswith("✅" if right else "❌"), (step.id, text)
+            assert said in text  # the prediction, compared
+            assert t(f"lesson.{step.id}.claim", L)[:20] in text
+    finally:
+        context.close()
