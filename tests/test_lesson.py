@@ -22,6 +22,11 @@ def run_to_end(step):
     return last
 
 
+def verdict(takeaway_text: str) -> str:
+    """The takeaway's line comparing the prediction with the run (after its heading)."""
+    return takeaway_text.split("\n\n")[1]
+
+
 @pytest.mark.unit
 def test_the_lesson_walks_the_note_in_eight_to_ten_steps_each_with_its_words():
     assert 8 <= len(STEPS) <= 10
@@ -78,7 +83,7 @@ def test_the_table_step_quotes_the_models_counts_and_compares_the_prediction(L):
     for answer in step.choices:
         text = takeaway(step, numbers, answer, L)
         assert f"{counted['resnet50']:.2f}" in text and f"{counted['resnet34']:.2f}" in text
-        assert text.startswith("✅" if answer == truth else "❌")
+        assert verdict(text).startswith("✓" if answer == truth else "✗")
         assert i18n.t(f"lesson.table.choice.{answer}", L) in text
 
 
@@ -93,8 +98,8 @@ def test_the_bottleneck_and_group_steps_quote_the_counted_layers(L):
     assert step.truth(numbers) == pytest.approx(ratio)
     text = takeaway(step, numbers, 17, L)
     assert f"{blocks['basic'].params:,}" in text and f"{blocks['bottleneck'].params:,}" in text
-    assert text.startswith("✅")  # 17 is within a quarter of 16.8
-    assert takeaway(step, numbers, 2, L).startswith("❌")
+    assert verdict(text).startswith("✓")  # 17 is within a quarter of 16.8
+    assert verdict(takeaway(step, numbers, 2, L)).startswith("✗")
 
     group = step_at("group_conv")
     numbers = group.numbers(run_to_end(group))

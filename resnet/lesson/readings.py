@@ -113,6 +113,6 @@ def _transfer(step: Step, n: dict, L: str) -> str:
 
 def takeaway(step: Step, n: dict, answer, L: str) -> str:
     """The whole "see" block: the prediction against the run, what the run shows, and the claim it tests."""
-    parts = [verdict_line(step, answer, step.truth(n), L), reading(step, n, L),
+    parts = ["#### " + t("lesson.see", L), verdict_line(step, answer, step.truth(n), L), reading(step, n, L),
              t(f"lesson.{step.id}.claim", L)]
     return "\n\n".join(parts)

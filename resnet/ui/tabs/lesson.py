@@ -153,11 +153,11 @@ async def run_step(step: float, answer, request: gr.Request = None):
 def build(ctx) -> None:
     with gr.Tab(ctx("tab.lesson"), id="lesson"):
         gr.Markdown(ctx("lesson.intro"))
-        with gr.Row(equal_height=True):
-            prev = gr.Button(ctx("lesson.prev"), size="sm", scale=0, min_width=90)
-            step = gr.Dropdown([(ctx(f"lesson.{s.id}.title"), i) for i, s in enumerate(STEPS, 1)], value=1,
-                               label=ctx("lesson.step"), elem_id="lesson-step", scale=4)
-            nxt = gr.Button(ctx("lesson.next"), size="sm", scale=0, min_width=90)
+        step = gr.Dropdown([(ctx(f"lesson.{s.id}.title"), i) for i, s in enumerate(STEPS, 1)], value=1,
+                           label=ctx("lesson.step"), elem_id="lesson-step")
+        with gr.Row():
+            prev = gr.Button(ctx("lesson.prev"), size="sm")
+            nxt = gr.Button(ctx("lesson.next"), size="sm")
         explain = gr.Markdown(elem_id="lesson-explain")
         question = gr.Markdown(elem_id="lesson-question")
         choice = gr.Radio([], label=ctx("lesson.predict"), elem_id="lesson-choice")
