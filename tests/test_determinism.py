@@ -88,6 +88,7 @@ def test_seeded_builds_repeat_and_leave_the_global_rng_alone():
         assert torch.equal(a.eval()(x), c.eval()(x))
 
 
+@pytest.mark.slow  # trains or starts a process for a while: the slow tier
 def test_a_run_and_the_labs_leave_the_global_rng_state_unchanged(no_weights, photos):
     before = torch.get_rng_state()
     history(FinetuneConfig(**dict(TINY, augmented_views=1, strategies="all,last,head,replace,scratch")))
@@ -120,6 +121,7 @@ def test_two_training_races_at_once_equal_one_alone():
     assert in_threads(race) == [alone, alone]
 
 
+@pytest.mark.slow  # trains or starts a process for a while: the slow tier
 def test_a_stranger_seeding_torch_meanwhile_changes_nothing(no_weights):
     """Another thread reseeding and drawing from the global RNG all the time (as old code or a library might)."""
     cfg = FinetuneConfig(**dict(TINY, strategies="scratch"))

@@ -158,6 +158,7 @@ def test_precise_bn_sets_running_statistics_from_the_current_weights():
                    if isinstance(m, torch.nn.BatchNorm2d) and n != "backbone.layer4.0.bn1")
 
 
+@pytest.mark.slow  # trains or starts a process for a while: the slow tier
 def test_runs_are_deterministic(checkpoint):
     cfg = FinetuneConfig(strategies="head,replace", epochs=2, synthetic_images=48, weights=str(checkpoint), **TINY)
     a, b = last_event(cfg)[-1].result, last_event(cfg)[-1].result
@@ -320,6 +321,7 @@ def _write_folder(root, layout: dict[str, bytes]):
     return root
 
 
+@pytest.mark.slow  # trains or starts a process for a while: the slow tier
 def test_damaged_images_are_skipped_counted_and_the_split_refilled(checkpoint, tmp_path):
     """A file whose header looks fine but which cannot be decoded is skipped and named in the notes. Where the
     engine made the split and a class lost its only validation image, a training image of that class moves over;
