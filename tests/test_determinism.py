@@ -17,8 +17,9 @@ from resnet.models.transfer import prepare
 from resnet.preprocess import transform
 
 
+# val_fraction: validated on 12 of the 48 images, not on the 400 of the separate series (what is compared is the same).
 TINY = dict(arch="resnet18", dataset="synthetic", image_size=32, batch_size=16, epochs=1, synthetic_images=48,
-            strategies="all,head,scratch", allow_download=False, seed=3)
+            strategies="all,head,scratch", allow_download=False, seed=3, val_fraction=0.25)
 
 
 @pytest.fixture
@@ -88,6 +89,7 @@ def test_seeded_builds_repeat_and_leave_the_global_rng_alone():
         assert torch.equal(a.eval()(x), c.eval()(x))
 
 
+@pytest.mark.slow  # trains or starts a process for a while: the slow tier
 def test_a_run_and_the_labs_leave_the_global_rng_state_unchanged(no_weights, photos):
     before = torch.get_rng_state()
     history(FinetuneConfig(**dict(TINY, augmented_views=1, strategies="all,last,head,replace,scratch")))
@@ -120,6 +122,7 @@ def test_two_training_races_at_once_equal_one_alone():
     assert in_threads(race) == [alone, alone]
 
 
+@pytest.mark.slow  # trains or starts a process for a while: the slow tier
 def test_a_stranger_seeding_torch_meanwhile_changes_nothing(no_weights):
     """Another thread reseeding and drawing from the global RNG all the time (as old code or a library might)."""
     cfg = FinetuneConfig(**dict(TINY, strategies="scratch"))

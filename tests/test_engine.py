@@ -107,7 +107,7 @@ def test_the_app_endpoint_is_the_command_line_run(cli_run, shapes_zip, app_serve
         same_weights(Path(f), models / Path(f).name)
 
 
-@pytest.mark.unit
+@pytest.mark.slow  # trains or starts a process for a while: the slow tier
 def test_two_processes_validate_on_exactly_the_validation_set_with_equal_batchnorm(shapes_zip, weights_dir,
                                                                                    tmp_path):
     report = resnet(["--dataset", str(shapes_zip), "--strategies", "all,last", *SETTINGS], weights_dir, tmp_path,

@@ -23,6 +23,8 @@ from resnet.weights import read_state_dict
 
 
 TINY = dict(image_size=32, batch_size=16, allow_download=False)
+# Runs whose validation set is not what they check: the synthetic images split 3:1, not 400 separate ones to validate.
+SMALL_VAL = dict(TINY, val_fraction=0.25)
 
 
 @pytest.fixture(scope="module")
@@ -159,7 +161,7 @@ def test_precise_bn_sets_running_statistics_from_the_current_weights():
 
 
 def test_runs_are_deterministic(checkpoint):
-    cfg = FinetuneConfig(strategies="head,replace", epochs=2, synthetic_images=48, weights=str(checkpoint), **TINY)
+    cfg = FinetuneConfig(strategies="head,replace", epochs=2, synthetic_images=48, weights=str(checkpoint), **SMALL_VAL)
     a, b = last_event(cfg)[-1].result, last_event(cfg)[-1].result
     for name in ("head", "replace"):
         assert a.history[name]["val_loss"] == b.history[name]["val_loss"]
@@ -185,7 +187,7 @@ def test_events_carry_progress_and_serialise(frozen_run):
 def test_without_pretrained_weights_every_strategy_is_labelled_random(monkeypatch, tmp_path):
     monkeypatch.delenv("RESNET_WEIGHTS_DIR", raising=False)
     monkeypatch.setenv("TORCH_HOME", str(tmp_path / "empty"))
-    events = last_event(FinetuneConfig(strategies="head,replace", epochs=1, synthetic_images=32, **TINY))
+    events = last_event(FinetuneConfig(strategies="head,replace", epochs=1, synthetic_images=32, **SMALL_VAL))
     result = events[-1].result
     assert not result.pretrained and all(not s.pretrained for s in result.summaries)
     assert "random" in str(events[0].message) and any("random weights" in str(n) for n in result.notes)
@@ -201,7 +203,7 @@ def test_an_explicit_missing_checkpoint_is_an_error(tmp_path):
 
 def test_cancel_event_stops_within_one_step(checkpoint):
     cancel = threading.Event()
-    cfg = FinetuneConfig(strategies="all,head", epochs=3, synthetic_images=96, weights=str(checkpoint), **TINY)
+    cfg = FinetuneConfig(strategies="all,head", epochs=3, synthetic_images=96, weights=str(checkpoint), **SMALL_VAL)
     after = []
     for ev in run(cfg, cancel=cancel):
         if after or (ev.kind == "step" and ev.step == 2):
@@ -216,7 +218,7 @@ def test_closing_the_iterator_stops_and_frees(checkpoint, monkeypatch):
     before = sum(type(o) is TransferNet for o in gc.get_objects())
     forward, passes = TransferNet.forward, []
     monkeypatch.setattr(TransferNet, "forward", lambda self, x: passes.append(1) or forward(self, x))
-    events = run(FinetuneConfig(strategies="all", epochs=5, synthetic_images=96, weights=str(checkpoint), **TINY))
+    events = run(FinetuneConfig(strategies="all", epochs=5, synthetic_images=96, weights=str(checkpoint), **SMALL_VAL))
     for ev in events:
         if ev.kind == "step":
             break
@@ -320,6 +322,7 @@ def _write_folder(root, layout: dict[str, bytes]):
     return root
 
 
+@pytest.mark.slow  # trains or starts a process for a while: the slow tier
 def test_damaged_images_are_skipped_counted_and_the_split_refilled(checkpoint, tmp_path):
     """A file whose header looks fine but which cannot be decoded is skipped and named in the notes. Where the
     engine made the split and a class lost its only validation image, a training image of that class moves over;

@@ -69,12 +69,13 @@ def test_with_batchnorm_the_plain_gradient_grows_towards_the_input():
 
 
 def test_resnet1202_parameter_count():
-    net = labs.lab_net("cifar1202")
+    net = labs.lab_net("cifar1202", device="meta")  # the same net, weightless: building its 19 M weights takes long
     assert net.depth == 1202
     assert round(labs.count_params(net) / 1e6, 1) == 19.4
     assert len(labs.main_path_layers(net)) == 1202
 
 
+@pytest.mark.slow  # trains or starts a process for a while: the slow tier
 def test_resnet1202_forward_and_backward_reach_the_first_layer():
     r = labs.deep_network("cifar1202", batch_size=2)
     assert r.residual.seconds < 60

@@ -29,7 +29,7 @@ from conftest import ROOT, free_port
 pytestmark = pytest.mark.load
 
 
-CLIENTS, REQUESTS = 20, 5
+CLIENTS, REQUESTS = 20, 3  # twenty at once, each with pictures of its own, one after another
 
 
 @pytest.fixture(scope="module")

@@ -25,7 +25,7 @@ def test_state_dict_round_trip_and_logits_match_torchvision(arch):
                 m.running_var.uniform_(0.5, 1.5)
                 m.weight.uniform_(0.5, 1.0)
     ours.load_state_dict(theirs.state_dict())
-    x = torch.randn(2, 3, 64, 64)
+    x = torch.randn(2, 3, 32, 32)  # small: every layer still runs (conv5_x at 1 × 1), at a quarter of the work
     with torch.inference_mode():
         diff = (ours(x) - theirs(x)).abs().max().item()
     assert diff <= 1e-4, diff

@@ -124,6 +124,7 @@ def test_the_synthetic_target_validates_on_100_images_per_class_whatever_per_cla
 
 # ---------------------------------------------------------------- where the weights come from
 
+@pytest.mark.slow  # trains or starts a process for a while: the slow tier
 def test_summaries_name_their_source_and_standard_error(weights_folder, weights_dir):
     tiny = dict(strategies="head,scratch", epochs=1, image_size=32, batch_size=16, per_class=2, allow_download=False)
     r = finished(run(FinetuneConfig(**tiny))).result
@@ -156,6 +157,7 @@ def test_a_stored_backbone_is_found_hash_checked_and_used(weights_folder):
         weights.read_source(path)
 
 
+@pytest.mark.slow  # trains or starts a process for a while: the slow tier
 def test_a_finetune_starts_from_the_stored_backbone_when_imagenet_is_missing(weights_folder):
     for ev in pretrain("resnet18", image_size=32, epochs=1, per_class=2):
         pass

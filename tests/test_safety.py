@@ -128,14 +128,16 @@ def test_the_same_refusal_reaches_gradio_client_and_the_queue(app_server, server
         client.close()
 
 
-@pytest.mark.timeout(900)  # four training races one after another: minutes on a busy 2-core machine
+@pytest.mark.timeout(900)  # training races one after another: minutes on a busy 2-core machine
 def test_a_visitor_holds_at_most_two_jobs_and_cannot_starve_the_layer_table(app_server, photos):
     # The default shares: two jobs per open page, two for all the page-less requests of an address together.
     greedy, neighbour, student = (Client(app_server, verbose=False) for _ in range(3))
     calls = []
     try:
         # Three distinct jobs (identical ones would share one run, which counts a quarter: see test_fairshare.py).
-        jobs = [greedy.submit(steps, 8, 0.05, api_name="/training_race") for steps in (150, 160, 170)]  # ~15 s each
+        # Long enough to hold the train slot while the cheap requests below are answered (~6 s each on a fast
+        # laptop, ~40 s on a busy 2-core machine); one runs at a time, so the second starts after the first.
+        jobs = [greedy.submit(steps, 8, 0.05, api_name="/training_race") for steps in (60, 62, 64)]
         refused = []
         for job in jobs:  # the three joins race each other: whichever came third is refused
             try:

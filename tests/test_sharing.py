@@ -20,7 +20,7 @@ from resnet.ui.tabs import labs as labs_tab
 pytestmark = pytest.mark.served
 
 # Small, and unlike other tests' settings, so that no earlier test has left this job in the replay cache.
-SHARED = ["synthetic", None, ["head", "all"], "resnet18", 2, 48, 12, 0, "all"]
+SHARED = ["synthetic", None, ["head", "all"], "resnet18", 2, 48, 12, 0, "10"]  # 10 per class: 40 to train
 STOPPED = ["synthetic", None, ["all"], "resnet18", 3, 32, 6, 0, "all"]
 RACE = [20, 8, 0.07]
 

@@ -11,7 +11,7 @@ from resnet.models.transfer import (CACHE_POINTS, STRATEGIES, TransferNet, froze
                                     save_export)
 from resnet.weights import read_state_dict
 
-pytestmark = pytest.mark.unit
+# The fast tier (conftest gives an unmarked test ``unit``), but for the tests marked ``slow`` below.
 
 
 def n_params(module) -> int:
@@ -81,6 +81,7 @@ def checkpoint(weights_dir):
 
 
 @pytest.mark.parametrize("cache", [True, False], ids=["cached", "recomputed"])
+@pytest.mark.slow  # trains or starts a process for a while: the slow tier
 def test_frozen_weights_and_bn_statistics_are_bit_identical_after_training(checkpoint, cache):
     """Train last, head and replace for real (recomputing the frozen part runs it in every step), then compare."""
     cfg = FinetuneConfig(strategies=("last", "head", "replace"), epochs=1, image_size=32, batch_size=16,
