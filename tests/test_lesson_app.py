@@ -5,6 +5,7 @@ import math
 import re
 import shutil
 import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -102,6 +103,7 @@ def browser():
 
 
 @pytest.mark.browser
+@pytest.mark.timeout(3600)  # English runs all ten steps (minutes on a busy 2-core machine); Chinese replays them
 @pytest.mark.parametrize("L", ["en", "zh-CN"])
 def test_every_lesson_step_in_the_browser_predict_run_see(browser, app_server, client, L):
     """English first: every step runs; Chinese then replays the same runs (the runs are shared across languages)."""
@@ -112,6 +114,7 @@ def test_every_lesson_step_in_the_browser_predict_run_see(browser, app_server, c
     page.set_default_timeout(WAIT_MS)
     try:
         for number, step in enumerate(STEPS, 1):
+            started = time.perf_counter()
             page.goto(f"{app_server}?tab=lesson&step={number}")
             expect(page.locator("#lesson-explain")).to_contain_text(t(f"lesson.{step.id}.title", L))
             takeaway = page.locator("#lesson-takeaway")
@@ -146,5 +149,6 @@ def test_every_lesson_step_in_the_browser_predict_run_see(browser, app_server, c
             compared = next(line for line in text.splitlines() if said in line)  # the prediction, compared
             assert compared.startswith("✓" if right else "✗"), (step.id, text)
             assert t(f"lesson.{step.id}.claim", L)[:20] in text
+            print(f"lesson step {number} ({step.id}, {L}): {time.perf_counter() - started:.0f} s")
     finally:
         context.close()
