@@ -58,6 +58,15 @@ def test_the_two_race_steps_are_one_run_and_the_bn_race_another():
 
 
 @pytest.mark.unit
+def test_steps_share_a_run_only_when_they_run_the_same_thing():
+    for a in STEPS:
+        assert a.key, a.id
+        for b in STEPS:
+            if a is not b and a.key == b.key:
+                assert {a.id, b.id} == {"degradation", "residual"}
+
+
+@pytest.mark.unit
 def test_a_racer_without_batchnorm_has_none_and_races_beside_one_with_it():
     """The lesson's with/without-BN race, shortened: both nets train on the same batches; the one raced without
     BatchNorm has no BatchNorm layer at all."""

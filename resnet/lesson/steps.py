@@ -42,7 +42,7 @@ class Step:
     truth: Callable[[dict], object]        # what the run answered: a choice id, or a number
     choices: tuple = ()                    # the answers offered; () → the student types a number
     trains: bool = False                   # takes one of the server's training slots
-    key: dict = field(default_factory=dict)  # the settings that make two runs of the step the same run
+    key: dict = field(default_factory=dict)  # what it runs: steps with the same key share one run (3 and 4)
 
     @property
     def numeric(self) -> bool:
@@ -163,9 +163,11 @@ def _group_numbers(costs) -> dict:
 
 
 STEPS: tuple[Step, ...] = (
-    Step("table", "architecture", _table, lambda n: n, _table_truth, ("lower", "same", "higher")),
-    Step("bottleneck", "architecture", _blocks, lambda blocks: {b.kind: {"params": b.params, "macs": b.macs} for b in blocks},
-         lambda n: n["basic"]["params"] / n["bottleneck"]["params"]),
+    Step("table", "architecture", _table, lambda n: n, _table_truth, ("lower", "same", "higher"),
+         key={"note_table": {"v1": True, "image_size": 224}}),
+    Step("bottleneck", "architecture", _blocks,
+         lambda blocks: {b.kind: {"params": b.params, "macs": b.macs} for b in blocks},
+         lambda n: n["basic"]["params"] / n["bottleneck"]["params"], key={"blocks": {"width": 256, "size": 56}}),
     Step("degradation", "labs", _lab(RACE), _race_numbers,
          lambda n: ("plain20", "same", "plain56")[1 + _level(n["final"]["plain-20"], n["final"]["plain-56"], LOSS_TIE)],
          ("plain20", "plain56", "same"), trains=True, key={"race": RACE.settings()}),

@@ -54,8 +54,9 @@ def _number(text) -> float | None:
 
 
 def step_key(step: Step) -> str:
-    """The run's identity: the step and its settings (the same for every visitor and language)."""
-    return job_key("lesson", step=step.id, settings=step.key)
+    """The run's identity: what the step runs (the same for every visitor and language, and for two steps that read
+    one run, such as the race's plain and residual pairs)."""
+    return job_key("lesson", settings=step.key)
 
 
 @friendly
