@@ -22,6 +22,8 @@ from ...predict import model_categories
 from .. import sharing
 from ..common import early, example_photos, explained, friendly, lang, payload_path
 from ..progress import live, strip
+from .labs_text import (sci, batch_text, bias_text, bn_run_text, compare_text, deep_reading,  # noqa: F401
+                        flow_reading, race_reading, steps_text, train_eval_text)
 
 FLOW_NETS = ("cifar20", "cifar56", "cifar110", "resnet18", "resnet34")  # labels: labs.net.<name>
 BN_LAYERS = ["bn1", "layer1.0.bn1", "layer2.0.bn1", "layer3.0.bn1", "layer4.0.bn1"]
@@ -30,14 +32,6 @@ BN_CHANNELS = {name: m.num_features for name, m in build_model("resnet18", devic
 DEFAULTS = dict(flow_batch=32, race_steps=120, race_batch=16, race_lr=0.05, deep_batch=2, bn_pool=64, bn_train_steps=80,
                 cin=128, cout=128, groups=32, size=28)
 LIMITS = dict(race_steps=(10, 600), bn_pool=(8, 128), deep_batch=(2, 4), race_lr=(0.001, 1.0), bn_train_steps=(16, 240))
-
-
-def _sci(v: float) -> str:
-    if v == 0:
-        return "0"
-    if not math.isfinite(v):
-        return "∞" if v > 0 else "NaN"
-    return f"{v:.3g}" if 1e-3 <= abs(v) < 1e4 else f"{v:.2e}"
 
 
 # ---- Lab 1: gradient flow and the race ------------------------------------------------------------
@@ -69,31 +63,10 @@ def run_gradient_flow(nets: list[str], settings: list[str], batch_size: float, r
             by = {p.residual: p for p in profiles if p.net == name and p.setting == setting}
             ratio = labs.gradient_ratio(profiles, name, setting)
             lines.append("- " + t("labs.flow.line", L, res=by[True].title, plain=plots.net_name(by[False].title, L),
-                                  res_first=_sci(by[True].first), plain_first=_sci(by[False].first),
-                                  ratio=_sci(ratio)))
+                                  res_first=sci(by[True].first), plain_first=sci(by[False].first),
+                                  ratio=sci(ratio)))
     lines.append("\n" + "\n\n".join(flow_reading(profiles, L)))
     return plots.gradient_flow_figure(profiles, L), "\n".join(lines)
-
-
-def flow_reading(profiles: list, L: str) -> list[str]:
-    """What the run shows, from its numbers, for each setting's deepest pair: the plain net's first layer starved
-    (vanishing), flooded (growing towards the input), or level with the residual net's (within a factor of 10)."""
-    readings = []
-    for setting in dict.fromkeys(p.setting for p in profiles):
-        deepest = max((p for p in profiles if p.setting == setting), key=lambda p: len(p.norms)).net
-        by = {p.residual: p for p in profiles if p.net == deepest and p.setting == setting}
-        ratio = labs.gradient_ratio(profiles, deepest, setting)  # residual / plain, first layer
-        names = dict(setting=t(f"labs.setting.{setting}", L), res=by[True].title,
-                     plain=plots.net_name(by[False].title, L))
-        if math.isnan(ratio):  # an overflowed gradient: the plot's red band says it
-            continue
-        if ratio > 10:
-            readings.append(t("labs.flow.reading_vanish", L, ratio=_sci(ratio), **names))
-        elif ratio < 0.1:
-            readings.append(t("labs.flow.reading_grow", L, ratio=_sci(1 / ratio if ratio else math.inf), **names))
-        else:
-            readings.append(t("labs.flow.reading_close", L, **names))
-    return readings
 
 
 def race_args(steps, batch_size, lr, L: str) -> tuple[int, int, float]:
@@ -126,37 +99,9 @@ def run_race(steps: float, batch_size: float, lr: float, request: gr.Request = N
         if update.done:
             final = update.final()
             text = t("labs.race.done", L, seconds=update.seconds) + "\n\n" + " · ".join(
-                f"{plots.net_name(name, L)}: **{_sci(v)}**" for name, v in final.items())
+                f"{plots.net_name(name, L)}: **{sci(v)}**" for name, v in final.items())
             text += "\n\n" + race_reading(update, L)
         yield plots.race_figure(update, L), text
-
-
-def race_reading(update: labs.RaceUpdate, L: str) -> str:
-    """What the finished race's curves show, from their numbers: the plain nets' gap (degradation) and the
-    residual nets' gap, at the end and half-way."""
-    final = update.final()
-    titles = ("plain-20", "plain-56", "ResNet-20", "ResNet-56")
-    if not all(k in final for k in titles):
-        return ""
-    if not all(math.isfinite(final[k]) for k in titles):
-        return t("labs.race.reading_nan", L)
-    mid = (len(update.recorded_steps) - 1) // 2
-    plain_gap = final["plain-56"] - final["plain-20"]
-    res_gap = final["ResNet-56"] - final["ResNet-20"]
-    mid_gap = update.losses["ResNet-56"][mid] - update.losses["ResNet-20"][mid]
-    lines = ["**" + t("labs.race.reading", L) + "**",
-             t("labs.race.reading_plain" if plain_gap > 0 else "labs.race.reading_plain_none", L, gap=plain_gap)]
-    if res_gap <= 0.05:  # level within a hair of smoothed loss, or below
-        key = "labs.race.reading_res_level"
-    elif plain_gap > 0 and res_gap < plain_gap / 2:
-        key = "labs.race.reading_res_behind"
-    else:
-        key = "labs.race.reading_res_unclear"
-    lines.append(t(key, L, gap=res_gap, plain_gap=plain_gap, mid=update.recorded_steps[mid], mid_gap=mid_gap))
-    if key == "labs.race.reading_res_level" and mid_gap > 0:
-        lines[-1] += ("" if L.startswith("zh") else " ") + t("labs.race.reading_caught_up", L,
-                                                            mid=update.recorded_steps[mid], mid_gap=mid_gap)
-    return "\n\n".join(lines)
 
 
 # ---- Lab 2: over 1000 layers --------------------------------------------------------------------
@@ -186,25 +131,11 @@ def run_deep(batch_size: float, setting: str, request: gr.Request = None):
                                              seconds=r.residual.seconds)
             continue
         text = t("labs.deep.result", L, depth=r.depth, params=r.residual.params / 1e6, seconds=r.residual.seconds,
-                 res_first=_sci(r.residual.first), res_ok=100 * labs.first_finite_fraction(r.residual),
-                 plain_params=r.plain.params / 1e6, plain_seconds=r.plain.seconds, plain_first=_sci(r.plain.first),
+                 res_first=sci(r.residual.first), res_ok=100 * labs.first_finite_fraction(r.residual),
+                 plain_params=r.plain.params / 1e6, plain_seconds=r.plain.seconds, plain_first=sci(r.plain.first),
                  plain_ok=100 * labs.first_finite_fraction(r.plain), setting=t(f"labs.setting.{setting or 'bn'}", L))
         reading = deep_reading(r, L)
         yield plots.deep_figure(r, L), text + ("\n\n" + reading if reading else "")
-
-
-def deep_reading(r: labs.DeepResult, L: str) -> str:
-    """What happened to each net's gradients, said from the counts: overflow, exactly zero, or fine."""
-    def counts(p):
-        bad = sum(not math.isfinite(v) for v in p.norms)
-        return bad, sum(v == 0 for v in p.norms), len(p.norms)
-    res_bad, res_zero, n = counts(r.residual)
-    plain_bad, plain_zero, _ = counts(r.plain)
-    if res_bad == res_zero == 0 and plain_bad:
-        return t("labs.deep.reading_bn", L, bad=plain_bad, depth=n)
-    if res_bad == n and plain_zero == n:
-        return t("labs.deep.reading_none", L, depth=n, blocks=(r.depth - 2) // 2)
-    return ""
 
 
 # ---- Lab 3: BatchNorm ---------------------------------------------------------------------------
@@ -256,37 +187,6 @@ def make_bn_lab(ctx):
     return run_bn_lab
 
 
-def steps_text(s: labs.BNSteps, layer: str, illustrative: bool, L: str) -> str:
-    rows = "\n".join(f"| {a:.4f} | {b:.4f} | {c:.4f} |" for a, b, c in s.samples)
-    text = t("labs.bn.steps", L, layer=layer, channel=s.channel, m=s.count, mean=s.mean, var=s.var, eps=s.eps,
-             gamma=s.gamma, beta=s.beta, diff=_sci(s.max_abs_diff))
-    text += f"\n\n| x | x̂ | y |\n|---:|---:|---:|\n{rows}"
-    if illustrative:
-        text += "\n\n" + t("labs.bn.illustrative", L)
-    return text
-
-
-def train_eval_text(te: labs.TrainEval, pretrained: bool, gathered: bool, L: str) -> str:
-    text = t("labs.bn.train_eval", L, eval=te.top1["eval"], train_1=te.top1["train_1"],
-             tv_1=te.distance["train_1"], train_batch=te.top1["train_batch"], tv_batch=te.distance["train_batch"],
-             z_1=te.logit_change["train_1"], z_batch=te.logit_change["train_batch"])
-    if not pretrained:
-        text += "\n\n" + t("labs.bn.random_weights", L)
-    if gathered:
-        text += " " + t("labs.bn.gathered", L)
-    return text
-
-
-def batch_text(bs: labs.BatchStats, L: str) -> str:
-    return t("labs.bn.batch", L, small=bs.sizes[0], small_err=bs.mean_error[0], big=bs.sizes[-1],
-             big_err=bs.mean_error[-1], small_std=bs.std_error[0], big_std=bs.std_error[-1])
-
-
-def bias_text(b: labs.BiasCheck, L: str) -> str:
-    return t("labs.bn.bias", L, diff=_sci(b.max_abs_diff), bias=b.bias_norm, bias_grad=_sci(b.bias_grad_norm),
-             weight_grad=_sci(b.weight_grad_norm))
-
-
 def bn_channel(layer: str, channel) -> int:
     """The channel as a whole number that ``layer`` has (0 … 63 for ``bn1``, … 511 for ``layer4.0.bn1``), else a
     sentence that says the layer's range."""
@@ -327,23 +227,6 @@ def run_bn_training(bn_train_steps: float, request: gr.Request = None):
         yield plots.bn_run_figure(update, labs.BN_RUN_BATCH, L), text
 
 
-def bn_run_text(u: labs.BNRunUpdate, L: str) -> str:
-    """The run's end, from its numbers: loss and accuracy of both nets, and which learned more (beyond noise)."""
-    small, big = min(u.loss), max(u.loss)
-    sl, bl = u.loss[small][-1], u.loss[big][-1]
-    sa, ba = u.val_acc[small][-1], u.val_acc[big][-1]
-    se = math.sqrt((sa * (1 - sa) + ba * (1 - ba)) / u.val_count)  # standard error of the difference
-    text = t("labs.bn.run_done", L, steps=u.steps, seconds=u.seconds, small=small, big=big, small_loss=sl,
-             big_loss=bl, small_acc=sa, big_acc=ba, chance=u.chance, n=u.val_count, se=se)
-    if ba - sa > 2 * se and bl < sl:
-        key = "labs.bn.run_worse"
-    elif sa - ba > 2 * se and sl < bl:
-        key = "labs.bn.run_better"
-    else:
-        key = "labs.bn.run_tied"
-    return text + "\n\n" + t(key, L, small=small, big=big)
-
-
 # ---- Lab 4: group convolution -------------------------------------------------------------------
 
 def group_args(cin, cout, groups, size) -> tuple[int, int, int, int]:
@@ -374,17 +257,6 @@ def run_group_conv(cin: float, cout: float, groups: float, size: float, request:
                    x_title=x.title, x_params=x.model_params / 1e6, x_macs=x.model_macs / 1e9,
                    r_block=r.block_params, x_block=x.block_params))
     return plots.conv_cost_figure(costs, L), plots.group_block_figure(blocks, grouped, L), "\n\n".join(lines)
-
-
-def compare_text(costs: list[labs.ConvCost], L: str) -> str:
-    """Each conv's measured counts beside the formula's, row by row, and how many rows agree."""
-    rows = [t("labs.group.compare_head", L), "|---|---:|---:|---:|---:|---|"]
-    for c in costs:
-        rows.append(f"| {t(f'labs.conv.{c.kind}', L)} (g={c.groups}) | {c.params:,} | {c.formula_params:,} | "
-                    f"{c.flops:,} ÷ 2 = {c.macs:,} | {c.formula_macs:,} | "
-                    f"{t('labs.group.match' if c.matches else 'labs.group.mismatch', L)} |")
-    agree = sum(c.matches for c in costs)
-    return "\n".join(rows) + "\n\n" + t("labs.group.compare_verdict", L, agree=agree, rows=len(costs))
 
 
 # ---- Layout -------------------------------------------------------------------------------------
@@ -425,7 +297,6 @@ def flow_section(ctx) -> None:
         race_stop.click(None, None, None, cancels=[race], api_visibility="private")
 
 
-
 def deep_section(ctx) -> None:
     """The deep-network lab: a plain and a residual net of the same depth, trained side by side."""
     with gr.Accordion(ctx("labs.deep.title"), open=False, elem_id="labs-deep"):
@@ -441,7 +312,6 @@ def deep_section(ctx) -> None:
         deep_text = gr.Markdown(elem_id="labs-deep-text")
         deep_button.click(run_deep, [deep_batch, deep_setting], [deep_plot, deep_text], api_name="deep_network",
                           preprocess=False, validator=early(check_deep), **ctx.train, **live(deep_bar))
-
 
 
 def bn_section(ctx) -> None:
@@ -484,7 +354,6 @@ def bn_section(ctx) -> None:
                                          api_name="bn_batch_run", preprocess=False,
                                          validator=early(check_bn_training), **ctx.train, **live(bn_train_bar))
         bn_train_stop.click(None, None, None, cancels=[bn_train], api_visibility="private")
-
 
 
 def group_section(ctx) -> None:
