@@ -1,6 +1,5 @@
 """The lesson's library (``resnet.lesson``): every step complete in both languages, the cheap steps' takeaways
 quoting their own run's numbers, the prediction compared, and the lesson's race without BatchNorm a real one."""
-import re
 import threading
 
 import pytest
