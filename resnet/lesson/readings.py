@@ -100,14 +100,14 @@ def _transfer(step: Step, n: dict, L: str) -> str:
     rows = sorted(n.get("summaries", []), key=lambda s: -s["best_val_acc"])
     if not rows:
         return t("lesson.transfer.see.none", L)
-    scores = ", ".join(f"{t('strategy.' + row['strategy'] + '.title', L)} **{row['best_val_acc']:.0%}**"
+    scores = ("，" if L.startswith("zh") else ", ").join(f"{t('strategy.' + row['strategy'] + '.title', L)} **{row['best_val_acc']:.0%}**"
                        for row in rows)
     truth = step.truth(n)
     key = "lesson.transfer.see.tie" if truth == "tie" else "lesson.transfer.see.best"
     text = t(key, L, scores=scores, best=choice_text(step, truth, L) if truth != "tie" else "",
              chance=n.get("chance", 0.0))
     if not n.get("pretrained", True):
-        text += " " + t("lesson.transfer.see.random", L)
+        text += _space(L) + t("lesson.transfer.see.random", L)
     return text
 
 

@@ -43,6 +43,12 @@ class Step:
     choices: tuple = ()                    # the answers offered; () → the student types a number
     trains: bool = False                   # takes one of the server's training slots
     key: dict = field(default_factory=dict)  # what it runs: steps with the same key share one run (3 and 4)
+    weights: Callable[[], str] | None = None  # the weights it would start from now, when that can change
+
+    def identity(self) -> dict:
+        """What makes two runs of the step the same run, now: its key, and the weights it would start from (a
+        run started from random weights is not replayed once the built-in source is ready)."""
+        return self.key | ({"weights": self.weights()} if self.weights else {})
 
     @property
     def numeric(self) -> bool:
@@ -187,7 +193,7 @@ STEPS: tuple[Step, ...] = (
                                                             LOSS_TIE)],
          ("with", "without", "same"), trains=True, key={"race": BN_RACE.settings()}),
     Step("transfer", "finetune", _transfer, _transfer_numbers, _transfer_truth, ("all", "last", "head", "tie"),
-         trains=True, key={"finetune": TRANSFER}),
+         trains=True, key={"finetune": TRANSFER}, weights=lambda: FinetuneConfig(**TRANSFER).key()),
     Step("group_conv", "labs", _lab(GROUP), _group_numbers, lambda n: n["grouped"]["params"],
          key={"group": GROUP.settings()}),
 )

@@ -56,7 +56,7 @@ def _number(text) -> float | None:
 def step_key(step: Step) -> str:
     """The run's identity: what the step runs (the same for every visitor and language, and for two steps that read
     one run, such as the race's plain and residual pairs)."""
-    return job_key("lesson", settings=step.key)
+    return job_key("lesson", settings=step.identity())
 
 
 @friendly
