@@ -10,7 +10,7 @@ times the seeds, dealt out in turn, so every run has a student and identical ass
 the results for the class plot: per series and x, the mean and spread over the seeds that are in.
 
 Sized for a class of thirty on 2 cores, where one training run computes at a time (``RESNET_TRAIN_CONCURRENCY``):
-every run of one seed together takes a few minutes (``bench/classroom_bench.py`` measures each).
+every run of one seed together takes a few minutes (``bench/pool_bench.py`` measures each).
 """
 from __future__ import annotations
 
