@@ -13,7 +13,7 @@ import pytest
 from resnet import config
 from resnet.classroom import (ALPHABET, CODE_LENGTH, EXPERIMENTS, AttemptLimiter, MemoryRooms, NotTeacher, RoomError,
                               RoomNotFound, RoomsFull, TooManyAttempts, assign, experiment_for, figure_data,
-                              guess_odds, normal_code, numbers, pool, run_assignment)
+                              guess_odds, missing, normal_code, numbers, pool, run_assignment)
 from resnet.lesson import BY_ID
 
 pytestmark = pytest.mark.unit
@@ -376,3 +376,15 @@ def test_one_tiny_pooled_run_end_to_end(monkeypatch):
     fig = room.projector_view()["pool"]["figure"]
     residual = next(s for s in fig["series"] if s["name"] is True)
     assert residual["x"] == [20] and residual["mean"] == [n["loss"]]
+
+
+def test_a_class_started_before_anyone_joined_still_spreads_the_runs():
+    room, _ = _store().create()
+    room.start_pool("transfer")
+    for i in range(12):
+        room.join(f"p{i}")
+    dealt = [assign("transfer", *room.pool_index(f"p{i}")) for i in range(12)]
+    assert all(len(d) == 1 for d in dealt) and len({d[0] for d in dealt}) == 12
+    a = dealt[0][0]
+    room.add_result(a.key(), a.to_dict(), {"val_acc": 0.5})
+    assert a not in missing("transfer", room.pool["results"]) and len(missing("transfer", room.pool["results"])) == 11

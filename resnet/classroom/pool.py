@@ -155,6 +155,12 @@ def assign(experiment: str, student_index: int, n_students: int, seeds: int = 1)
     return experiment_for(experiment).assign(student_index, n_students, seeds)
 
 
+def missing(experiment: str, results: dict, seeds: int = 1) -> list[Assignment]:
+    """The runs of ``seeds`` whose result is not in ``results`` (run key → result) yet: what the teacher can start
+    for a class too small, or for students who left."""
+    return [a for a in EXPERIMENTS[experiment].runs(seeds) if a.key() not in results]
+
+
 # ---- running one ------------------------------------------------------------------------------------------
 
 def run_assignment(a: Assignment, cancel: threading.Event | None = None) -> Iterator:

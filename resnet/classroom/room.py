@@ -297,8 +297,10 @@ class Room:
         with self.cond:
             keep = self.pool["results"] if self.pool and self.pool["experiment"] == experiment else {}
             roster = sorted(self.students.values(), key=lambda s: (s.joined, s.id))
-            self.pool = {"experiment": experiment, "seeds": seeds, "roster": [s.id for s in roster],
-                         "n": max(1, len(roster)), "results": dict(keep)}
+            # Spread over the class present; with nobody yet, one run per student as they come.
+            n = len(roster) or len(EXPERIMENTS[experiment].runs(seeds))
+            self.pool = {"experiment": experiment, "seeds": seeds, "roster": [s.id for s in roster], "n": n,
+                         "results": dict(keep)}
             self._changed()
             return self.pool
 
