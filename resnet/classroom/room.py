@@ -103,8 +103,9 @@ class Room:
     pool: dict | None = None                            # the class experiment (``start_pool``)
     spotlight: dict | None = None                       # a result shown to the class, without a name
     closed: bool = False
-    cond: threading.Condition = field(default_factory=lambda: threading.Condition(threading.RLock()), repr=False)
-    _waiters: list = field(default_factory=list, repr=False)  # (loop, future) of async waiters
+    cond: threading.Condition = field(default_factory=lambda: threading.Condition(threading.RLock()), repr=False,
+                                     init=False)
+    _waiters: list = field(default_factory=list, repr=False, init=False)  # (loop, future) of async waiters
 
     def __post_init__(self):
         self.last_active = self.last_active or self.created
