@@ -1,9 +1,9 @@
 """A class experiment's time on this machine: every run of one seed of each class experiment
 (``resnet.classroom.pool``), one after another as the server's one training slot runs them on a CPU, against the
 goal that a class of thirty is done within 5 minutes on 2 cores. Printed per run: wall seconds, CPU seconds (the
-process's, all threads: on a busy machine wall time is inflated, and with two threads so is CPU time, by
-threads spinning for a core; ``--threads 1`` then measures the work itself: one core's seconds) and the plotted number; per
-experiment the sums; and the load average when it started.
+process's, all threads: on a busy machine wall time is inflated, and with two threads so is CPU time, by threads
+spinning for a core; ``--threads 1`` then measures the work itself: one core's seconds) and the plotted number;
+per experiment the sums; and the load average when it started.
 
     python bench/pool_bench.py [--experiments bn_batch,depth,transfer] [--seeds 1] [--threads 1]
 """

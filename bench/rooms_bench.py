@@ -56,7 +56,8 @@ async def main_async(args):
     stop.set()
     room.close()
     await asyncio.gather(*tasks, return_exceptions=True)
-    print(f"{args.followers} followers, {args.changes} step changes: wake-up p50 {percentile(delays, .5) * 1e3:.1f} ms, "
+    print(f"{args.followers} followers, {args.changes} step changes: "
+          f"wake-up p50 {percentile(delays, .5) * 1e3:.1f} ms, "
           f"p95 {percentile(delays, .95) * 1e3:.1f} ms, max {max(delays) * 1e3:.1f} ms ({len(delays)} wake-ups); "
           f"idle CPU {idle:.2%} of one core over {args.idle_s:.0f} s")
 

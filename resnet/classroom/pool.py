@@ -83,8 +83,9 @@ class ClassExperiment:
         return [Assignment(self.id, cell, seed) for seed in range(seeds) for cell in self.grid()]
 
     def assign(self, student_index: int, n_students: int, seeds: int = 1) -> list[Assignment]:
-        """Student ``student_index`` (0 …) of ``n_students``: runs i, i + n, i + 2n … of ``runs(seeds)`` when the class
-        is smaller than that list; in a larger class, run i mod its length (the students of one run share it)."""
+        """Student ``student_index`` (0 …) of ``n_students``: runs i, i + n, i + 2n … of ``runs(seeds)`` when the
+        class is smaller than that list; in a larger class, run i mod its length (the students of one run share
+        it)."""
         runs = self.runs(seeds)
         n = max(1, int(n_students))
         i = int(student_index)

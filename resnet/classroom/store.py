@@ -3,11 +3,11 @@
 A room is found by its join code (on the students' link and the projector) and driven only with its teacher key (on
 the teacher's link). Both come from ``secrets``. The code is ``CODE_LENGTH`` characters of ``ALPHABET`` (no 0/O,
 1/I/L to misread): 31⁶ ≈ 8.9 × 10⁸ codes. A guess hits a live room with odds at most ``RESNET_MAX_ROOMS`` / 31⁶
-(2.3 × 10⁻⁸ with the default 20); one address may make ``WRONG_CODES`` wrong guesses a minute (``AttemptLimiter``), so a
-day of guessing from one address (14 400 guesses) finds some room with odds of 1 in 3 100 with all 20 rooms in
-use, and one given class (an hour, 600 guesses) with odds of 1 in 1.5 million (``guess_odds``). A code only lets a page follow
-and answer; the teacher key (``secrets.token_urlsafe(24)``, 192 bits) is what drives a room, and the store keeps
-only its SHA-256, compared with ``hmac.compare_digest``.
+(2.3 × 10⁻⁸ with the default 20); one address may make ``WRONG_CODES`` wrong guesses a minute
+(``AttemptLimiter``), so a day of guessing from one address (14 400 guesses) finds some room with odds of 1 in 3 100
+with all 20 rooms in use, and one given class (an hour, 600 guesses) with odds of 1 in 1.5 million
+(``guess_odds``). A code only lets a page follow and answer; the teacher key (``secrets.token_urlsafe(24)``, 192
+bits) is what drives a room, and the store keeps only its SHA-256, compared with ``hmac.compare_digest``.
 
 Rooms are bounded (``RESNET_MAX_ROOMS``; a new one first drops idle ones) and expire after ``RESNET_ROOM_IDLE_S``
 without a change or a student's heartbeat. Every method takes the code and returns only that room: nothing of one
