@@ -69,6 +69,10 @@ SETTINGS: dict[str, Setting] = {s.name: s for s in [
     Setting("RESNET_PAGES_PER_ADDRESS", int, 64, "open pages of one client address that each get a share", 1),
     Setting("RESNET_RUNS_PER_ADDRESS", int, 4, "distinct training runs (not subscriptions) one client address may "
             "have waiting or running", 1),
+    Setting("RESNET_MAX_ROOMS", int, 20, "live classes (rooms, each with its join code and teacher link) the server "
+            "holds at once; a new one first ends those idle too long", 1),
+    Setting("RESNET_ROOM_IDLE_S", float, 7200.0, "a room with no change and no student's heartbeat for this many "
+            "seconds ends, and its code stops working", 60),
     Setting("RESNET_TRUST_PROXY", bool, None, "take the client address from X-Forwarded-For (default: on in a "
             "Hugging Face Space, where every request comes through its proxy)"),
     Setting("RESNET_MAX_FILE_MB", int, 100, "largest upload (a student's ResNet-34 checkpoint is about 82 MiB, "
