@@ -58,7 +58,7 @@ def run_gradient_flow(nets: list[str], settings: list[str], batch_size: float, r
     profiles = labs.gradient_flow(nets, settings, batch_size=batch)
     lines = []
     for setting in dict.fromkeys(p.setting for p in profiles):
-        lines.append(f"**{t(f'labs.setting.{setting}', L)}**")
+        lines.append(f"\n**{t(f'labs.setting.{setting}', L)}**\n")  # its own paragraph, not the last bullet's tail
         for name in dict.fromkeys(p.net for p in profiles):
             by = {p.residual: p for p in profiles if p.net == name and p.setting == setting}
             ratio = labs.gradient_ratio(profiles, name, setting)
