@@ -17,6 +17,7 @@ from ...i18n import error, t
 from ...keys import job_key
 from ...lesson import STEPS, Step, answer_text, choice_text, step_at, takeaway
 from .. import sharing
+from . import classroom
 from ..common import friendly, lang
 from ..figures.lesson import step_figure
 from ..progress import live, strip
@@ -179,11 +180,13 @@ def build(ctx) -> None:
         shown = [explain, question, choice, number, committed, run_button, plot, status, see, link, committed_answer]
         step.change(show_step, [step], shown, api_name="lesson", **ctx.cheap)
         ctx.on_load(show_step, [step], shown)
-        prev.click(lambda n: max(1, int(n or 1) - 1), [step], [step], api_visibility="private", **ctx.cheap)
-        nxt.click(lambda n: min(len(STEPS), int(n or 1) + 1), [step], [step], api_visibility="private", **ctx.cheap)
+        moves = [prev.click(lambda n: max(1, int(n or 1) - 1), [step], [step], api_visibility="private", **ctx.cheap),
+                 nxt.click(lambda n: min(len(STEPS), int(n or 1) + 1), [step], [step], api_visibility="private",
+                           **ctx.cheap)]
         commit_button.click(commit, [step, choice, number], [committed_answer, committed, choice, number, run_button],
                             api_name="lesson_commit", **ctx.cheap)
         run = run_button.click(run_step, [step, committed_answer], [plot, status, see, numbers], api_name="lesson_run",
                                **ctx.train, **live(bar))
         stop_button.click(None, None, None, cancels=[run], api_visibility="private")
+        classroom.build(ctx, step, moves, committed_answer)
         ctx.copy_link("lesson")

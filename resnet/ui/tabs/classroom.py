@@ -1,0 +1,217 @@
+"""The Lesson tab's live class (``resnet.classroom``): the teacher starts a room and leads; students' pages follow.
+
+A page is in a room when its link says so: ``?tab=lesson&room=CODE`` (a student) or ``…&key=KEY`` (the teacher, who
+alone drives it). Each page in a room holds one follow stream: an async generator that waits on the room's version
+(``ROOMS.changed``: no thread, no polling while nothing changes) and, on each change, moves a following student's
+step and redraws the class line. The stream ends every few minutes or when its connection drops, and the page
+starts it again by itself (``rejoin``).
+"""
+from __future__ import annotations
+
+import time
+
+import gradio as gr
+
+from ...classroom import ROOMS, RoomError
+from ...classroom.room import Room
+from ...i18n import message, t
+from ...lesson import choice_text, step_at
+from ..common import friendly, lang
+from ..pages import client_address
+
+STREAM_S = 240.0  # a follow stream's length: the page starts a new one, so a dropped connection rejoins by itself
+WAIT_S = 25.0     # one wait for a change; a heartbeat keeps the page counted as present in between
+
+
+def _sid(request: gr.Request | None) -> str:
+    return (getattr(request, "session_hash", None) or "")[:64]
+
+
+def _links(request: gr.Request | None, code: str, key: str | None = None) -> tuple[str, str]:
+    """The students' link and the teacher's, absolute where the request says where the page is served."""
+    host = (getattr(request, "headers", None) or {}).get("host", "") if request is not None else ""
+    base = f"//{host}/" if host else "/"
+    student = f"{base}?tab=lesson&room={code}"
+    return student, (f"{student}&key={key}" if key else "")
+
+
+@friendly
+def start_class(request: gr.Request = None):
+    """A new room, the teacher's page driving it: its code and the two links."""
+    L = lang(request)
+    room, key = ROOMS.create()
+    ROOMS.drive(room.code, key, lambda r: r.move(tab="lesson", step=1))
+    student, teacher = _links(request, room.code, key)
+    info = t("class.started", L, code=room.code, student=student, teacher=teacher)
+    return (room.code, key, info, *_role(True))
+
+
+@friendly
+def enter(request: gr.Request = None):
+    """On page load: join the room the link names (a student), or take it back (the teacher's link)."""
+    L = lang(request)
+    params = dict(getattr(request, "query_params", None) or {})
+    code, key = str(params.get("room", ""))[:16], str(params.get("key", ""))[:64]
+    if not code:
+        return ("", "", gr.skip(), *[gr.skip()] * 4)
+    if key:
+        room = ROOMS.authorize(code, key)
+        student, teacher = _links(request, room.code, key)
+        info = t("class.started", L, code=room.code, student=student, teacher=teacher)
+        return (room.code, key, info, *_role(True))
+    room = ROOMS.get(code, address=client_address(request))
+    room.join(_sid(request), str(params.get("name", ""))[:32])
+    return (room.code, "", t("class.joined", L, code=room.code), *_role(False))
+
+
+def _role(teacher: bool) -> tuple:
+    """The class panel shown, with the teacher's button (reveal) or the students' (snap back, explore)."""
+    return (gr.update(visible=True), gr.update(visible=not teacher), gr.update(visible=not teacher),
+            gr.update(visible=teacher))
+
+
+def _room(code: str, key: str) -> tuple[Room, bool]:
+    """The room, and whether this page is its teacher's."""
+    if key:
+        return ROOMS.authorize(code, key), True
+    return ROOMS.get(code), False
+
+
+def _distribution(step, dist: dict | None, L: str) -> str:
+    """The class's answers as a short bar list (no names)."""
+    if not dist or not dist.get("answered"):
+        return ""
+    if "values" in dist:
+        values = dist["values"]
+        return t("class.values", L, n=len(values), low=values[0], median=values[len(values) // 2], high=values[-1])
+    lines = []
+    for choice in step.choices:
+        count = dist["counts"].get(choice, 0)
+        lines.append(f"- {choice_text(step, choice, L)}: {'█' * count} {count}")
+    return "\n".join(lines)
+
+
+def class_text(view: dict, teacher: bool, L: str) -> str:
+    """The class line: the teacher's dashboard, or a student's own state and, once revealed, the class's answers."""
+    position = view["position"]
+    step = step_at(position["step"])
+    if teacher:
+        c = view["counts"]
+        parts = [t("class.dashboard", L, code=view["code"], step=position["step"], joined=c["joined"],
+                   answered=c["answered"], following=c["following"], exploring=c["exploring"],
+                   running=c["running"], waiting=c["waiting"])]
+        answers = _distribution(step, view.get("answers"), L)
+        if answers:
+            parts.append(t("class.answers_so_far", L) + "\n\n" + answers)
+        return "\n\n".join(parts)
+    you = view["you"]
+    key = "class.following" if you["state"] == "following" else "class.exploring"
+    parts = [t(key, L, code=view["code"], step=position["step"], answered=view["answered"])]
+    if view.get("distribution"):
+        parts.append(t("class.revealed", L) + "\n\n" + _distribution(step, view["distribution"], L))
+    return "\n\n".join(parts)
+
+
+async def follow(code: str, key: str, request: gr.Request = None):
+    """A generator: (the step a following student is moved to, the class line), on every change of the room."""
+    if not code:
+        return
+    L, sid = lang(request), _sid(request)
+    try:
+        room, teacher = _room(code, key)
+        if not teacher and sid not in room.students:
+            room.join(sid)  # a page that lost its place (the server forgot it) takes one again
+    except RoomError as e:
+        yield gr.skip(), message(e, L)
+        return
+    version, end = -1, time.monotonic() + STREAM_S
+    while time.monotonic() < end and not room.closed:
+        view = room.teacher_view() if teacher else room.student_view(sid)
+        if view["version"] != version:
+            version = view["version"]
+            following = not teacher and view["you"]["state"] == "following"
+            yield (gr.update(value=view["position"]["step"]) if following else gr.skip()), class_text(view, teacher, L)
+        if not teacher:
+            room.seen(sid)
+        await ROOMS.changed(room.code, version, WAIT_S)
+    if room.closed:
+        yield gr.skip(), t("class.ended", L)
+
+
+@friendly
+def moved(step: float, code: str, key: str, request: gr.Request = None):
+    """The visitor moved to ``step`` by hand: the teacher takes the class along; a student breaks away."""
+    if not code:
+        return
+    if key:
+        number = int(step_at(step) and step)
+        ROOMS.drive(code, key, lambda r: r.move(tab="lesson", step=number))
+    else:
+        sid = _sid(request)
+        ROOMS.update(code, lambda r: r.follow(sid, False))
+
+
+@friendly
+def snap_back(code: str, request: gr.Request = None):
+    if code:
+        sid = _sid(request)
+        ROOMS.update(code, lambda r: r.follow(sid, True))
+
+
+@friendly
+def explore(code: str, request: gr.Request = None):
+    if code:
+        sid = _sid(request)
+        ROOMS.update(code, lambda r: r.follow(sid, False))
+
+
+@friendly
+def answered(step: float, answer: str, code: str, key: str, request: gr.Request = None):
+    """A student's committed prediction, into the room's (anonymous) count."""
+    if not code or key or not answer:
+        return
+    s = step_at(step)
+    value = float(answer) if s.numeric else answer
+    sid = _sid(request)
+    ROOMS.update(code, lambda r: r.answer(sid, s.id, value))
+
+
+@friendly
+def reveal(step: float, code: str, key: str, request: gr.Request = None):
+    if code and key:
+        step_id = step_at(step).id
+        ROOMS.drive(code, key, lambda r: r.reveal(step_id))
+
+
+def build(ctx, step: gr.Dropdown, moves: list, committed: gr.Textbox) -> None:
+    """The live-class section of the Lesson tab, wired to its step list, the events that move it (Previous, Next)
+    and the committed prediction."""
+    with gr.Accordion(ctx("class.title"), open=False, elem_id="class-section"):
+        gr.Markdown(ctx("class.explain"))
+        start = gr.Button(ctx("class.start"), elem_id="class-start", size="sm")
+        info = gr.Markdown(elem_id="class-info")
+    code = gr.Textbox(visible=False, elem_id="class-code")
+    key = gr.Textbox(visible=False, elem_id="class-key")
+    with gr.Group(visible=False) as panel:
+        line = gr.Markdown(elem_id="class-line")
+        with gr.Row():
+            back = gr.Button(ctx("class.snap_back"), size="sm", elem_id="class-snap-back")
+            away = gr.Button(ctx("class.explore"), size="sm", elem_id="class-explore")
+            show = gr.Button(ctx("class.reveal"), size="sm", elem_id="class-reveal")
+        rejoin = gr.Button(visible=False, elem_id="class-rejoin")
+    private = dict(api_visibility="private", **ctx.cheap)
+    roles = [code, key, info, panel, back, away, show]
+    # When a follow stream ends (its time is up, or the connection dropped), the page starts another a second later.
+    restart = "() => { setTimeout(() => document.querySelector('#class-rejoin')?.click(), 1000); return []; }"
+    stream = dict(fn=follow, inputs=[code, key], outputs=[step, line], show_progress="hidden", **private)
+    started = start.click(start_class, None, roles, **private)
+    ctx.on_load(enter, None, roles)
+    for trigger in (started.then(**stream), code.change(**stream), rejoin.click(**stream)):
+        trigger.then(None, js=restart, api_visibility="private")
+    step.input(moved, [step, code, key], None, **private)
+    for event in moves:
+        event.then(moved, [step, code, key], None, **private)
+    committed.change(answered, [step, committed, code, key], None, **private)
+    back.click(snap_back, [code], None, **private)
+    away.click(explore, [code], None, **private)
+    show.click(reveal, [step, code, key], None, **private)
