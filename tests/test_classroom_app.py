@@ -41,8 +41,8 @@ def raw_move(url: str, code: str, key: str, step: int) -> None:
                 break
 
 
-@pytest.mark.timeout(900)
-def test_a_teacher_leads_two_students(app_server):
+@pytest.mark.timeout(1800)
+def test_a_teacher_leads_two_students(app_server, monkeypatch):
     playwright = pytest.importorskip("playwright.sync_api")
     expect = playwright.expect
     expect.set_options(timeout=WAIT_MS)
@@ -108,4 +108,30 @@ def test_a_teacher_leads_two_students(app_server):
         teacher.locator("#class-reveal").click()
         for s in students:
             expect(s.locator("#class-line")).to_contain_text(choice_text(step, step.choices[0], "en") + ": █ 1")
+
+        # The class pools its runs: at the BatchNorm step each student gets group sizes to run (real runs, fewer
+        # steps than the lesson's), and every result lands in one class plot on all three screens.
+        from resnet.classroom import pool
+        monkeypatch.setattr(pool, "BN_STEPS", 8)
+        monkeypatch.setattr(pool, "BN_EVERY", 4)
+        bn_step = next(i for i, st in enumerate(STEPS, 1) if st.id == "bn_batch")
+        for _ in range(bn_step - 3):
+            teacher.get_by_role("button", name=t("lesson.next", "en")).click()
+            teacher.wait_for_timeout(300)
+        for s in students:
+            expect(s.locator("#lesson-explain")).to_contain_text(title(bn_step))
+        teacher.locator("#class-pool").click()
+        total = len(pool.EXPERIMENTS["bn_batch"].grid())
+        for s in students:
+            expect(s.locator("#class-line")).to_contain_text("Your part of the class experiment")
+            s.locator("#class-run-part").click()
+        for pg in (teacher, *students):
+            expect(pg.locator("#class-line")).to_contain_text(f"{total} of {total} runs in", timeout=900_000)
+            expect(pg.locator("#class-plot img").first).to_be_visible()
+        results = ROOMS.get(code).pool["results"]
+        assert len(results) == total
+        groups = {r["assignment"]["values"]["group"] for r in results.values()}
+        assert groups == set(pool.EXPERIMENTS["bn_batch"].axes[0][1])
+        sources = {pg.locator("#class-plot img").first.get_attribute("src") for pg in (teacher, *students)}
+        assert len(sources) == 1  # the same plot of every result on all three screens
         browser.close()

@@ -8,15 +8,21 @@ starts it again by itself (``rejoin``).
 """
 from __future__ import annotations
 
+import json
 import time
+from functools import lru_cache
 
 import gradio as gr
 
-from ...classroom import ROOMS, RoomError
+from ...classroom import ROOMS, RoomError, assign, experiment_for
+from ...classroom import numbers as pool_numbers
+from ...classroom import run_assignment
 from ...classroom.room import Room
-from ...i18n import message, t
+from ...i18n import error, message, t
 from ...lesson import choice_text, step_at
+from .. import sharing
 from ..common import friendly, lang
+from ..figures.classroom import class_figure
 from ..pages import client_address
 
 STREAM_S = 240.0  # a follow stream's length: the page starts a new one, so a dropped connection rejoins by itself
@@ -53,7 +59,7 @@ def enter(request: gr.Request = None):
     params = dict(getattr(request, "query_params", None) or {})
     code, key = str(params.get("room", ""))[:16], str(params.get("key", ""))[:64]
     if not code:
-        return ("", "", gr.skip(), *[gr.skip()] * 4)
+        return ("", "", gr.skip(), *[gr.skip()] * 7)
     if key:
         room = ROOMS.authorize(code, key)
         student, teacher = _links(request, room.code, key)
@@ -65,9 +71,9 @@ def enter(request: gr.Request = None):
 
 
 def _role(teacher: bool) -> tuple:
-    """The class panel shown, with the teacher's button (reveal) or the students' (snap back, explore)."""
-    return (gr.update(visible=True), gr.update(visible=not teacher), gr.update(visible=not teacher),
-            gr.update(visible=teacher))
+    """The class panel shown, with the teacher's buttons (reveal, the class experiment) or the students' (snap
+    back, explore, run my part)."""
+    return (gr.update(visible=True), *[gr.update(visible=not teacher)] * 3, *[gr.update(visible=teacher)] * 3)
 
 
 def _room(code: str, key: str) -> tuple[Room, bool]:
@@ -92,7 +98,20 @@ def _distribution(step, dist: dict | None, L: str) -> str:
 
 
 def class_text(view: dict, teacher: bool, L: str) -> str:
-    """The class line: the teacher's dashboard, or a student's own state and, once revealed, the class's answers."""
+    """The class line: the teacher's dashboard, or a student's own state and, once revealed, the class's answers;
+    for both, how far the class experiment is."""
+    return "\n\n".join(p for p in (_people_text(view, teacher, L), _pool_text(view, L)) if p)
+
+
+def _pool_text(view: dict, L: str) -> str:
+    pool = view.get("pool")
+    if not pool:
+        return ""
+    figure = pool["figure"]
+    return t("class.pool_progress", L, done=figure["done"], total=figure["total"])
+
+
+def _people_text(view: dict, teacher: bool, L: str) -> str:
     position = view["position"]
     step = step_at(position["step"])
     if teacher:
@@ -107,13 +126,48 @@ def class_text(view: dict, teacher: bool, L: str) -> str:
     you = view["you"]
     key = "class.following" if you["state"] == "following" else "class.exploring"
     parts = [t(key, L, code=view["code"], step=position["step"], answered=view["answered"])]
+    if view.get("part"):
+        parts.append(t("class.your_part", L, part=view["part"]))
     if view.get("distribution"):
         parts.append(t("class.revealed", L) + "\n\n" + _distribution(step, view["distribution"], L))
     return "\n\n".join(parts)
 
 
+def part_text(room: Room, sid: str, L: str) -> str:
+    """What a student runs in the class experiment: their runs' settings, in words."""
+    pool = room.pool
+    if pool is None:
+        return ""
+    i, n = room.pool_index(sid)
+    runs = assign(pool["experiment"], i, n, pool["seeds"])
+    return "; ".join(", ".join(f"{t(f'class.plot.x.{k}', L)} {_value(k, v, L)}" for k, v in a.values.items())
+                     + (f" (seed {a.seed})" if pool["seeds"] > 1 else "") for a in runs)
+
+
+def _value(name: str, value, L: str) -> str:
+    if name == "strategy":
+        return t(f"strategy.{value}.title", L)
+    if name == "shortcuts":
+        return t("class.plot.residual" if value else "class.plot.plain", L)
+    return str(value)
+
+
+@lru_cache(maxsize=64)
+def _plot(data: str, L: str):
+    """The class plot for one state of the results, drawn once for every follower who sees it."""
+    return sharing.plot_data(class_figure(json.loads(data), L))
+
+
+def class_plot(view: dict, L: str):
+    pool = view.get("pool")
+    if not pool:
+        return gr.update(visible=False)
+    return gr.update(value=_plot(json.dumps(pool["figure"], sort_keys=True), L), visible=True)
+
+
 async def follow(code: str, key: str, request: gr.Request = None):
-    """A generator: (the step a following student is moved to, the class line), on every change of the room."""
+    """A generator: (the step a following student is moved to, the class line, the class plot), on every change of
+    the room."""
     if not code:
         return
     L, sid = lang(request), _sid(request)
@@ -122,7 +176,7 @@ async def follow(code: str, key: str, request: gr.Request = None):
         if not teacher and sid not in room.students:
             room.join(sid)  # a page that lost its place (the server forgot it) takes one again
     except RoomError as e:
-        yield gr.skip(), message(e, L)
+        yield gr.skip(), message(e, L), gr.skip()
         return
     version, end = -1, time.monotonic() + STREAM_S
     while time.monotonic() < end and not room.closed:
@@ -130,12 +184,15 @@ async def follow(code: str, key: str, request: gr.Request = None):
         if view["version"] != version:
             version = view["version"]
             following = not teacher and view["you"]["state"] == "following"
-            yield (gr.update(value=view["position"]["step"]) if following else gr.skip()), class_text(view, teacher, L)
+            if not teacher:
+                view["part"] = part_text(room, sid, L)
+            yield ((gr.update(value=view["position"]["step"]) if following else gr.skip()),
+                   class_text(view, teacher, L), class_plot(view, L))
         if not teacher:
             room.seen(sid)
         await ROOMS.changed(room.code, version, WAIT_S)
     if room.closed:
-        yield gr.skip(), t("class.ended", L)
+        yield gr.skip(), t("class.ended", L), gr.skip()
 
 
 @friendly
@@ -183,6 +240,61 @@ def reveal(step: float, code: str, key: str, request: gr.Request = None):
         ROOMS.drive(code, key, lambda r: r.reveal(step_id))
 
 
+def _start_pool(step: float, seeds: int, code: str, key: str) -> None:
+    """The teacher spreads the step's class experiment over the students (again, with more seeds, for error bars)."""
+    if code and key:
+        experiment = experiment_for(step_at(step).id).id
+        ROOMS.drive(code, key, lambda r: r.start_pool(experiment, seeds))
+
+
+@friendly
+def start_pool(step: float, code: str, key: str, request: gr.Request = None):
+    _start_pool(step, 1, code, key)
+
+
+@friendly
+def start_pool_seeds(step: float, code: str, key: str, request: gr.Request = None):
+    _start_pool(step, 3, code, key)
+
+
+@friendly
+async def run_part(code: str, request: gr.Request = None):
+    """A student's part of the class experiment: each of their runs (shared with anyone who has the same one), its
+    result added to the class plot as it finishes. A generator of one progress line."""
+    L, sid = lang(request), _sid(request)
+    room = ROOMS.get(code)
+    pool = room.pool
+    if pool is None:
+        raise error(RoomError, "classroom.no_pool")
+    i, n = room.pool_index(sid)
+    runs = assign(pool["experiment"], i, n, pool["seeds"])
+    room.set_run(sid, "running")
+    try:
+        for number, a in enumerate(runs, 1):
+            start = time.perf_counter()
+            sub = sharing.JOBS.subscribe(a.key(), lambda cancel, a=a: run_assignment(a, cancel), limited=True,
+                                         label="class_pool")
+            last = None
+            try:
+                async for item in sub.aevents(timeout=1.0):
+                    if item is sharing.TICK:
+                        if sub.state == "waiting":
+                            yield sharing.waiting(sub, L)
+                        continue
+                    last = item
+                    yield t("class.running_part", L, n=number, of=len(runs))
+            finally:
+                sub.close()
+            if last is not None:
+                result = pool_numbers(a, last)
+                room.add_result(a.key(), a.to_dict(), result, time.perf_counter() - start)
+        room.set_run(sid, "done")
+        yield t("class.part_done", L, n=len(runs))
+    except BaseException:
+        room.set_run(sid, "idle")
+        raise
+
+
 def build(ctx, step: gr.Dropdown, moves: list, committed: gr.Textbox) -> None:
     """The live-class section of the Lesson tab, wired to its step list, the events that move it (Previous, Next)
     and the committed prediction."""
@@ -198,12 +310,17 @@ def build(ctx, step: gr.Dropdown, moves: list, committed: gr.Textbox) -> None:
             back = gr.Button(ctx("class.snap_back"), size="sm", elem_id="class-snap-back")
             away = gr.Button(ctx("class.explore"), size="sm", elem_id="class-explore")
             show = gr.Button(ctx("class.reveal"), size="sm", elem_id="class-reveal")
+            pool_one = gr.Button(ctx("class.pool"), size="sm", elem_id="class-pool")
+            pool_more = gr.Button(ctx("class.pool_seeds"), size="sm", elem_id="class-pool-seeds")
+            run_mine = gr.Button(ctx("class.run_part"), size="sm", variant="primary", elem_id="class-run-part")
+        part_status = gr.Markdown(elem_id="class-part-status")
+        plot = gr.Plot(visible=False, show_label=False, elem_id="class-plot")
         rejoin = gr.Button(visible=False, elem_id="class-rejoin")
     private = dict(api_visibility="private", **ctx.cheap)
-    roles = [code, key, info, panel, back, away, show]
+    roles = [code, key, info, panel, back, away, run_mine, show, pool_one, pool_more]
     # When a follow stream ends (its time is up, or the connection dropped), the page starts another a second later.
     restart = "() => { setTimeout(() => document.querySelector('#class-rejoin')?.click(), 1000); return []; }"
-    stream = dict(fn=follow, inputs=[code, key], outputs=[step, line], show_progress="hidden", **private)
+    stream = dict(fn=follow, inputs=[code, key], outputs=[step, line, plot], show_progress="hidden", **private)
     started = start.click(start_class, None, roles, **private)
     ctx.on_load(enter, None, roles)
     for trigger in (started.then(**stream), code.change(**stream), rejoin.click(**stream)):
@@ -215,3 +332,6 @@ def build(ctx, step: gr.Dropdown, moves: list, committed: gr.Textbox) -> None:
     back.click(snap_back, [code], None, **private)
     away.click(explore, [code], None, **private)
     show.click(reveal, [step, code, key], None, **private)
+    pool_one.click(start_pool, [step, code, key], None, **private)
+    pool_more.click(start_pool_seeds, [step, code, key], None, **private)
+    run_mine.click(run_part, [code], [part_status], api_visibility="private", **ctx.train)
