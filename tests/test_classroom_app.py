@@ -60,6 +60,18 @@ def test_a_teacher_leads_two_students(app_server, monkeypatch):
         expect(teacher.locator("#class-info")).to_contain_text("Class ")
         code = re.search(r"Class (\w{6})", teacher.locator("#class-info").inner_text()).group(1)
         assert code in ROOMS.codes()
+        expect(teacher.locator("#class-info img")).to_be_visible()  # the QR code of the students' link
+        expect(teacher.locator("#class-teacher-link")).to_contain_text("teacher link")
+        # The teacher's own link takes the class back (a reload, another browser); its Copy link never holds the key.
+        teacher.goto(teacher.locator("#class-teacher-link a").first.get_attribute("href"))
+        expect(teacher.locator("#class-line")).to_contain_text(f"Class {code} · step 1")
+        teacher.locator("#link-copy-lesson").click()
+        copied = teacher.locator("#link-text-lesson textarea, #link-text-lesson input").first
+        expect(copied).to_have_value(re.compile(f"room={code}"))
+        assert "key=" not in copied.input_value()
+        teacher.locator("#class-projector").click()  # the projector: the teacher's own link off the wall
+        expect(teacher.locator("#class-teacher-link")).to_be_hidden()
+        expect(teacher.locator("#class-info img")).to_be_visible()
 
         students = [page(f"?tab=lesson&room={code}") for _ in range(2)]
         for s in students:
@@ -134,4 +146,9 @@ def test_a_teacher_leads_two_students(app_server, monkeypatch):
         assert groups == set(pool.EXPERIMENTS["bn_batch"].axes[0][1])
         sources = {pg.locator("#class-plot img").first.get_attribute("src") for pg in (teacher, *students)}
         assert len(sources) == 1  # the same plot of every result on all three screens
+
+        # The spotlight: one student's run on every screen, without a name.
+        teacher.locator("#class-spotlight").click()
+        for pg in (teacher, *students):
+            expect(pg.locator("#class-line")).to_contain_text("Spotlight")
         browser.close()

@@ -173,7 +173,7 @@ def _finetune_values(page) -> dict:
             "image_size": page.locator("#ft-size input[type=number]").input_value(),
             "arch": page.locator("#ft-arch input").input_value(),
             "checked": [s for s in ("all", "last", "head", "replace", "scratch")
-                        if strategies.get_by_label(s, exact=True).is_checked()]}
+                        if strategies.get_by_label(t(f"finetune.name_{s}", "en"), exact=True).is_checked()]}
 
 
 def _expect_finetune(page, epochs: str, image_size: str, arch: str, checked: list[str]) -> None:
@@ -182,7 +182,7 @@ def _expect_finetune(page, epochs: str, image_size: str, arch: str, checked: lis
     expect(page.locator("#ft-size input[type=number]")).to_have_value(image_size)
     expect(page.locator("#ft-arch input")).to_have_value(arch)
     for s in ("all", "last", "head", "replace", "scratch"):
-        box = page.locator("#ft-strategies").get_by_label(s, exact=True)
+        box = page.locator("#ft-strategies").get_by_label(t(f"finetune.name_{s}", "en"), exact=True)
         (expect(box).to_be_checked() if s in checked else expect(box).not_to_be_checked())
 
 
@@ -232,7 +232,7 @@ def test_a_value_that_does_not_fit_is_ignored_with_a_notice(browser, app_server)
     zh.goto(app_server + "?tab=nowhere&epochs=3")
     expect(zh.locator("#link-notice")).to_contain_text(t("links.ignored", "zh-CN"))
     expect(zh.locator("#link-notice")).to_contain_text("nowhere")
-    expect(zh.locator("#arch-summary")).to_contain_text("ResNet-50")  # the first tab, working as usual
+    expect(zh.locator("#lesson-explain")).to_contain_text(t("lesson.table.title", "zh-CN"))  # the first tab, as usual
     assert zh.locator(".toast-body.error").count() == 0
     zh.close()
     page.close()

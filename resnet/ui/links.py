@@ -38,7 +38,9 @@ log = logging.getLogger("resnet.ui")
 
 TAB = "tab"
 # Query parameters the page itself uses (Gradio's own views and theme): never reported as unknown, kept as they are.
-RESERVED = frozenset({"view", "deep_link", "lang", "write_token"})
+RESERVED = frozenset({"view", "deep_link", "lang", "write_token", "room", "student"})  # the live class's room, a name
+# The teacher's key to a live class (``resnet.ui.tabs.classroom``): kept in the teacher's address bar, never copied.
+PRIVATE = frozenset({"key"})
 MAX_TEXT = 200  # a free-text value in a link (a dropdown that takes custom values)
 LINKABLE = (gr.Dropdown, gr.Radio, gr.CheckboxGroup, gr.Slider, gr.Number, gr.Checkbox, gr.Textbox)
 COPY_ID, TEXT_ID = "link-copy-{tab}", "link-text-{tab}"
@@ -252,7 +254,7 @@ class Restored:
 
 def from_query(params: dict[str, str], tabs: dict[str, TabLinks]) -> Restored:
     """Read a page's query parameters: the tab, each setting's value, a note for each one ignored."""
-    params = {str(k): str(v) for k, v in params.items() if not str(k).startswith("__") and k not in RESERVED}
+    params = {str(k): str(v) for k, v in params.items() if not str(k).startswith("__") and k not in RESERVED | PRIVATE}
     tab_id = params.pop(TAB, None)
     notes: list[Text] = []
     if tab_id is None:
@@ -307,7 +309,8 @@ def _js(tab: TabLinks, copy: bool) -> str:
     """The browser side: the link of ``tab`` from the values on the page (the event's inputs, in field order), put
     in the address bar without reloading; with ``copy``, also on the clipboard and returned (shown beside the
     button). Gradio's own parameters (``__theme``, ``view``) are kept, any other is the link's and is rewritten."""
-    config = json.dumps({"tab": tab.id, "names": [f.name for f in tab.fields], "keep": sorted(RESERVED)})
+    config = json.dumps({"tab": tab.id, "names": [f.name for f in tab.fields], "keep": sorted(RESERVED),
+                         "private": sorted(PRIVATE)})
     return """(...values) => {
     const c = %s;
     if (!%s && !window.__resnetLinkRead) return [];  // the page's own first events: the link is not read yet
@@ -321,7 +324,8 @@ def _js(tab: TabLinks, copy: bool) -> str:
     const parts = [c.tab === null ? null : "tab=" + enc(c.tab)].filter(x => x !== null);
     c.names.forEach((name, i) => { const s = fmt(values[i]); if (s !== null) parts.push(name + "=" + enc(s)); });
     for (const [k, v] of new URLSearchParams(window.location.search)) {
-        if (k.startsWith("__") || c.keep.includes(k)) parts.push(enc(k) + "=" + enc(v));
+        if (k.startsWith("__") || c.keep.includes(k) || (!%s && c.private.includes(k)))
+            parts.push(enc(k) + "=" + enc(v));
     }
     const url = window.location.origin + window.location.pathname + "?" + parts.join("&") + window.location.hash;
     try { window.history.replaceState(window.history.state, "", url); } catch (e) {}
@@ -338,7 +342,7 @@ def _js(tab: TabLinks, copy: bool) -> str:
         else fallback();
     } catch (e) { fallback(); }
     return url;
-}""" % (config, "true" if copy else "false", "true" if copy else "false")
+}""" % (config, "true" if copy else "false", "true" if copy else "false", "true" if copy else "false")
 
 
 def install(demo: gr.Blocks, tabs_block: gr.Tabs, notice: gr.Markdown, buttons: list, lang) -> object:

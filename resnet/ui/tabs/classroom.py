@@ -8,11 +8,14 @@ starts it again by itself (``rejoin``).
 """
 from __future__ import annotations
 
+import html
+import secrets
 import json
 import time
 from functools import lru_cache
 
 import gradio as gr
+import segno
 
 from ...classroom import ROOMS, RoomError, assign, experiment_for
 from ...classroom import numbers as pool_numbers
@@ -34,11 +37,21 @@ def _sid(request: gr.Request | None) -> str:
 
 
 def _links(request: gr.Request | None, code: str, key: str | None = None) -> tuple[str, str]:
-    """The students' link and the teacher's, absolute where the request says where the page is served."""
-    host = (getattr(request, "headers", None) or {}).get("host", "") if request is not None else ""
-    base = f"//{host}/" if host else "/"
-    student = f"{base}?tab=lesson&room={code}"
+    """The students' link and the teacher's, absolute (as the page was reached: a proxy's scheme and host)."""
+    headers = (getattr(request, "headers", None) or {}) if request is not None else {}
+    host = str(headers.get("x-forwarded-host") or headers.get("host") or "127.0.0.1:7860")[:200]
+    scheme = "https" if headers.get("x-forwarded-proto") == "https" else "http"
+    student = f"{scheme}://{host}/?tab=lesson&room={code}"
     return student, (f"{student}&key={key}" if key else "")
+
+
+def invitation(request: gr.Request | None, code: str, key: str, L: str) -> tuple[str, str]:
+    """For the projector: the code, the students' link and its QR code (HTML); for the teacher alone: their link."""
+    student, teacher = _links(request, code, key)
+    qr = segno.make(student, error="m").svg_data_uri(scale=5, border=2)
+    shown = (f"<div class='rl-invite'><img src='{qr}' alt='QR' width='180' height='180'/><div>"
+             + t("class.invite", L, code=code, link=html.escape(student)) + "</div></div>")
+    return shown, t("class.teacher_link", L, link=teacher)
 
 
 @friendly
@@ -47,9 +60,7 @@ def start_class(request: gr.Request = None):
     L = lang(request)
     room, key = ROOMS.create()
     ROOMS.drive(room.code, key, lambda r: r.move(tab="lesson", step=1))
-    student, teacher = _links(request, room.code, key)
-    info = t("class.started", L, code=room.code, student=student, teacher=teacher)
-    return (room.code, key, info, *_role(True))
+    return (room.code, key, *invitation(request, room.code, key, L), *_role(True))
 
 
 @friendly
@@ -59,21 +70,19 @@ def enter(request: gr.Request = None):
     params = dict(getattr(request, "query_params", None) or {})
     code, key = str(params.get("room", ""))[:16], str(params.get("key", ""))[:64]
     if not code:
-        return ("", "", gr.skip(), *[gr.skip()] * 7)
+        return ("", "", gr.skip(), gr.skip(), *[gr.skip()] * 9)  # no class: the page as it is
     if key:
         room = ROOMS.authorize(code, key)
-        student, teacher = _links(request, room.code, key)
-        info = t("class.started", L, code=room.code, student=student, teacher=teacher)
-        return (room.code, key, info, *_role(True))
+        return (room.code, key, *invitation(request, room.code, key, L), *_role(True))
     room = ROOMS.get(code, address=client_address(request))
-    room.join(_sid(request), str(params.get("name", ""))[:32])
-    return (room.code, "", t("class.joined", L, code=room.code), *_role(False))
+    room.join(_sid(request), str(params.get("student", ""))[:32])  # ?student=<a display name>, optional
+    return (room.code, "", t("class.joined", L, code=room.code), "", *_role(False))
 
 
 def _role(teacher: bool) -> tuple:
-    """The class panel shown, with the teacher's buttons (reveal, the class experiment) or the students' (snap
-    back, explore, run my part)."""
-    return (gr.update(visible=True), *[gr.update(visible=not teacher)] * 3, *[gr.update(visible=teacher)] * 3)
+    """The class panel shown, with the teacher's buttons (reveal, the class experiment, spotlight, projector) or the
+    students' (snap back, explore, run my part)."""
+    return (gr.update(visible=True), *[gr.update(visible=not teacher)] * 3, *[gr.update(visible=teacher)] * 5)
 
 
 def _room(code: str, key: str) -> tuple[Room, bool]:
@@ -104,11 +113,18 @@ def class_text(view: dict, teacher: bool, L: str) -> str:
 
 
 def _pool_text(view: dict, L: str) -> str:
-    pool = view.get("pool")
-    if not pool:
-        return ""
-    figure = pool["figure"]
-    return t("class.pool_progress", L, done=figure["done"], total=figure["total"])
+    pool, parts = view.get("pool"), []
+    if pool:
+        figure = pool["figure"]
+        parts.append(t("class.pool_progress", L, done=figure["done"], total=figure["total"]))
+    result = (view.get("spotlight") or {}).get("result")
+    if result:
+        metric = next(iter(k for k in ("val_acc", "loss") if k in (result.get("numbers") or {})), None)
+        setting = ", ".join(f"{t(f'class.plot.x.{k}', L)} {_value(k, v, L)}" for k, v in result["values"].items())
+        value = result["numbers"][metric] if metric else ""
+        parts.append(t("class.spotlight", L, setting=setting, metric=t(f"class.plot.metric.{metric}", L) if metric
+                       else "", value=f"{value:.3f}" if isinstance(value, float) else value))
+    return "\n\n".join(parts)
 
 
 def _people_text(view: dict, teacher: bool, L: str) -> str:
@@ -116,9 +132,11 @@ def _people_text(view: dict, teacher: bool, L: str) -> str:
     step = step_at(position["step"])
     if teacher:
         c = view["counts"]
+        jobs = sharing.JOBS.stats()
         parts = [t("class.dashboard", L, code=view["code"], step=position["step"], joined=c["joined"],
                    answered=c["answered"], following=c["following"], exploring=c["exploring"],
-                   running=c["running"], waiting=c["waiting"])]
+                   running=c["running"], waiting=c["waiting"]),
+                 t("class.load", L, running=jobs["running"], waiting=jobs["waiting"], rooms=ROOMS.stats()["rooms"])]
         answers = _distribution(step, view.get("answers"), L)
         if answers:
             parts.append(t("class.answers_so_far", L) + "\n\n" + answers)
@@ -178,7 +196,7 @@ async def follow(code: str, key: str, request: gr.Request = None):
     except RoomError as e:
         yield gr.skip(), message(e, L), gr.skip()
         return
-    version, end = -1, time.monotonic() + STREAM_S
+    version, end, shown = -1, time.monotonic() + STREAM_S, None
     while time.monotonic() < end and not room.closed:
         view = room.teacher_view() if teacher else room.student_view(sid)
         if view["version"] != version:
@@ -186,8 +204,12 @@ async def follow(code: str, key: str, request: gr.Request = None):
             following = not teacher and view["you"]["state"] == "following"
             if not teacher:
                 view["part"] = part_text(room, sid, L)
-            yield ((gr.update(value=view["position"]["step"]) if following else gr.skip()),
-                   class_text(view, teacher, L), class_plot(view, L))
+            shown = class_text(view, teacher, L)
+            yield ((gr.update(value=view["position"]["step"]) if following else gr.skip()), shown,
+                   class_plot(view, L))
+        elif teacher and (text := class_text(view, teacher, L)) != shown:  # the server's load moved
+            shown = text
+            yield gr.skip(), text, gr.skip()
         if not teacher:
             room.seen(sid)
         await ROOMS.changed(room.code, version, WAIT_S)
@@ -288,11 +310,23 @@ async def run_part(code: str, request: gr.Request = None):
             if last is not None:
                 result = pool_numbers(a, last)
                 room.add_result(a.key(), a.to_dict(), result, time.perf_counter() - start)
-        room.set_run(sid, "done")
+        room.set_run(sid, "done", {"values": runs[-1].values, "numbers": result} if last is not None else None)
         yield t("class.part_done", L, n=len(runs))
     except BaseException:
         room.set_run(sid, "idle")
         raise
+
+
+@friendly
+def spotlight(code: str, key: str, request: gr.Request = None):
+    """Show one student's finished run to the class, without their name (a different one each press)."""
+    if not (code and key):
+        return
+    room = ROOMS.authorize(code, key)
+    done = [s["id"] for s in room.teacher_view()["students"] if s["has_result"]]
+    if done:
+        pick = secrets.choice(done)
+        ROOMS.drive(code, key, lambda r: r.show(pick))
 
 
 def build(ctx, step: gr.Dropdown, moves: list, committed: gr.Textbox) -> None:
@@ -301,7 +335,8 @@ def build(ctx, step: gr.Dropdown, moves: list, committed: gr.Textbox) -> None:
     with gr.Accordion(ctx("class.title"), open=False, elem_id="class-section"):
         gr.Markdown(ctx("class.explain"))
         start = gr.Button(ctx("class.start"), elem_id="class-start", size="sm")
-        info = gr.Markdown(elem_id="class-info")
+    info = gr.HTML(elem_id="class-info")
+    mine = gr.Markdown(elem_id="class-teacher-link", elem_classes=["rl-private"])
     code = gr.Textbox(visible=False, elem_id="class-code")
     key = gr.Textbox(visible=False, elem_id="class-key")
     with gr.Group(visible=False) as panel:
@@ -309,22 +344,32 @@ def build(ctx, step: gr.Dropdown, moves: list, committed: gr.Textbox) -> None:
         with gr.Row():
             back = gr.Button(ctx("class.snap_back"), size="sm", elem_id="class-snap-back")
             away = gr.Button(ctx("class.explore"), size="sm", elem_id="class-explore")
+            run_mine = gr.Button(ctx("class.run_part"), size="sm", variant="primary", elem_id="class-run-part")
+        with gr.Row():
             show = gr.Button(ctx("class.reveal"), size="sm", elem_id="class-reveal")
             pool_one = gr.Button(ctx("class.pool"), size="sm", elem_id="class-pool")
             pool_more = gr.Button(ctx("class.pool_seeds"), size="sm", elem_id="class-pool-seeds")
-            run_mine = gr.Button(ctx("class.run_part"), size="sm", variant="primary", elem_id="class-run-part")
+            spot = gr.Button(ctx("class.spotlight_button"), size="sm", elem_id="class-spotlight")
+            projector = gr.Button(ctx("class.projector"), size="sm", elem_id="class-projector")
         part_status = gr.Markdown(elem_id="class-part-status")
         plot = gr.Plot(visible=False, show_label=False, elem_id="class-plot")
-        rejoin = gr.Button(visible=False, elem_id="class-rejoin")
+        rejoin = gr.Button(visible="hidden", elem_id="class-rejoin")  # in the page, out of sight: scripts press it
     private = dict(api_visibility="private", **ctx.cheap)
-    roles = [code, key, info, panel, back, away, run_mine, show, pool_one, pool_more]
-    # When a follow stream ends (its time is up, or the connection dropped), the page starts another a second later.
-    restart = "() => { setTimeout(() => document.querySelector('#class-rejoin')?.click(), 1000); return []; }"
-    stream = dict(fn=follow, inputs=[code, key], outputs=[step, line, plot], show_progress="hidden", **private)
-    started = start.click(start_class, None, roles, **private)
+    roles = [code, key, info, mine, panel, back, away, run_mine, show, pool_one, pool_more, spot, projector]
+    # A page in a class holds one follow stream. It starts once the page knows its room (a moment after the code is
+    # set, so that the key is set too); when it ends (its time is up, or the connection dropped) the page starts
+    # another, a second later, or later and later when streams keep ending at once (a class that has ended).
+    begin = ("() => { setTimeout(() => { window.__rlStart = Date.now(); "
+             "document.querySelector('#class-rejoin')?.click(); }, 300); return []; }")
+    again = ("() => { const w = window, quick = w.__rlStart && Date.now() - w.__rlStart < 5000; "
+             "w.__rlDelay = quick ? Math.min((w.__rlDelay || 1000) * 2, 60000) : 1000; "
+             "setTimeout(() => { w.__rlStart = Date.now(); document.querySelector('#class-rejoin')?.click(); }, "
+             "w.__rlDelay); return []; }")
+    start.click(start_class, None, roles, **private)
     ctx.on_load(enter, None, roles)
-    for trigger in (started.then(**stream), code.change(**stream), rejoin.click(**stream)):
-        trigger.then(None, js=restart, api_visibility="private")
+    code.change(None, js=begin, api_visibility="private")
+    rejoin.click(follow, [code, key], [step, line, plot], show_progress="hidden", **private).then(
+        None, js=again, api_visibility="private")
     step.input(moved, [step, code, key], None, **private)
     for event in moves:
         event.then(moved, [step, code, key], None, **private)
@@ -334,4 +379,8 @@ def build(ctx, step: gr.Dropdown, moves: list, committed: gr.Textbox) -> None:
     show.click(reveal, [step, code, key], None, **private)
     pool_one.click(start_pool, [step, code, key], None, **private)
     pool_more.click(start_pool_seeds, [step, code, key], None, **private)
+    spot.click(spotlight, [code, key], None, **private)
+    # The projector: large type, and nothing a student does not need (nor the teacher's own link) on the wall.
+    projector.click(None, js="() => { document.body.classList.toggle('rl-projector'); return []; }",
+                    api_visibility="private")
     run_mine.click(run_part, [code], [part_status], api_visibility="private", **ctx.train)
