@@ -83,6 +83,19 @@ def test_a_teacher_leads_two_students(app_server, monkeypatch):
         for s in students:
             expect(s.locator("#lesson-explain")).to_contain_text(title(2))
 
+        # A dropped connection rejoins by itself: the second student's network goes away and comes back, and the
+        # next step change reaches that page as well.
+        students[1].context.set_offline(True)
+        students[1].wait_for_timeout(4000)
+        students[1].context.set_offline(False)
+        students[1].wait_for_timeout(1000)
+        teacher.get_by_role("button", name=t("lesson.prev", "en")).click()
+        for s in students:
+            expect(s.locator("#lesson-explain")).to_contain_text(title(1), timeout=120_000)
+        teacher.get_by_role("button", name=t("lesson.next", "en")).click()
+        for s in students:
+            expect(s.locator("#lesson-explain")).to_contain_text(title(2))
+
         # One student breaks away; the teacher moves on; only the other follows; then the first snaps back.
         first, second = students
         first.locator("#class-explore").click()

@@ -282,11 +282,12 @@ def test_the_apps_tabs_link_their_api_parameters(app_env):
     from resnet.ui import create_app
     demo, _ = create_app()
     tabs = links.collect(demo)
-    assert list(tabs) == ["architecture", "classify", "features", "finetune", "labs", "about"]
+    assert list(tabs) == ["lesson", "architecture", "classify", "features", "finetune", "labs", "about"]
     names = {tab: [f.name for f in tl.fields] for tab, tl in tabs.items()}
     assert {"dataset", "strategies", "arch", "epochs", "image_size", "batch_size", "lr", "per_class"} <= \
         set(names["finetune"])
     assert {"arch", "image_size", "version"} <= set(names["architecture"])
+    assert "step" in names["lesson"] and "answer" not in names["lesson"]  # a link opens a step, never commits
     assert {"steps", "training_race.batch_size", "lr", "nets"} <= set(names["labs"])
     api = {fn.api_name: fn for fn in links.named_events(demo)}
     for tl in tabs.values():

@@ -91,8 +91,9 @@ def tab_of(block) -> gr.Tab | None:
 
 
 def linkable(component) -> bool:
-    """Whether a link can carry this input's value: a setting, not a file, an image, a state or an empty choice."""
-    if not isinstance(component, LINKABLE):
+    """Whether a link can carry this input's value: a setting, not a file, an image, a state, an empty choice or a
+    value the page holds out of sight (``visible=False``: the lesson's committed prediction is committed, not linked)."""
+    if not isinstance(component, LINKABLE) or component.visible is False:
         return False
     if isinstance(component, (gr.Dropdown, gr.Radio, gr.CheckboxGroup)):
         return bool(component.choices) or bool(getattr(component, "allow_custom_value", False))
