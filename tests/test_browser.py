@@ -103,7 +103,7 @@ def choose(page, elem_id: str, option: str) -> None:
 
 def test_architecture_and_classify(browser, app_server, photos, tmp_path):
     page = browser.new_page(locale="en-US", viewport={"width": 1280, "height": 1000})
-    page.goto(app_server)
+    page.goto(app_server + "?tab=architecture")
     table = page.locator("#arch-table")
     playwright.expect(table).to_contain_text("conv5_x", timeout=60_000)
     playwright.expect(page.locator("#arch-summary")).to_contain_text("ResNet-50")
@@ -238,7 +238,7 @@ def test_readme_screenshots(browser, readme_server, photos):
     ``last`` end above ``scratch`` (checked on the page's own results table before the shot is kept)."""
     from resnet.i18n import t
     page = browser.new_page(locale="en-US", viewport={"width": 1280, "height": 1000})
-    page.goto(readme_server)
+    page.goto(readme_server + "?tab=architecture")
     playwright.expect(page.locator("#arch-table")).to_contain_text("conv5_x")
     playwright.expect(page.locator("#arch-summary")).to_contain_text("ResNet-50")
     readme_shot(page, "architecture")
@@ -289,7 +289,7 @@ def test_readme_screenshots(browser, readme_server, photos):
     page.close()
 
     page = browser.new_page(locale="zh-CN", viewport={"width": 1280, "height": 900})
-    page.goto(readme_server)
+    page.goto(readme_server + "?tab=architecture")
     playwright.expect(page.locator("#arch-table")).to_contain_text("层名")
     playwright.expect(page.locator("#device-line")).to_contain_text("推理 fp32")
     readme_shot(page, "architecture_zh")

@@ -17,7 +17,7 @@ pytestmark = [pytest.mark.browser,
 WAIT_MS = 60_000  # every expectation and action waits on its condition up to a minute (busy CI machines)
 RUN_MS = 300_000  # a run's next figure: a busy 2-core machine may be slow
 playwright.expect.set_options(timeout=WAIT_MS)
-TABS = ("architecture", "classify", "features", "finetune", "labs", "about")
+TABS = ("lesson", "architecture", "classify", "features", "finetune", "labs", "about")
 PHONE = {"width": 390, "height": 844}
 HIDDEN = re.compile(r"\bhide\b")  # the class of Gradio's status tracker when no event of its component runs
 
@@ -143,7 +143,7 @@ FITS = """() => {
     }
     return {scroll: document.documentElement.scrollWidth, width: W, outside: out.slice(0, 8)};
 }"""
-MARKERS = {"architecture": "#arch-table", "classify": "#classify-button", "features": "#features-button",
+MARKERS = {"lesson": "#lesson-explain h3", "architecture": "#arch-table", "classify": "#classify-button", "features": "#features-button",
            "finetune": "#ft-start", "labs": "#labs-flow-button", "about": "#tabs [role=tabpanel] h2"}
 
 

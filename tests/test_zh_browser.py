@@ -110,8 +110,12 @@ def test_every_tab_in_chinese_after_its_default_action(zh_page, class_names, pho
     page, found = zh_page, {}
     t = __import__("resnet.i18n", fromlist=["t"]).t
 
+    # Lesson (the first tab): its first step, in Chinese.
+    playwright.expect(page.locator("#lesson-explain")).to_contain_text(t("lesson.table.title", "zh-CN"))
+    check(page, "lesson", class_names, found)
+
     # Architecture: the layer table and its totals (drawn on load).
-    playwright.expect(page.get_by_role("tab", name=t("tab.architecture", "zh-CN"))).to_be_visible()
+    open_tab(page, t("tab.architecture", "zh-CN"))
     playwright.expect(page.locator("#arch-table")).to_contain_text("层名")
     playwright.expect(page.locator("#arch-summary")).to_contain_text("参数量")
     playwright.expect(page.locator("#device-line")).to_contain_text("推理")
