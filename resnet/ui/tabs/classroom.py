@@ -9,8 +9,8 @@ starts it again by itself (``rejoin``).
 from __future__ import annotations
 
 import html
-import secrets
 import json
+import secrets
 import time
 from functools import lru_cache
 
@@ -85,11 +85,18 @@ def _role(teacher: bool) -> tuple:
     return (gr.update(visible=True), *[gr.update(visible=not teacher)] * 3, *[gr.update(visible=teacher)] * 5)
 
 
-def _room(code: str, key: str) -> tuple[Room, bool]:
+def _check(code: str, request: gr.Request | None) -> Room:
+    """The room of ``code``, looked up as a stranger's guess is: a wrong code counts against the caller's address,
+    so that no event (following, moving, answering, driving) can be used to try codes faster than joining can."""
+    return ROOMS.get(code, address=client_address(request))
+
+
+def _room(code: str, key: str, request: gr.Request | None) -> tuple[Room, bool]:
     """The room, and whether this page is its teacher's."""
+    room = _check(code, request)
     if key:
-        return ROOMS.authorize(code, key), True
-    return ROOMS.get(code), False
+        return ROOMS.authorize(room.code, key), True
+    return room, False
 
 
 def _distribution(step, dist: dict | None, L: str) -> str:
@@ -190,7 +197,7 @@ async def follow(code: str, key: str, request: gr.Request = None):
         return
     L, sid = lang(request), _sid(request)
     try:
-        room, teacher = _room(code, key)
+        room, teacher = _room(code, key, request)
         if not teacher and sid not in room.students:
             room.join(sid)  # a page that lost its place (the server forgot it) takes one again
     except RoomError as e:
@@ -222,6 +229,7 @@ def moved(step: float, code: str, key: str, request: gr.Request = None):
     """The visitor moved to ``step`` by hand: the teacher takes the class along; a student breaks away."""
     if not code:
         return
+    code = _check(code, request).code
     if key:
         number = int(step_at(step) and step)
         ROOMS.drive(code, key, lambda r: r.move(tab="lesson", step=number))
@@ -233,14 +241,14 @@ def moved(step: float, code: str, key: str, request: gr.Request = None):
 @friendly
 def snap_back(code: str, request: gr.Request = None):
     if code:
-        sid = _sid(request)
+        code, sid = _check(code, request).code, _sid(request)
         ROOMS.update(code, lambda r: r.follow(sid, True))
 
 
 @friendly
 def explore(code: str, request: gr.Request = None):
     if code:
-        sid = _sid(request)
+        code, sid = _check(code, request).code, _sid(request)
         ROOMS.update(code, lambda r: r.follow(sid, False))
 
 
@@ -251,32 +259,32 @@ def answered(step: float, answer: str, code: str, key: str, request: gr.Request 
         return
     s = step_at(step)
     value = float(answer) if s.numeric else answer
-    sid = _sid(request)
+    code, sid = _check(code, request).code, _sid(request)
     ROOMS.update(code, lambda r: r.answer(sid, s.id, value))
 
 
 @friendly
 def reveal(step: float, code: str, key: str, request: gr.Request = None):
     if code and key:
-        step_id = step_at(step).id
+        code, step_id = _check(code, request).code, step_at(step).id
         ROOMS.drive(code, key, lambda r: r.reveal(step_id))
 
 
-def _start_pool(step: float, seeds: int, code: str, key: str) -> None:
+def _start_pool(step: float, seeds: int, code: str, key: str, request: gr.Request | None) -> None:
     """The teacher spreads the step's class experiment over the students (again, with more seeds, for error bars)."""
     if code and key:
-        experiment = experiment_for(step_at(step).id).id
+        code, experiment = _check(code, request).code, experiment_for(step_at(step).id).id
         ROOMS.drive(code, key, lambda r: r.start_pool(experiment, seeds))
 
 
 @friendly
 def start_pool(step: float, code: str, key: str, request: gr.Request = None):
-    _start_pool(step, 1, code, key)
+    _start_pool(step, 1, code, key, request)
 
 
 @friendly
 def start_pool_seeds(step: float, code: str, key: str, request: gr.Request = None):
-    _start_pool(step, 3, code, key)
+    _start_pool(step, 3, code, key, request)
 
 
 @friendly
@@ -284,7 +292,7 @@ async def run_part(code: str, request: gr.Request = None):
     """A student's part of the class experiment: each of their runs (shared with anyone who has the same one), its
     result added to the class plot as it finishes. A generator of one progress line."""
     L, sid = lang(request), _sid(request)
-    room = ROOMS.get(code)
+    room = _check(code, request)
     pool = room.pool
     if pool is None:
         raise error(RoomError, "classroom.no_pool")
@@ -322,7 +330,7 @@ def spotlight(code: str, key: str, request: gr.Request = None):
     """Show one student's finished run to the class, without their name (a different one each press)."""
     if not (code and key):
         return
-    room = ROOMS.authorize(code, key)
+    room = ROOMS.authorize(_check(code, request).code, key)
     done = [s["id"] for s in room.teacher_view()["students"] if s["has_result"]]
     if done:
         pick = secrets.choice(done)
