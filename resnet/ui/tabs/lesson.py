@@ -99,12 +99,6 @@ def _status(s: Step, item, L: str) -> str:
     return ""
 
 
-def _produce(s: Step):
-    def produce(cancel):
-        yield from s.run(cancel)
-    return produce
-
-
 def _json(value):
     """Numbers as JSON can hold them: a loss that overflowed becomes the text "nan" or "inf"."""
     if isinstance(value, float) and not math.isfinite(value):
@@ -127,7 +121,7 @@ async def run_step(step: float, answer, request: gr.Request = None):
         raise error(BadSetting, "lesson.need_commit")
     answer = _answer(s, answer, _number(answer) if s.numeric else None)
     start = time.perf_counter()
-    sub = sharing.JOBS.subscribe(step_key(s), _produce(s), limited=s.trains, label="lesson")
+    sub = sharing.JOBS.subscribe(step_key(s), s.run, limited=s.trains, label="lesson")
     last = None
     try:
         async for item in sub.aevents(timeout=1.0):
