@@ -8,6 +8,7 @@ from matplotlib.figure import Figure
 from matplotlib.patches import FancyArrowPatch, FancyBboxPatch
 
 from ...i18n import t
+from . import human
 from ...models.resnet import ARCHS, BasicBlock, bottleneck_width
 
 LAYER_COLOURS = {"conv": "#dbe8ff", "bn": "#fff1c9", "relu": "#e2f5e1", "add": "#ffe1e1"}
@@ -72,13 +73,6 @@ def block_diagram(arch: str, L: str = "en") -> Figure:
 
 
 
-def _human(n: float) -> str:
-    for unit, scale in (("G", 1e9), ("M", 1e6), ("k", 1e3)):
-        if abs(n) >= scale:
-            return f"{n / scale:.3g} {unit}"
-    return f"{n:.0f}"
-
-
 COMPARE_COLOURS = {"basic": "#f6ad55", "bottleneck": "#4299e1", "basic_inner": "#cbd5e0"}
 
 
@@ -98,7 +92,7 @@ def block_compare_figure(blocks, L: str = "en") -> Figure:
         ax.barh(ys, values, color=[COMPARE_COLOURS.get(b.kind, "#a0aec0") for b in blocks], height=0.6)
         top = max(values)
         for y, v in zip(ys, values):
-            ax.text(v + top * 0.02, y, _human(v), va="center", fontsize=10)
+            ax.text(v + top * 0.02, y, human(v), va="center", fontsize=10)
         ax.set_xlim(0, top * 1.3)
         ax.set_title(title, fontsize=10)
         ax.set_xticks([])

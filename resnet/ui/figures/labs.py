@@ -9,6 +9,7 @@ from matplotlib.figure import Figure
 from matplotlib.patches import FancyArrowPatch, FancyBboxPatch
 
 from ...i18n import t
+from . import human
 from ...analysis.labs import (BatchStats, BlockCost, BNRunUpdate, BNSteps, ConvCost, DeepResult, GradientProfile,
                               RaceUpdate, SHAPES, TrainEval, net_depth)
 
@@ -235,13 +236,6 @@ def bn_run_figure(update: BNRunUpdate, batch_size: int, L: str = "en") -> Figure
     return fig
 
 
-def _human(n: float) -> str:
-    for unit, scale in (("G", 1e9), ("M", 1e6), ("k", 1e3)):
-        if abs(n) >= scale:
-            return f"{n / scale:.3g} {unit}"
-    return f"{n:.0f}"
-
-
 def conv_cost_figure(costs: list[ConvCost], L: str = "en") -> Figure:
     """Parameters and multiply-adds of the normal, grouped and depthwise conv, on a log scale."""
     fig = Figure(figsize=(9, 3.6), dpi=100)
@@ -255,7 +249,7 @@ def conv_cost_figure(costs: list[ConvCost], L: str = "en") -> Figure:
         ax.set_xticks(range(len(costs)), names, fontsize=8)
         ax.set_title(t(key, L), fontsize=10)
         for bar, v in zip(bars, vals):
-            ax.text(bar.get_x() + bar.get_width() / 2, v, _human(v), ha="center", va="bottom", fontsize=8)
+            ax.text(bar.get_x() + bar.get_width() / 2, v, human(v), ha="center", va="bottom", fontsize=8)
         ax.set_ylim(min(vals) / 5, max(vals) * 4)
         ax.grid(True, axis="y", alpha=0.3)
     c = costs[0]
@@ -297,7 +291,7 @@ def group_block_figure(blocks: list[BlockCost], cost: ConvCost, L: str = "en") -
     a.set_xlim(-2, 2.6)
     a.set_ylim(-4.2, 1.8)
     a.axis("off")
-    a.set_title(t("labs.plot.block_cost", L, title=r.title, params=_human(r.block_params), macs=_human(r.block_macs)),
+    a.set_title(t("labs.plot.block_cost", L, title=r.title, params=human(r.block_params), macs=human(r.block_macs)),
                 fontsize=9)
     bottom = _stack(a, 0, [("1×1, 64", conv), ("3×3, 64", conv), ("1×1, 256", conv)], 0.6)
     _plus(a, 0, bottom, 0.6, 1.8)
@@ -307,7 +301,7 @@ def group_block_figure(blocks: list[BlockCost], cost: ConvCost, L: str = "en") -
     b.set_xlim(-4.4, 4.6)
     b.set_ylim(-4.2, 1.8)
     b.axis("off")
-    b.set_title(t("labs.plot.block_cost", L, title=x.title, params=_human(x.block_params), macs=_human(x.block_macs)),
+    b.set_title(t("labs.plot.block_cost", L, title=x.title, params=human(x.block_params), macs=human(x.block_macs)),
                 fontsize=9)
     for px, label in ((-3, "1"), (-1.5, "2"), (1.5, "32")):
         _stack(b, px, [("1×1, 4", conv), ("3×3, 4", grouped), ("1×1, 256", conv)], 0.6, width=1.25)
