@@ -100,8 +100,10 @@ def test_the_app_endpoint_is_the_command_line_run(cli_run, shapes_zip, app_serve
     finally:
         client.close()
     rows = {r[0]: r[4:] for r in table["data"]}
-    assert rows == {s["strategy"]: [f"{s['best_val_acc']:.1%} ± {s['best_val_acc_se']:.1%}",
-                                    f"{s['final_val_acc']:.1%}"] for s in single["strategies"]}
+    from resnet.i18n import t  # the page names each strategy by its one display name
+    assert rows == {t(f"finetune.name_{s['strategy']}", "en"):
+                    [f"{s['best_val_acc']:.1%} ± {s['best_val_acc_se']:.1%}", f"{s['final_val_acc']:.1%}"]
+                    for s in single["strategies"]}
     assert sorted(Path(f).name for f in files) == ["resnet18-all.pth", "resnet18-head.pth"]
     for f in files:
         same_weights(Path(f), models / Path(f).name)

@@ -39,7 +39,7 @@ def test_bn_lab_endpoint(client, photos):
         handle_file(str(photos["lion"])), "bn1", 3, 16, api_name="/bn_lab")
     assert steps_plot and te_plot and stats_plot
     assert "channel 3" in steps_text and "nn.BatchNorm2d" in steps_text
-    assert "Eval mode says" in te_text
+    assert "Evaluation mode says" in te_text
     # The test checkpoint is an untrained init: its running statistics are gathered before eval mode is used.
     assert "running statistics were gathered" in te_text
     assert "batches of 1" in stats_text and "Conv bias before BN" in stats_text
