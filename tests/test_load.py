@@ -19,6 +19,8 @@ from pathlib import Path
 import httpx
 import psutil
 import pytest
+
+from resnet.i18n import t as say
 from gradio_client import Client, handle_file
 from PIL import Image
 
@@ -274,7 +276,7 @@ def test_three_concurrent_finetunes_each_see_only_their_own_results(served, tmp_
         classes, strategies, _ = SESSIONS[name]
         others = [n for n in SESSIONS if n != name]
         status, curves, table, files = final[:4]
-        assert [r[0] for r in table["data"]] == strategies, (name, table)
+        assert [r[0] for r in table["data"]] == [say(f"finetune.name_{s}", "en") for s in strategies], (name, table)
         assert curves and curves.get("type") == "matplotlib"
         text = " ".join(seen)
         assert f"{name}:" in text and not any(f"{o}:" in text for o in others), (name, text[:500])
@@ -352,7 +354,7 @@ def test_memory_comes_back_after_five_runs(served, tmp_path, photos):
 
     def one_run():
         out = client.predict(*finetune_args(data, ["head"], epochs=1, size=32), api_name="/finetune")
-        assert [r[0] for r in out[2]["data"]] == ["head"]
+        assert [r[0] for r in out[2]["data"]] == [say("finetune.name_head", "en")]
         for arch in ("resnet18", "resnet34"):
             client.predict(handle_file(str(photos["lion"])), arch, api_name="/classify")
 
@@ -410,7 +412,7 @@ def test_hostile_uploads_write_nothing_outside_the_app_s_temporary_folders(serve
             client.predict(*finetune_args(zips[name], ["head"], epochs=1), api_name="/finetune")
     ok = client.predict(*finetune_args(corpus.dataset_zip(tmp_path / "ok.zip", per_class=4), ["head"], epochs=1,
                                        size=32), api_name="/finetune")
-    assert [r[0] for r in ok[2]["data"]] == ["head"]
+    assert [r[0] for r in ok[2]["data"]] == [say("finetune.name_head", "en")]
     client.close()
 
     root = served.dirs["cwd"].parent  # traversal entries climb from <root>/tmp/resnet-data-…/ upwards

@@ -18,6 +18,8 @@ import time
 from pathlib import Path
 
 import pytest
+
+from resnet.i18n import t as say
 import torch
 
 from resnet import downloads, weights
@@ -218,7 +220,8 @@ def test_a_server_that_cannot_reach_the_weights_host_prepares_the_source_and_its
         status, _, table = client.predict("synthetic", None, ["head", "scratch"], "resnet18", 1, 48, 10, 0, "5",
                                           api_name="/finetune")[:3]
         rows = {r[0]: r[1] for r in table["data"]}
-        assert rows == {"head": "built-in source", "scratch": "random"}, table
+        assert rows == {say("finetune.name_head", "en"): "built-in source",
+                        say("finetune.name_scratch", "en"): "random"}, table
         assert "started from **the built-in pretraining source**" in status and "rl-warn" not in status, status
         assert "cannot be downloaded from here" in log.read_text(errors="replace")  # the operator's log says why
     finally:

@@ -22,6 +22,8 @@ from pathlib import Path
 
 import httpx
 import pytest
+
+from resnet.i18n import t as say
 from gradio_client import Client, handle_file
 from PIL import Image
 
@@ -323,7 +325,7 @@ def test_one_bad_photo_in_a_good_zip_is_skipped_counted_and_named(client, tmp_pa
         path.write_bytes(corpus.zip_bytes(entries))
         out = client.predict("upload", handle_file(str(path)), ["head"], "resnet18", 1, 32, 8, 0,
                              api_name="/finetune")
-        assert [r[0] for r in out[2]["data"]] == ["head"], (bad, out[0])
+        assert [r[0] for r in out[2]["data"]] == [say("finetune.name_head", "en")], (bad, out[0])
         assert "Skipped 1 damaged image" in out[0] and bad in out[0] and why in out[0], (bad, out[0])
 
 

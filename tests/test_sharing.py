@@ -9,6 +9,8 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
+
+from resnet.i18n import t as say
 import torch
 from gradio_client import Client
 
@@ -64,7 +66,7 @@ def test_three_sessions_share_one_finetune_and_a_later_one_gets_a_replay(app_ser
     assert JOBS.counts["attached"] + JOBS.counts["replayed"] == shared + 2
     statuses, curves, tables, files = zip(*[f[:4] for f in finals])
     assert all("Done in" in s for s in statuses), statuses
-    assert [r[0] for r in tables[0]["data"]] == ["head", "all"]
+    assert [r[0] for r in tables[0]["data"]] == [say("finetune.name_head", "en"), say("finetune.name_all", "en")]
     assert tables[0] == tables[1] == tables[2]  # identical histories: accuracies, losses, timings
     assert curves[0] == curves[1] == curves[2] and curves[0]["type"] == "matplotlib"
     # Each session has its own download files on the server, with the same trained weights.
