@@ -280,7 +280,8 @@ def test_three_concurrent_finetunes_each_see_only_their_own_results(served, tmp_
         assert curves and curves.get("type") == "matplotlib"
         text = " ".join(seen)
         assert f"{name}:" in text and not any(f"{o}:" in text for o in others), (name, text[:500])
-        mentioned = set(re.findall(r"\*\*(head|replace|last|all|scratch)\*\*", text))
+        names = {say(f"finetune.name_{s}", "en"): s for s in ("head", "replace", "last", "all", "scratch")}
+        mentioned = {names[m] for m in re.findall(r"\*\*(.+?)\*\*", text) if m in names}  # the lines name them so
         assert mentioned and mentioned <= set(strategies), (name, mentioned)
         assert len(files) == len(strategies)
         for f in files:
