@@ -3,18 +3,16 @@ step in English and in Chinese: the takeaway hidden until the run ends, the run'
 this run's numbers (read back through the API, a replay of the same run) and comparing the prediction."""
 import math
 import re
-import shutil
 import threading
 import time
-from pathlib import Path
 
 import pytest
 
 from resnet.i18n import t
 from resnet.lesson import STEPS, choice_text
 from resnet.train.jobs import JOBS
+from test_links import browser  # noqa: F401  (tests/ is on the path: one Chromium per module, as there)
 
-CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 WAIT_MS = 60_000
 RUN_MS = 900_000  # a lesson run on a busy 2-core machine (the transfer step trains three ways)
 
@@ -88,18 +86,6 @@ def quoted(step, n: dict) -> list[str]:
     if step.id == "group_conv":
         return [f"{n['grouped']['params']:,}"]
     raise KeyError(step.id)
-
-
-@pytest.fixture(scope="module")
-def browser():
-    playwright = pytest.importorskip("playwright.sync_api")
-    if not Path(CHROMIUM).exists():
-        pytest.skip("Chromium is not installed (.ci/run installs it)")
-    playwright.expect.set_options(timeout=WAIT_MS)
-    with playwright.sync_playwright() as p:
-        b = p.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox", "--disable-dev-shm-usage"])
-        yield b
-        b.close()
 
 
 @pytest.mark.browser
