@@ -212,3 +212,27 @@ def test_a_failure_reaches_every_subscriber_and_is_not_cached():
         with pytest.raises(ValueError, match="boom"):
             list(sub)
     assert jobs.known("x") is None
+
+
+def test_shutdown_stops_every_run_and_waits_for_its_thread():
+    """Even a run nobody watches any more is waited for (an exit while its thread is inside torch aborts)."""
+    jobs = Jobs(limit=1)
+    inside, left = threading.Event(), threading.Event()
+
+    def busy(cancel):
+        try:
+            while True:
+                inside.set()
+                yield "step"
+                cancel.wait(0.2)  # a step of work that does not look at the switch until it is done
+        finally:
+            left.set()
+    running = jobs.subscribe("running", busy)
+    queued = jobs.subscribe("queued", lambda cancel: iter(["never"]))
+    assert inside.wait(60) and queued.state == "waiting"
+    watcher = jobs.subscribe("running", busy)
+    running.close()  # one watcher leaves; the run goes on for the other
+    assert jobs.shutdown(timeout=60)
+    assert left.is_set() and running.state == "cancelled" and queued.state == "cancelled"
+    assert list(queued) == [] and "queued" not in jobs.runs and jobs.stats()["live"] == 0
+    watcher.close()

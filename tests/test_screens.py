@@ -121,6 +121,7 @@ def test_the_race_curves_stay_in_view_and_change_while_it_trains(browser, app_se
     visible_and_changing(page, "#labs-race-plot")
     playwright.expect(page.locator("#labs-race-text")).to_contain_text("Training…")  # mid-run
     page.locator("#labs-race-stop").click()
+    playwright.expect(page.locator("#labs-race-text")).to_contain_text(t("jobs.stopped", "en"))
     playwright.expect(page.locator("#labs-race-progress [data-testid=status-tracker]")).to_have_class(HIDDEN)
     page.context.close()
 

@@ -23,6 +23,7 @@ No Gradio here: ``resnet.ui`` hooks its handlers onto this module.
 from __future__ import annotations
 
 import asyncio
+import atexit
 import dataclasses
 import logging
 import sys
@@ -247,6 +248,7 @@ class Jobs:
         self._live: dict[str, Job] = {}          # waiting or running, by key
         self._queue: deque[Job] = deque()        # limited jobs waiting for a slot, in order
         self._running: set[Job] = set()          # limited jobs holding a slot (until their thread ends)
+        self._threads: set[Job] = set()          # every job whose thread has not ended (stopping ones too)
         self._cache: OrderedDict[str, Job] = OrderedDict()
         self.runs: Counter = Counter()           # key → how many times its producer was started
         self.counts: Counter = Counter()         # started, attached, replayed, finished, failed, cancelled, evicted
@@ -326,6 +328,28 @@ class Jobs:
         with self._lock:
             self._cache.clear()
 
+    def shutdown(self, timeout: float = 30.0) -> bool:
+        """Stop every waiting or running run and wait up to ``timeout`` s for their threads to leave torch: a process
+        that exits while a run's thread is inside an operator aborts ("terminate called without an active
+        exception"). True when none is left running."""
+        with self._lock:
+            jobs = list(self._threads)
+            for job in jobs:
+                job.cancel.set()
+            while self._queue:  # never started: over at once for whoever waits on them
+                job = self._queue.popleft()
+                job.cancel.set()
+                self._live.pop(job.key, None)
+                with job.cond:
+                    job.state = "cancelled"
+                    job.notify()
+        deadline = time.monotonic() + timeout
+        for job in jobs:
+            with job.cond:
+                while job.state == "running" and time.monotonic() < deadline:
+                    job.cond.wait(max(0.0, deadline - time.monotonic()))
+        return all(job.state != "running" for job in jobs)
+
     # -- internals
     def _admit(self) -> None:
         """Start waiting limited jobs while slots are free (``_lock`` held)."""
@@ -336,6 +360,7 @@ class Jobs:
 
     def _start(self, job: Job) -> None:
         job.state, job.started = "running", time.perf_counter()
+        self._threads.add(job)
         self.runs[job.key] += 1
         self.counts["started"] += 1
         log.info("jobs: started %s %s (run %d of this key; %d limited running, %d waiting)", job.label,
@@ -374,6 +399,7 @@ class Jobs:
             if self._live.get(job.key) is job:
                 del self._live[job.key]
             self._running.discard(job)
+            self._threads.discard(job)
             self.counts[job.state] += 1
             if job.state == "done":
                 self._store(job)
@@ -426,3 +452,4 @@ class Jobs:
 
 
 JOBS = Jobs()  # the process-wide registry (the app's)
+atexit.register(JOBS.shutdown)  # runs before the interpreter tears down the daemon threads of its runs

@@ -9,6 +9,7 @@ that it would only subscribe to a run that is already there (which does not coun
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import copy
 import functools
 import inspect
@@ -118,6 +119,46 @@ class Sessions:
             if self._subs.get(session) is sub:
                 del self._subs[session]
         sub.close()
+
+
+# A Stop button detaches its own session's subscription on the server, so the page's event then ends as a normal
+# finish ("Stopped."). Gradio's client-side ``cancels`` raced the run's last streamed updates: about one stop in eight
+# left the run's progress strip showing "Error" although the server had sent none (tests/test_screens.py).
+STOPPABLE = Sessions()  # each session's current run of each stoppable endpoint, by "endpoint|session"
+
+
+def session_of(args, kwargs) -> str | None:
+    """The Gradio session of a handler's call (None for a call with no request, which no Stop button can reach)."""
+    for value in (*args, *kwargs.values()):
+        if isinstance(value, gr.Request):
+            return getattr(value, "session_hash", None)
+    return None
+
+
+@contextlib.contextmanager
+def stoppable(endpoint: str, session: str | None, sub: Subscription):
+    """While the block runs, ``sub`` is ``session``'s run of ``endpoint``, which ``stopper(endpoint)`` detaches; a
+    second run of the same endpoint in the same session leaves the first. The subscription is closed at the end."""
+    name = f"{endpoint}|{session}" if session else None
+    if name:
+        STOPPABLE.start(name, sub)
+    try:
+        yield
+    finally:
+        if name:
+            STOPPABLE.finish(name, sub)
+        else:
+            sub.close()
+
+
+def stopper(endpoint: str):
+    """The handler of a Stop button for ``endpoint``: it detaches the pressing session from its run (the run goes on
+    for anyone else watching it), and that run's event ends with the line ``jobs.stopped``."""
+    def stop(request: gr.Request = None) -> None:
+        session = getattr(request, "session_hash", None)
+        if session:
+            STOPPABLE.stop(f"{endpoint}|{session}")
+    return stop
 
 
 def note(sub: Subscription, L: str) -> str:
@@ -249,7 +290,7 @@ def shared(endpoint: str, *, limited: bool = False, outputs: int | None = None,
                     while (item := await asyncio.to_thread(next, it, end)) is not end:
                         yield item
                     return
-                try:
+                with stoppable(endpoint, session_of(args, kwargs), sub):
                     async for item in sub.aevents(timeout=1.0):
                         if item is TICK:
                             if sub.state == "waiting" and outputs:
@@ -258,8 +299,8 @@ def shared(endpoint: str, *, limited: bool = False, outputs: int | None = None,
                         if sub.behind:  # catching up: only the newest state is worth drawing
                             continue
                         yield deliver(sub, item, L)
-                finally:
-                    sub.close()
+                    if sub.closed and outputs:  # its Stop button detached it
+                        yield (gr.skip(),) * (outputs - 1) + (t("jobs.stopped", L),)
         else:
             @functools.wraps(fn)
             async def handler(*args, **kwargs):

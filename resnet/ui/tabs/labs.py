@@ -291,10 +291,9 @@ def flow_section(ctx) -> None:
         race_bar = strip("labs-race-progress", bar=False)  # its curves stay in view as they grow
         race_plot = gr.Plot(label=ctx("labs.race.plot"), elem_id="labs-race-plot")
         race_text = gr.Markdown(elem_id="labs-race-text")
-        race = race_button.click(run_race, [steps, race_batch, lr], [race_plot, race_text],
-                                 api_name="training_race", preprocess=False, validator=early(check_race),
-                                 **ctx.train, **live(race_bar))
-        race_stop.click(None, None, None, cancels=[race], api_visibility="private")
+        race_button.click(run_race, [steps, race_batch, lr], [race_plot, race_text], api_name="training_race",
+                          preprocess=False, validator=early(check_race), **ctx.train, **live(race_bar))
+        race_stop.click(sharing.stopper("training_race"), None, None, api_visibility="private", **ctx.cheap)
 
 
 def deep_section(ctx) -> None:
@@ -350,10 +349,10 @@ def bn_section(ctx) -> None:
         bn_train_bar = strip("labs-bn-train-progress", bar=False)
         bn_train_plot = gr.Plot(label=ctx("labs.bn.run_plot"), elem_id="labs-bn-train-plot")
         bn_train_text = gr.Markdown(elem_id="labs-bn-train-text")
-        bn_train = bn_train_button.click(run_bn_training, [bn_train_steps], [bn_train_plot, bn_train_text],
-                                         api_name="bn_batch_run", preprocess=False,
-                                         validator=early(check_bn_training), **ctx.train, **live(bn_train_bar))
-        bn_train_stop.click(None, None, None, cancels=[bn_train], api_visibility="private")
+        bn_train_button.click(run_bn_training, [bn_train_steps], [bn_train_plot, bn_train_text],
+                              api_name="bn_batch_run", preprocess=False, validator=early(check_bn_training),
+                              **ctx.train, **live(bn_train_bar))
+        bn_train_stop.click(sharing.stopper("bn_batch_run"), None, None, api_visibility="private", **ctx.cheap)
 
 
 def group_section(ctx) -> None:

@@ -123,7 +123,7 @@ async def run_step(step: float, answer, request: gr.Request = None):
     start = time.perf_counter()
     sub = sharing.JOBS.subscribe(step_key(s), s.run, limited=s.trains, label="lesson")
     last = None
-    try:
+    with sharing.stoppable("lesson_run", getattr(request, "session_hash", None), sub):
         async for item in sub.aevents(timeout=1.0):
             if item is sharing.TICK:
                 if sub.state == "waiting":
@@ -134,6 +134,9 @@ async def run_step(step: float, answer, request: gr.Request = None):
                 continue
             plot = await sharing.shared_plot(sub, (id(item), L), lambda item=item: step_figure(s, item, L))
             yield plot, t("lesson.running", L, status=_status(s, item, L)), gr.skip(), gr.skip()
+        if sub.closed:  # its Stop button detached it: the takeaway waits for a whole run
+            yield gr.skip(), t("jobs.stopped", L), gr.skip(), gr.skip()
+            return
         if last is None:
             return
         numbers = sub.memo(("numbers", id(last)), lambda: s.numbers(last))
@@ -142,8 +145,6 @@ async def run_step(step: float, answer, request: gr.Request = None):
         note = sharing.note(sub, L)
         yield (plot, note + "\n\n" + done if note else done,
                gr.update(value=takeaway(s, numbers, answer, L), visible=True), _json(numbers))
-    finally:
-        sub.close()
 
 
 def build(ctx) -> None:
@@ -179,8 +180,8 @@ def build(ctx) -> None:
                            **ctx.cheap)]
         commit_button.click(commit, [step, choice, number], [committed_answer, committed, choice, number, run_button],
                             api_name="lesson_commit", **ctx.cheap)
-        run = run_button.click(run_step, [step, committed_answer], [plot, status, see, numbers], api_name="lesson_run",
-                               **ctx.train, **live(bar))
-        stop_button.click(None, None, None, cancels=[run], api_visibility="private")
+        run_button.click(run_step, [step, committed_answer], [plot, status, see, numbers], api_name="lesson_run",
+                         **ctx.train, **live(bar))
+        stop_button.click(sharing.stopper("lesson_run"), None, None, api_visibility="private", **ctx.cheap)
         classroom.build(ctx, step, moves, committed_answer)
         ctx.copy_link("lesson")
