@@ -121,10 +121,11 @@ class Sessions:
         sub.close()
 
 
-# A Stop button detaches its own session's subscription on the server, so the page's event then ends as a normal
+# A Stop button detaches its own session's subscriptions on the server, so the page's event then ends as a normal
 # finish ("Stopped."). Gradio's client-side ``cancels`` raced the run's last streamed updates: about one stop in eight
 # left the run's progress strip showing "Error" although the server had sent none (tests/test_screens.py).
-STOPPABLE = Sessions()  # each session's current run of each stoppable endpoint, by "endpoint|session"
+_stoppable: dict[str, set[Subscription]] = {}  # by "endpoint|session": that session's runs of that endpoint
+_stoppable_lock = threading.Lock()
 
 
 def session_of(args, kwargs) -> str | None:
@@ -137,27 +138,33 @@ def session_of(args, kwargs) -> str | None:
 
 @contextlib.contextmanager
 def stoppable(endpoint: str, session: str | None, sub: Subscription):
-    """While the block runs, ``sub`` is ``session``'s run of ``endpoint``, which ``stopper(endpoint)`` detaches; a
-    second run of the same endpoint in the same session leaves the first. The subscription is closed at the end."""
+    """While the block runs, ``sub`` is one of ``session``'s runs of ``endpoint``, which ``stopper(endpoint)``
+    detaches (an API client may hold several in one session); the subscription is closed at the end."""
     name = f"{endpoint}|{session}" if session else None
     if name:
-        STOPPABLE.start(name, sub)
+        with _stoppable_lock:
+            _stoppable.setdefault(name, set()).add(sub)
     try:
         yield
     finally:
         if name:
-            STOPPABLE.finish(name, sub)
-        else:
-            sub.close()
+            with _stoppable_lock:
+                subs = _stoppable.get(name, set())
+                subs.discard(sub)
+                if not subs:
+                    _stoppable.pop(name, None)
+        sub.close()
 
 
 def stopper(endpoint: str):
-    """The handler of a Stop button for ``endpoint``: it detaches the pressing session from its run (the run goes on
-    for anyone else watching it), and that run's event ends with the line ``jobs.stopped``."""
+    """The handler of a Stop button for ``endpoint``: it detaches the pressing session from its runs (each goes on
+    for anyone else watching it), and their events end with the line ``jobs.stopped``."""
     def stop(request: gr.Request = None) -> None:
         session = getattr(request, "session_hash", None)
-        if session:
-            STOPPABLE.stop(f"{endpoint}|{session}")
+        with _stoppable_lock:
+            subs = list(_stoppable.pop(f"{endpoint}|{session}", ())) if session else []
+        for sub in subs:
+            sub.close()
     return stop
 
 
