@@ -11,6 +11,7 @@ import pytest
 from resnet.i18n import t
 from resnet.lesson import STEPS, choice_text
 from resnet.train.jobs import JOBS
+from resnet.ui.tabs.lesson import step_key
 from test_links import browser  # noqa: F401  (tests/ is on the path: one Chromium per module, as there)
 
 WAIT_MS = 60_000
@@ -70,6 +71,33 @@ def test_a_class_pressing_run_together_costs_one_run_and_each_gets_its_own_compa
         assert choice_text(STEPS[step - 1], answer, "en") in see
 
 
+@pytest.mark.browser
+def test_stop_ends_a_lesson_run_in_the_page_without_a_takeaway(browser, app_server):
+    """Stop mid-run (the transfer step: the longest, and not run yet in this server, so it cannot be a replay): the
+    page says it stopped, shows no takeaway, and the run is not kept as if it had finished."""
+    from playwright.sync_api import expect
+    number = next(i for i, s in enumerate(STEPS, 1) if s.id == "transfer")
+    step = STEPS[number - 1]
+    context = browser.new_context(viewport={"width": 1280, "height": 1000})
+    page = context.new_page()
+    page.set_default_timeout(WAIT_MS)
+    try:
+        page.goto(f"{app_server}?tab=lesson&step={number}")
+        page.locator("#lesson-choice").get_by_text(choice_text(step, step.choices[0], "en"), exact=True).click()
+        page.locator("#lesson-commit").click()
+        expect(page.locator("#lesson-run")).to_be_enabled()
+        page.locator("#lesson-run").click()
+        status = page.locator("#lesson-status")
+        expect(status).to_contain_text(t("lesson.running", "en", status="").split()[0], timeout=RUN_MS)
+        page.locator("#lesson-stop").click()
+        expect(status).to_contain_text(t("jobs.stopped", "en"))
+        expect(page.locator("#lesson-takeaway")).to_be_hidden()
+        expect(page.locator("#lesson-progress [data-testid=status-tracker]")).to_have_class(re.compile(r"\bhide\b"))
+        assert JOBS.known(step_key(step)) != "cached"
+    finally:
+        context.close()
+
+
 def quoted(step, n: dict) -> list[str]:
     """Numbers of this run the takeaway must quote, formatted as the takeaway formats them."""
     if step.id == "table":
@@ -127,7 +155,7 @@ def test_every_lesson_step_in_the_browser_predict_run_see(browser, app_server, c
             # While it runs (or, for the instant steps, until it ends) the takeaway stays hidden.
             status = page.locator("#lesson-status")
             expect(status).to_contain_text(re.compile(r"\S"), timeout=RUN_MS)
-            # Read both in one look at the page: a replay ends in a moment, so two separate reads could straddle its end.
+            # Both read at one moment: a replay ends at once, so two separate reads could straddle its end.
             seen = page.evaluate(SEEN, t("lesson.running", L, status="").split()[0])
             assert not (seen["running"] and seen["takeaway"]), (step.id, L, seen)
             expect(takeaway).to_be_visible(timeout=RUN_MS)

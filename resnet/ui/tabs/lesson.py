@@ -164,7 +164,7 @@ def build(ctx) -> None:
         with gr.Row():
             commit_button = gr.Button(ctx("lesson.commit"), elem_id="lesson-commit")
             run_button = gr.Button(ctx("lesson.run"), variant="primary", interactive=False, elem_id="lesson-run")
-            stop_button = gr.Button(ctx("finetune.stop"), size="sm", scale=0, min_width=80)
+            stop_button = gr.Button(ctx("finetune.stop"), size="sm", scale=0, min_width=80, elem_id="lesson-stop")
         committed = gr.Markdown(elem_id="lesson-committed")
         bar = strip("lesson-progress", bar=False)
         plot = gr.Plot(show_label=False, elem_id="lesson-plot")
