@@ -122,8 +122,8 @@ class Sessions:
 
 
 # A Stop button detaches its own session's subscriptions on the server, so the page's event then ends as a normal
-# finish ("Stopped."). Gradio's client-side ``cancels`` raced the run's last streamed updates: about one stop in eight
-# left the run's progress strip showing "Error" although the server had sent none (tests/test_screens.py).
+# finish ("Stopped."). Gradio's client-side ``cancels`` raced the run's last streamed updates: in 3 of 14 runs of
+# tests/test_screens.py's race, the progress strip then showed "Error" although the server had sent none.
 _stoppable: dict[str, set[Subscription]] = {}  # by "endpoint|session": that session's runs of that endpoint
 _stoppable_lock = threading.Lock()
 
