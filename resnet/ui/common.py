@@ -68,12 +68,14 @@ def lang(request: gr.Request | None) -> str:
     return lang_from_header(headers.get("accept-language"))
 
 
+def request_of(args, kwargs) -> gr.Request | None:
+    """The ``gr.Request`` among a handler's arguments (None for a call with none, e.g. from a test)."""
+    return next((v for v in (*args, *kwargs.values()) if isinstance(v, gr.Request)), None)
+
+
 def _request_lang(args, kwargs) -> str:
     """The visitor's language, from the ``gr.Request`` among a handler's arguments (English without one)."""
-    for value in (*args, *kwargs.values()):
-        if isinstance(value, gr.Request):
-            return lang(value)
-    return "en"
+    return lang(request_of(args, kwargs))
 
 
 def _as_gr_error(e: Exception, L: str = "en") -> gr.Error:

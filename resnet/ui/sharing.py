@@ -24,6 +24,7 @@ import gradio as gr
 from ..i18n import t
 from ..keys import file_identity, job_key
 from ..train.jobs import JOBS, TICK, Subscription  # noqa: F401
+from .common import lang, payload_path, request_of
 
 log = logging.getLogger("resnet.ui")
 
@@ -128,18 +129,12 @@ _stoppable: dict[str, set[Subscription]] = {}  # by "endpoint|session": that ses
 _stoppable_lock = threading.Lock()
 
 
-def session_of(args, kwargs) -> str | None:
-    """The Gradio session of a handler's call (None for a call with no request, which no Stop button can reach)."""
-    for value in (*args, *kwargs.values()):
-        if isinstance(value, gr.Request):
-            return getattr(value, "session_hash", None)
-    return None
-
-
 @contextlib.contextmanager
-def stoppable(endpoint: str, session: str | None, sub: Subscription):
-    """While the block runs, ``sub`` is one of ``session``'s runs of ``endpoint``, which ``stopper(endpoint)``
-    detaches (an API client may hold several in one session); the subscription is closed at the end."""
+def stoppable(endpoint: str, request: gr.Request | None, sub: Subscription):
+    """While the block runs, ``sub`` is one of the request's session's runs of ``endpoint``, which
+    ``stopper(endpoint)`` detaches (an API client may hold several in one session); the subscription is closed at
+    the end. A call with no request (no session) cannot be stopped by a button."""
+    session = getattr(request, "session_hash", None)
     name = f"{endpoint}|{session}" if session else None
     if name:
         with _stoppable_lock:
@@ -186,7 +181,6 @@ def waiting(sub: Subscription, L: str) -> str:
 def identity(value, L: str = "en"):
     """A request input as a job key sees it: an uploaded file by its bytes, whole floats as ints."""
     if isinstance(value, dict) and "path" in value:
-        from .common import payload_path
         path = payload_path(value, L)
         return {"file": file_identity(path)} if path else None
     if isinstance(value, float) and value.is_integer():
@@ -214,14 +208,6 @@ def _inputs(fn) -> list[str]:
             break
         out.append(p.name)
     return out
-
-
-def _language(args, kwargs) -> str:
-    from .common import lang
-    for value in (*args, *kwargs.values()):
-        if isinstance(value, gr.Request):
-            return lang(value)
-    return "en"
 
 
 def _frozen(item):
@@ -268,7 +254,7 @@ def shared(endpoint: str, *, limited: bool = False, outputs: int | None = None,
             [inspect.Parameter(n, inspect.Parameter.POSITIONAL_OR_KEYWORD) for n in [*names, "L"]])
 
         def subscribe(args, kwargs) -> tuple[Subscription | None, str]:
-            L = _language(args, kwargs)
+            L = lang(request_of(args, kwargs))
             try:
                 k = key(*args[:len(names)], L)
             except Exception:  # noqa: BLE001 - a request with no key runs unshared and says what is wrong
@@ -297,7 +283,7 @@ def shared(endpoint: str, *, limited: bool = False, outputs: int | None = None,
                     while (item := await asyncio.to_thread(next, it, end)) is not end:
                         yield item
                     return
-                with stoppable(endpoint, session_of(args, kwargs), sub):
+                with stoppable(endpoint, request_of(args, kwargs), sub):
                     async for item in sub.aevents(timeout=1.0):
                         if item is TICK:
                             if sub.state == "waiting" and outputs:

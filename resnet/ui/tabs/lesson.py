@@ -123,7 +123,7 @@ async def run_step(step: float, answer, request: gr.Request = None):
     start = time.perf_counter()
     sub = sharing.JOBS.subscribe(step_key(s), s.run, limited=s.trains, label="lesson")
     last = None
-    with sharing.stoppable("lesson_run", getattr(request, "session_hash", None), sub):
+    with sharing.stoppable("lesson_run", request, sub):
         async for item in sub.aevents(timeout=1.0):
             if item is sharing.TICK:
                 if sub.state == "waiting":
