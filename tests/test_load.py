@@ -19,14 +19,13 @@ from pathlib import Path
 import httpx
 import psutil
 import pytest
-
-from resnet.i18n import t as say
 from gradio_client import Client, handle_file
 from PIL import Image
 
 import corpus
 import resnet
 from conftest import ROOT, free_port
+from resnet.i18n import t as say
 
 pytestmark = pytest.mark.load
 

@@ -18,11 +18,10 @@ import time
 from pathlib import Path
 
 import pytest
-
-from resnet.i18n import t as say
 import torch
 
 from resnet import downloads, weights
+from resnet.i18n import t as say
 from resnet.train import prepare
 from resnet.train.finetune import FinetuneConfig
 

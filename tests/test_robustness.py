@@ -22,13 +22,12 @@ from pathlib import Path
 
 import httpx
 import pytest
-
-from resnet.i18n import t as say
 from gradio_client import Client, handle_file
 from PIL import Image
 
 import corpus
 import resnet
+from resnet.i18n import t as say
 from resnet.preprocess import BadImage, open_image
 
 

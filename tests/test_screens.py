@@ -144,8 +144,9 @@ FITS = """() => {
     }
     return {scroll: document.documentElement.scrollWidth, width: W, outside: out.slice(0, 8)};
 }"""
-MARKERS = {"lesson": "#lesson-explain h3", "architecture": "#arch-table", "classify": "#classify-button", "features": "#features-button",
-           "finetune": "#ft-start", "labs": "#labs-flow-button", "about": "#tabs [role=tabpanel] h2"}
+MARKERS = {"lesson": "#lesson-explain h3", "architecture": "#arch-table", "classify": "#classify-button",
+           "features": "#features-button", "finetune": "#ft-start", "labs": "#labs-flow-button",
+           "about": "#tabs [role=tabpanel] h2"}
 
 
 @pytest.mark.parametrize("locale", ["en-US", "zh-CN"])

@@ -9,11 +9,10 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
-
-from resnet.i18n import t as say
 import torch
 from gradio_client import Client
 
+from resnet.i18n import t as say
 from resnet.models.transfer import load_export
 from resnet.train.jobs import JOBS
 from resnet.ui.tabs import finetune as finetune_tab

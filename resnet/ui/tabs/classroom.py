@@ -361,7 +361,8 @@ def build(ctx, step: gr.Dropdown, moves: list, committed: gr.Textbox) -> None:
             projector = gr.Button(ctx("class.projector"), size="sm", elem_id="class-projector")
         part_status = gr.Markdown(elem_id="class-part-status")
         plot = gr.Plot(visible=False, show_label=False, elem_id="class-plot")
-        rejoin = gr.Button(ctx("class.rejoin"), visible="hidden", elem_id="class-rejoin")  # in the page, out of sight: scripts press it
+        # In the page, out of sight: scripts press it.
+        rejoin = gr.Button(ctx("class.rejoin"), visible="hidden", elem_id="class-rejoin")
     private = dict(api_visibility="private", **ctx.cheap)
     roles = [code, key, info, mine, panel, back, away, run_mine, show, pool_one, pool_more, spot, projector]
     # A page in a class holds one follow stream. It starts once the page knows its room (a moment after the code is
