@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import socket
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -18,6 +19,21 @@ import pytest
 # fine-tune test took over 150 s instead of ~18 s at a load of 4. Read when torch loads, so set before its first
 # import; subprocesses (the CLI, torchrun, app.py) inherit it.
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+# One torch thread per test process: the suite runs in two processes at once (pytest-xdist, ``-n 2`` in
+# pyproject.toml), one per core. A second thread in each would only oversubscribe the cores, and it barely helps
+# the small models the tests train even alone: the race at its defaults took 30 s on one thread and 47 s on two,
+# the short fine-tune test 29 s and 27 s (41 and 47 CPU-seconds). On a 2-core machine the app itself gives each of
+# its jobs one thread (``Settings.torch_threads``), so the served tests run as a class's server would.
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+# Under pytest-xdist each worker gets a temporary folder of its own (inherited by the servers and command lines it
+# starts): tests that check what a run left behind in the temporary folder (extracted zips, Gradio's uploads) then
+# see their own worker's files only.
+WORKER = os.environ.get("PYTEST_XDIST_WORKER")
+if WORKER:
+    _own_tmp = Path(tempfile.gettempdir()) / f"resnet-lab-{os.environ.get('PYTEST_XDIST_TESTRUNUID', 'run')}-{WORKER}"
+    _own_tmp.mkdir(parents=True, exist_ok=True)
+    os.environ["TMPDIR"] = str(_own_tmp)
+    tempfile.tempdir = None  # read TMPDIR again
 import torch  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -48,47 +64,91 @@ def pytest_collection_modifyitems(config, items):
         elif tiers == {"unit"} and uses_server:
             raise pytest.UsageError(f"{item.nodeid} launches the app (fixture app_server or client) but is marked "
                                     "unit: mark it served (pytest.mark.served), or its module if all its tests are")
+        if WORKER:  # pytest-xdist's loadgroup: a file is one unit of work; the goal test is one of its own
+            goal = getattr(item, "originalname", item.name) == GOAL_TEST
+            item.add_marker(pytest.mark.xdist_group(name="goal" if goal else item.path.name))
 
 
 # The transfer-goal test (tests/test_pretrain.py) needs a backbone pretrained with the library's own recipe: minutes of
-# work. ``python -m resnet pretrain`` makes it in a process of its own, started as soon as the test is collected, while
-# the other tests run; the test itself runs last. It has every core (torch's threads wait passively, so they take
-# what the tests leave idle): on one thread beside the suite it took 37 min, longer than all the other tests together.
+# work (about 600 CPU-seconds). ``python -m resnet pretrain`` makes it in a process of its own, started as soon as the
+# test is collected (by pytest-xdist's controller when the suite runs in workers), while the other tests run; the
+# test itself runs last and waits for the process's exit status, which lands in a file so that any worker can read it.
 GOAL_TEST = "test_with_the_source_backbone_head_and_last_beat_scratch_by_15_points"
+SOURCE_DIR = "RESNET_TEST_SOURCE_DIR"  # the controller's pretraining folder, for its workers
+# Files that each take a minute or more of the suite (``--durations``), handed out first so that the two workers
+# start on them and end together; every file is one unit of work (its module's server and browser start once).
+LONG_FILES = ("test_lesson_app.py", "test_labs.py", "test_load.py", "test_fairshare.py", "test_finetune.py",
+              "test_screens.py", "test_sharing.py", "test_classroom_app.py", "test_safety.py", "test_budget.py",
+              "test_browser.py")
+_STATUS = "import subprocess, sys; rc = subprocess.call(sys.argv[2:]); open(sys.argv[1], 'w').write(str(rc))"
 
 
 def start_pretraining(folder: Path):
-    """``(process, folder, log)``: ResNet-18 pretrained at the library's defaults into ``folder``, on all the cores."""
+    """ResNet-18 pretrained at the library's defaults into ``folder``, on all the cores (it scales: one epoch took
+    61 s on one thread, 41 s on two, for the same CPU time); its exit status is written to ``folder/status``."""
     import subprocess
     import sys
     folder.mkdir(parents=True, exist_ok=True)
-    log = folder / "pretrain.log"
     env = {**os.environ, "OMP_NUM_THREADS": str(os.cpu_count() or 1), "RESNET_ALLOW_DOWNLOAD": "0",
            "PYTHONPATH": str(ROOT)}
-    proc = subprocess.Popen([sys.executable, "-m", "resnet", "pretrain", "--arch", "resnet18", "--out", str(folder),
-                             "--json", str(folder / "result.json")], env=env, cwd=ROOT,
-                            stdout=open(log, "wb"), stderr=subprocess.STDOUT)
-    return proc, folder, log
+    return subprocess.Popen([sys.executable, "-c", _STATUS, str(folder / "status"),
+                             sys.executable, "-m", "resnet", "pretrain", "--arch", "resnet18", "--out", str(folder),
+                             "--json", str(folder / "result.json")], env=env, cwd=ROOT, start_new_session=True,
+                            stdout=open(folder / "pretrain.log", "wb"), stderr=subprocess.STDOUT)
 
 
-@pytest.hookimpl(tryfirst=True)  # before the terminal lists the items
+def stop_pretraining(config) -> None:
+    """Kill the pretraining if it still runs (the status wrapper and the command with it), and remove its folder."""
+    import shutil
+    import signal
+    proc, folder = getattr(config, "pretraining", (None, None))
+    if proc is not None and proc.poll() is None:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+    if folder is not None:
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+def pretraining_folder(config) -> Path | None:
+    """Where this run's pretraining writes: started by this process, or by pytest-xdist's controller."""
+    own = getattr(config, "pretraining", (None, None))[1]
+    return own or (Path(os.environ[SOURCE_DIR]) if SOURCE_DIR in os.environ else None)
+
+
+def pytest_configure(config):
+    if getattr(config.option, "dist", "no") != "no" and not hasattr(config, "workerinput"):  # xdist's controller
+        folder = Path(tempfile.mkdtemp(prefix="source_backbone_"))
+        os.environ[SOURCE_DIR] = str(folder)  # the workers it starts inherit it
+        config.pretraining = (None, folder)
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_xdist_node_collection_finished(node, ids):
+    """The controller starts the pretraining once, when a worker has collected the goal test."""
+    proc, folder = node.config.pretraining
+    if proc is None and any(GOAL_TEST in i for i in ids) and not node.config.option.collectonly:
+        node.config.pretraining = (start_pretraining(folder), folder)
+
+
+@pytest.hookimpl(tryfirst=True)  # before the terminal lists the items, and before a worker sends them
 def pytest_collection_finish(session):
+    def order(item):
+        goal = getattr(item, "originalname", item.name) == GOAL_TEST
+        long = item.path.name in LONG_FILES and WORKER is not None  # one process: the files' own order
+        return goal, LONG_FILES.index(item.path.name) if long else len(LONG_FILES)
+    session.items.sort(key=order)  # stable: within a file, its own order
     goal = [item for item in session.items if getattr(item, "originalname", item.name) == GOAL_TEST]
-    if goal:
-        session.items[:] = [item for item in session.items if item not in goal] + goal  # last: it waits for it
-        if not session.config.option.collectonly:
-            import tempfile
-            session.config.pretraining = start_pretraining(Path(tempfile.mkdtemp(prefix="source_backbone_")))
+    if goal and WORKER is None and not session.config.option.collectonly \
+            and getattr(session.config.option, "dist", "no") == "no":
+        folder = Path(tempfile.mkdtemp(prefix="source_backbone_"))
+        session.config.pretraining = (start_pretraining(folder), folder)
 
 
 def pytest_sessionfinish(session):
-    job = getattr(session.config, "pretraining", None)
-    if job is not None:
+    stop_pretraining(session.config)
+    if WORKER:
         import shutil
-        if job[0].poll() is None:
-            job[0].kill()
-            job[0].wait()
-        shutil.rmtree(job[1], ignore_errors=True)
+        shutil.rmtree(os.environ["TMPDIR"], ignore_errors=True)
 
 
 def free_port() -> int:

@@ -15,6 +15,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -44,13 +45,18 @@ def weights_folder(tmp_path, monkeypatch):
 
 
 @pytest.fixture(scope="session")
-def source_backbone(request, tmp_path_factory) -> Path:
+def source_backbone(request) -> Path:
     """ResNet-18 pretrained on the source set with the library's defaults by ``python -m resnet pretrain``, in a
     process conftest started when this test was collected (it runs beside the other tests), into a folder of its own."""
-    from conftest import start_pretraining
-    job = getattr(request.config, "pretraining", None) or start_pretraining(tmp_path_factory.mktemp("source_weights"))
-    proc, folder, log = job
-    assert proc.wait(timeout=1500) == 0, log.read_text(errors="replace")[-3000:]
+    from conftest import pretraining_folder
+    folder = pretraining_folder(request.config)
+    assert folder is not None, "conftest starts the pretraining when it collects this test"
+    deadline = time.monotonic() + 1500
+    while not (folder / "status").exists():
+        assert time.monotonic() < deadline, "the pretraining did not end in 25 minutes"
+        time.sleep(1)
+    status = (folder / "status").read_text()
+    assert status == "0", f"exit status {status}:\n" + (folder / "pretrain.log").read_text(errors="replace")[-3000:]
     result = json.loads((folder / "result.json").read_text())
     path = Path(result["path"])
     assert path.parent == folder and path.name.startswith("resnet18-source-") and result["config"]["warmup"] == 0.05
