@@ -28,11 +28,11 @@ os.environ.setdefault("OMP_NUM_THREADS", "1")
 # Under pytest-xdist each worker gets a temporary folder of its own (inherited by the servers and command lines it
 # starts): tests that check what a run left behind in the temporary folder (extracted zips, Gradio's uploads) then
 # see their own worker's files only.
+# Set once per worker: tests that import from conftest import it a second time. The name stays short, because
+# Chromium's socket path inside it must fit 108 characters.
 WORKER = os.environ.get("PYTEST_XDIST_WORKER")
-if WORKER:
-    _own_tmp = Path(tempfile.gettempdir()) / f"resnet-lab-{os.environ.get('PYTEST_XDIST_TESTRUNUID', 'run')}-{WORKER}"
-    _own_tmp.mkdir(parents=True, exist_ok=True)
-    os.environ["TMPDIR"] = str(_own_tmp)
+if WORKER and "RESNET_TEST_WORKER_TMP" not in os.environ:
+    os.environ["TMPDIR"] = os.environ["RESNET_TEST_WORKER_TMP"] = tempfile.mkdtemp(prefix=f"rl-{WORKER}-")
     tempfile.tempdir = None  # read TMPDIR again
 import torch  # noqa: E402
 
@@ -148,7 +148,7 @@ def pytest_sessionfinish(session):
     stop_pretraining(session.config)
     if WORKER:
         import shutil
-        shutil.rmtree(os.environ["TMPDIR"], ignore_errors=True)
+        shutil.rmtree(os.environ["RESNET_TEST_WORKER_TMP"], ignore_errors=True)
 
 
 def free_port() -> int:
