@@ -4,7 +4,11 @@ Tiers (markers registered in pyproject.toml): ``unit`` (library level, the fast 
 ``slow`` (library level, but trains for minutes), ``served`` (a launched Gradio server), ``browser`` (Chromium
 through Playwright), ``load`` (many clients at once).
 A module states its tier with ``pytestmark``; in a module that mixes tiers, a test without a tier of its own gets
-one from its fixtures (see ``pytest_collection_modifyitems``)."""
+one from its fixtures (see ``pytest_collection_modifyitems``).
+
+The suite runs in two worker processes (pytest-xdist: ``-n 2 --dist loadgroup`` in pyproject.toml; ``-n 0`` runs it in
+this process alone). Each test file is one unit of work, the longest files first; each worker has its own temporary
+folder, its own launched app and one torch thread."""
 from __future__ import annotations
 
 import os
@@ -72,11 +76,12 @@ def pytest_collection_modifyitems(config, items):
 # The transfer-goal test (tests/test_pretrain.py) needs a backbone pretrained with the library's own recipe: minutes of
 # work (about 600 CPU-seconds). ``python -m resnet pretrain`` makes it in a process of its own, started as soon as the
 # test is collected (by pytest-xdist's controller when the suite runs in workers), while the other tests run; the
-# test itself runs last and waits for the process's exit status, which lands in a file so that any worker can read it.
+# test itself waits for the process's exit status, which lands in a file so that any worker can read it.
 GOAL_TEST = "test_with_the_source_backbone_head_and_last_beat_scratch_by_15_points"
 SOURCE_DIR = "RESNET_TEST_SOURCE_DIR"  # the controller's pretraining folder, for its workers
 # Files that each take a minute or more of the suite (``--durations``), handed out first so that the two workers
-# start on them and end together; every file is one unit of work (its module's server and browser start once).
+# start on them and end together; every file is one unit of work (its module's server and browser start once), and
+# the goal test one of its own.
 LONG_FILES = ("test_lesson_app.py", "test_labs.py", "test_load.py", "test_fairshare.py", "test_finetune.py",
               "test_screens.py", "test_sharing.py", "test_classroom_app.py", "test_safety.py", "test_budget.py",
               "test_browser.py")
@@ -132,10 +137,15 @@ def pytest_xdist_node_collection_finished(node, ids):
 
 @pytest.hookimpl(tryfirst=True)  # before the terminal lists the items, and before a worker sends them
 def pytest_collection_finish(session):
-    def order(item):
-        goal = getattr(item, "originalname", item.name) == GOAL_TEST
-        long = item.path.name in LONG_FILES and WORKER is not None  # one process: the files' own order
-        return goal, LONG_FILES.index(item.path.name) if long else len(LONG_FILES)
+    def order(item) -> int:
+        """One process: the files' own order, the goal test last (it waits for the pretraining). Workers: the long
+        files first, then the goal test (a worker waiting for the pretraining leaves its core to the pretraining
+        and to the other worker, so it need not wait for the end), then the rest."""
+        if getattr(item, "originalname", item.name) == GOAL_TEST:
+            return len(LONG_FILES) if WORKER else len(LONG_FILES) + 2
+        if WORKER and item.path.name in LONG_FILES:
+            return LONG_FILES.index(item.path.name)
+        return len(LONG_FILES) + 1
     session.items.sort(key=order)  # stable: within a file, its own order
     goal = [item for item in session.items if getattr(item, "originalname", item.name) == GOAL_TEST]
     if goal and WORKER is None and not session.config.option.collectonly \
@@ -229,7 +239,11 @@ def app_server(app_env):
     demo.close()
 
 
+# Like a browser: a busy machine may take longer than httpx's default 5 s to answer one of many requests at once.
+PATIENT = {"timeout": 120}
+
+
 @pytest.fixture(scope="session")
 def client(app_server):
     from gradio_client import Client
-    return Client(app_server, verbose=False)
+    return Client(app_server, verbose=False, httpx_kwargs=PATIENT)

@@ -24,7 +24,7 @@ from PIL import Image
 
 import corpus
 import resnet
-from conftest import ROOT, free_port
+from conftest import PATIENT, ROOT, free_port
 from resnet.i18n import t as say
 
 pytestmark = pytest.mark.load
@@ -78,7 +78,7 @@ def test_twenty_concurrent_students_each_get_their_own_right_answers(app_server,
         assert not any(same(a, b) for b in expected[j + 1:])
 
     with ThreadPoolExecutor(CLIENTS) as pool:
-        clients = list(pool.map(lambda _: Client(app_server, verbose=False), range(CLIENTS)))
+        clients = list(pool.map(lambda _: Client(app_server, verbose=False, httpx_kwargs=PATIENT), range(CLIENTS)))
     start = threading.Barrier(CLIENTS)
 
     def student(i: int) -> list[tuple[int, dict]]:
