@@ -85,7 +85,9 @@ SOURCE_DIR = "RESNET_TEST_SOURCE_DIR"  # the controller's pretraining folder, fo
 LONG_FILES = ("test_lesson_app.py", "test_labs.py", "test_load.py", "test_fairshare.py", "test_finetune.py",
               "test_screens.py", "test_sharing.py", "test_classroom_app.py", "test_safety.py", "test_budget.py",
               "test_browser.py")
-_STATUS = "import subprocess, sys; rc = subprocess.call(sys.argv[2:]); open(sys.argv[1], 'w').write(str(rc))"
+# Runs the command in its arguments, then writes its exit status whole (a reader never sees a half-written file).
+_STATUS = ("import os, subprocess, sys; rc = subprocess.call(sys.argv[2:]); "
+           "open(sys.argv[1] + '.part', 'w').write(str(rc)); os.replace(sys.argv[1] + '.part', sys.argv[1])")
 
 
 def start_pretraining(folder: Path):
