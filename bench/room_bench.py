@@ -7,8 +7,8 @@ generator's later messages are diffs of its outputs, applied here as the browser
 
 1. the teacher's session starts a class (``start_class``): the room's code and teacher key;
 2. idle cost, reference: the server's CPU time (its process and children) over ``--idle-s`` seconds with the room and
-   no follower, as percent of one core (an idle Gradio server is not at zero: its queue loop wakes every
-   millisecond, ``Queue.sleep_when_free``);
+   no follower, as percent of one core (an idle Gradio server is not at zero: its queue loop wakes every 20 ms,
+   ``resnet.ui.fairshare.IDLE_POLL_S``; ``python bench/idle_bench.py`` measures that alone);
 3. ``--followers`` follow streams (``follow``), each its own session id; each waits for its first message;
 4. idle cost with the followers open and nothing changing, the same way;
 5. latency: ``--changes`` step changes by the teacher (``moved`` with the key, steps cycling 1 … 10), each timed from

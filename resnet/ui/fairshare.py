@@ -39,8 +39,8 @@ WAIT_S = 4.0               # how long a quick job over its share waits for room 
 WAITERS_PER_ADDRESS = 32   # quick jobs of one address waiting for room at once; more are refused at once
 CHEAP_SLOTS = 40           # worker slots kept beyond the counted jobs, for cheap answers
 # Gradio's queue looks for work to start every millisecond even when there is none (``Queue.sleep_when_free``): an
-# idle server with no visitor used 5.6 % of a core for it; checking every 20 ms it used 1.8 % (measured in one process
-# over 10 s each), and a click waits at most 20 ms more to start.
+# idle server with no visitor used 5.6-6.6 % of a core for it; checking every 20 ms, 1.8-2.4 % (``python
+# bench/idle_bench.py``), and a click waits at most 20 ms more to start.
 IDLE_POLL_S = 0.02
 
 
