@@ -83,8 +83,12 @@ def test_stop_ends_a_lesson_run_in_the_page_without_a_takeaway(browser, app_serv
     page.set_default_timeout(WAIT_MS)
     try:
         page.goto(f"{app_server}?tab=lesson&step={number}")
-        page.locator("#lesson-choice").get_by_text(choice_text(step, step.choices[0], "en"), exact=True).click()
+        # The step is on the page before its choice is clicked (a click before the page's load events end is undone).
+        expect(page.locator("#lesson-explain")).to_contain_text(t(f"lesson.{step.id}.title", "en"))
+        said = choice_text(step, step.choices[0], "en")
+        page.locator("#lesson-choice").get_by_text(said, exact=True).click()
         page.locator("#lesson-commit").click()
+        expect(page.locator("#lesson-committed")).to_contain_text(said)
         expect(page.locator("#lesson-run")).to_be_enabled()
         page.locator("#lesson-run").click()
         status = page.locator("#lesson-status")
