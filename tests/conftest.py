@@ -69,8 +69,7 @@ def pytest_collection_modifyitems(config, items):
             raise pytest.UsageError(f"{item.nodeid} launches the app (fixture app_server or client) but is marked "
                                     "unit: mark it served (pytest.mark.served), or its module if all its tests are")
         if WORKER:  # pytest-xdist's loadgroup: a file is one unit of work; the goal test is one of its own
-            goal = getattr(item, "originalname", item.name) == GOAL_TEST
-            item.add_marker(pytest.mark.xdist_group(name="goal" if goal else item.path.name))
+            item.add_marker(pytest.mark.xdist_group(name="goal" if is_goal(item) else item.path.name))
 
 
 # The transfer-goal test (tests/test_pretrain.py) needs a backbone pretrained with the library's own recipe: minutes of
@@ -88,6 +87,10 @@ LONG_FILES = ("test_lesson_app.py", "test_labs.py", "test_load.py", "test_fairsh
 # Runs the command in its arguments, then writes its exit status whole (a reader never sees a half-written file).
 _STATUS = ("import os, subprocess, sys; rc = subprocess.call(sys.argv[2:]); "
            "open(sys.argv[1] + '.part', 'w').write(str(rc)); os.replace(sys.argv[1] + '.part', sys.argv[1])")
+
+
+def is_goal(item) -> bool:
+    return getattr(item, "originalname", item.name) == GOAL_TEST
 
 
 def start_pretraining(folder: Path):
@@ -143,14 +146,13 @@ def pytest_collection_finish(session):
         """One process: the files' own order, the goal test last (it waits for the pretraining). Workers: the long
         files first, then the goal test (a worker waiting for the pretraining leaves its core to the pretraining
         and to the other worker, so it need not wait for the end), then the rest."""
-        if getattr(item, "originalname", item.name) == GOAL_TEST:
+        if is_goal(item):
             return len(LONG_FILES) if WORKER else len(LONG_FILES) + 2
         if WORKER and item.path.name in LONG_FILES:
             return LONG_FILES.index(item.path.name)
         return len(LONG_FILES) + 1
     session.items.sort(key=order)  # stable: within a file, its own order
-    goal = [item for item in session.items if getattr(item, "originalname", item.name) == GOAL_TEST]
-    if goal and WORKER is None and not session.config.option.collectonly \
+    if any(is_goal(item) for item in session.items) and WORKER is None and not session.config.option.collectonly \
             and getattr(session.config.option, "dist", "no") == "no":
         folder = Path(tempfile.mkdtemp(prefix="source_backbone_"))
         session.config.pretraining = (start_pretraining(folder), folder)
