@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 import re
 import subprocess
 import sys
@@ -99,7 +100,8 @@ print(json.dumps({"estimate": estimate.memory, "peak": rss("VmHWM") - base}))
 @pytest.mark.slow  # trains or starts a process for a while: the slow tier
 def test_a_small_runs_peak_memory_is_within_a_factor_of_two_of_its_estimate(settings, tmp_path):
     cfg = dict(settings, epochs=1, allow_download=False)
-    env = {"PYTHONPATH": str(ROOT), "TORCH_HOME": str(tmp_path), "PATH": "/usr/bin:/bin"}
+    env = {"PYTHONPATH": str(ROOT), "TORCH_HOME": str(tmp_path), "PATH": "/usr/bin:/bin",
+           **{k: os.environ[k] for k in ("OMP_NUM_THREADS", "OMP_WAIT_POLICY") if k in os.environ}}  # conftest's
     out = subprocess.run([sys.executable, "-c", PEAK, json.dumps(cfg)], capture_output=True, text=True, timeout=300,
                          env=env, cwd=ROOT)
     assert out.returncode == 0, out.stderr[-2000:]
