@@ -38,10 +38,9 @@ WORKER = os.environ.get("PYTEST_XDIST_WORKER")
 if WORKER and "RESNET_TEST_WORKER_TMP" not in os.environ:
     os.environ["TMPDIR"] = os.environ["RESNET_TEST_WORKER_TMP"] = tempfile.mkdtemp(prefix=f"rl-{WORKER}-")
     tempfile.tempdir = None  # read TMPDIR again
-# The goal test's pretraining (one process, one thread, about 600 CPU-seconds) is the longest chain of work in the
-# suite: the workers step back for it (a lower priority, inherited by their servers, browsers and command lines).
-# It then has a core of its own and ends after about 10 minutes, not 14 as when three processes shared two cores
-# evenly, and the workers share the other core until it is free.
+# The goal test's pretraining (one process, one thread, about 620 CPU-seconds) is the longest chain of work in the
+# suite, so the workers step back for it: a lower priority, inherited by their servers and command lines (Chromium
+# sets its own, and where the kernel groups processes by session, the pretraining's session competes as a group).
 if WORKER and "RESNET_TEST_NICE" not in os.environ:
     os.environ["RESNET_TEST_NICE"] = str(os.nice(10))
 import torch  # noqa: E402
