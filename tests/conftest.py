@@ -35,14 +35,14 @@ os.environ.setdefault("OMP_NUM_THREADS", "1")
 # Set once per worker: tests that import from conftest import it a second time. The name stays short, because
 # Chromium's socket path inside it must fit 108 characters.
 WORKER = os.environ.get("PYTEST_XDIST_WORKER")
+# The goal test's pretraining (one process, one thread, about 620 CPU-seconds) is the longest chain of work in the
+# suite, so the workers step back for it, once each, with the folder: a lower priority, inherited by their servers and
+# command lines (Chromium sets its own, and where the kernel groups processes by session, the pretraining's session
+# competes as a group).
 if WORKER and "RESNET_TEST_WORKER_TMP" not in os.environ:
     os.environ["TMPDIR"] = os.environ["RESNET_TEST_WORKER_TMP"] = tempfile.mkdtemp(prefix=f"rl-{WORKER}-")
     tempfile.tempdir = None  # read TMPDIR again
-# The goal test's pretraining (one process, one thread, about 620 CPU-seconds) is the longest chain of work in the
-# suite, so the workers step back for it: a lower priority, inherited by their servers and command lines (Chromium
-# sets its own, and where the kernel groups processes by session, the pretraining's session competes as a group).
-if WORKER and "RESNET_TEST_NICE" not in os.environ:
-    os.environ["RESNET_TEST_NICE"] = str(os.nice(10))
+    os.nice(10)
 import torch  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
